@@ -1,0 +1,43 @@
+"""support_triage: route Banking77 customer messages to one of 77 intents.
+
+Run it:  keel run examples/support_triage/workflow.py examples/support_triage/data/test.csv
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+import keel
+from triage_model import INTENTS, keyword_rules, load_or_train, training_data_hash
+
+
+class Ticket(BaseModel):
+    id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class Triage(BaseModel):
+    intent: str
+
+
+workflow = keel.Workflow(
+    name="support_triage",
+    description="Route a customer's message to the team that handles its intent.",
+    input=Ticket,
+    output=Triage,
+    key="id",
+    input_checks=[
+        keel.check("text is not blank", lambda t: t.text.strip() != "", field="text",
+                   message="text is only whitespace; send the customer's message"),
+    ],
+    output_checks=[
+        keel.check("known intent", lambda o: o.intent in INTENTS, field="intent",
+                   message="intent is not one of the 77 Banking77 intents"),
+    ],
+    model=keel.SklearnModel(load_or_train, features="text", output="intent",
+                            name="tfidf-logreg", training_data_hash=training_data_hash()),
+    fallback=keel.Rules(keyword_rules),
+    policy=keel.Policy(threshold=0.6, audit_rate=0.02),
+    owners=keel.Owners(business="head-of-support@example.com",
+                       support="ml-platform@example.com"),
+)

@@ -1,0 +1,88 @@
+"""The in-flight state of one record as it moves through the stages."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from keel._prediction import Prediction
+from keel.contracts import Violation
+
+#: Every record ends in exactly one of these (``in_review`` until a person decides).
+DISPOSITIONS = ("accepted", "reviewed", "fallback", "quarantined", "failed", "in_review")
+
+#: Why a record is waiting for a person.
+REVIEW_REASONS = ("low_confidence", "output_invalid", "out_of_distribution", "model_failed",
+                  "audit_sample")
+
+
+def new_id() -> str:
+    return os.urandom(8).hex()
+
+
+@dataclass(slots=True)
+class Event:
+    """One audit entry. ``detail`` is JSON-serialisable."""
+
+    kind: str
+    at: float
+    detail: dict[str, Any] | None = None
+    actor: str | None = None
+    model_version: str | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+
+
+@dataclass(slots=True)
+class ReviewRequest:
+    reason: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Item:
+    """One record on its way through admit -> validate -> screen -> predict -> check -> route."""
+
+    key: str
+    raw: dict[str, Any]
+    source: str
+    record_id: str = ""
+    is_new: bool = True
+    started: float = field(default_factory=time.perf_counter)
+    input: BaseModel | None = None
+    violations: list[Violation] = field(default_factory=list)
+    flags: dict[str, Any] = field(default_factory=dict)
+    prediction: Prediction | None = None
+    predicted_by: str | None = None
+    step_name: str | None = None
+    checkpointed: bool = False
+    from_fallback: bool = False
+    output: dict[str, Any] | None = None
+    output_violations: list[Violation] = field(default_factory=list)
+    error: str | None = None
+    error_code: str | None = None
+    attempts: int = 0
+    disposition: str | None = None
+    reason: str | None = None
+    review: ReviewRequest | None = None
+    audit: bool = False
+    events: list[Event] = field(default_factory=list)
+    cost_usd: float = 0.0
+    seq: int = 0
+    last_hash: str = ""
+    written_events: int = 0
+
+    def log(self, kind: str, **kw: Any) -> None:
+        self.events.append(Event(kind=kind, at=time.time(), **kw))
+
+    def finish(self, disposition: str, reason: str | None = None) -> None:
+        self.disposition = disposition
+        self.reason = reason
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0

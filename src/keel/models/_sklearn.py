@@ -1,0 +1,105 @@
+"""A scikit-learn estimator with ``predict_proba``: confidence is the top class probability."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from keel._prediction import Prediction
+from keel.errors import NonRetryableModelError
+from keel.models._base import Model, Outcome
+
+
+class SklearnModel(Model):
+    """Adapter for any estimator (or pipeline) with ``predict_proba`` and ``classes_``.
+
+    ``estimator`` is the fitted estimator or a zero-argument loader that returns one; a loader
+    runs on first use, so importing a workflow never trains or loads anything.
+    ``features`` names the input field fed to the estimator (or is a function of the input);
+    ``output`` names the output field that receives the predicted class (or is a function of
+    the class label). ``training_data_hash`` and ``metrics`` are recorded with the version.
+    """
+
+    kind = "sklearn"
+
+    def __init__(
+        self,
+        estimator: Any,
+        *,
+        features: str | Callable[[Any], Any],
+        output: str | Callable[[Any], Any],
+        name: str = "sklearn",
+        training_data_hash: str | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        self._estimator = None if callable(estimator) and not hasattr(estimator, "predict_proba") else estimator
+        self._loader = estimator if self._estimator is None else None
+        self._features = features
+        self._output = output
+        self.name = name
+        self.training_data_hash = training_data_hash
+        self.metrics = metrics or {}
+        self._version: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def estimator(self) -> Any:
+        if self._estimator is None:
+            with self._lock:
+                if self._estimator is None:
+                    assert self._loader is not None
+                    self._estimator = self._loader()
+        return self._estimator
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            blob = pickle.dumps(self.estimator, protocol=5)
+            self._version = f"{self.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+        return self._version
+
+    def warm(self) -> None:
+        _ = self.version
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["artifact_hash"] = self.version.rsplit("-", 1)[-1]
+        info["training_data_hash"] = self.training_data_hash
+        info["metrics"] = self.metrics
+        return info
+
+    def _x(self, inputs: Sequence[BaseModel]) -> list[Any]:
+        if isinstance(self._features, str):
+            name = self._features
+            return [getattr(item, name) for item in inputs]
+        return [self._features(item) for item in inputs]
+
+    def _y(self, label: Any) -> Any:
+        label = label.item() if isinstance(label, np.generic) else label
+        if isinstance(self._output, str):
+            return {self._output: label}
+        return self._output(label)
+
+    def predict(self, inputs: Sequence[BaseModel]) -> list[Outcome]:
+        if not inputs:
+            return []
+        est = self.estimator
+        try:
+            proba = np.asarray(est.predict_proba(self._x(inputs)))
+        except Exception as exc:  # map at the boundary: the batch failed, keep the cause
+            err = NonRetryableModelError(f"{self.name}.predict_proba raised {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            return [err] * len(inputs)
+        best = proba.argmax(axis=1)
+        conf = proba[np.arange(len(best)), best]
+        classes = est.classes_
+        return [
+            Prediction(output=self._y(classes[i]), confidence=float(c))
+            for i, c in zip(best.tolist(), conf.tolist(), strict=True)
+        ]

@@ -1,0 +1,237 @@
+"""The runner: batching, transactions, resume, delivery. Stages do the deciding."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from keel import _json
+from keel._record import DISPOSITIONS, Item, new_id
+from keel._sinks import Sink
+from keel.resilience import RetryPolicy, build_caller
+from keel.stages import (
+    Admitter,
+    ConfidenceRouter,
+    InputValidator,
+    OutputChecker,
+    Predictor,
+    RawRow,
+    Screener,
+)
+from keel.stages.predict import Step
+from keel.stages.screen import Detector
+from keel.store import Store
+from keel.store._store import SinkLedger
+from keel.workflow import Workflow
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``read == sum(counts.values()) + duplicates``, always."""
+
+    workflow: str
+    run_id: str
+    source: str
+    read: int = 0
+    duplicates: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DISPOSITIONS, 0))
+    quarantine_reasons: Counter[str] = field(default_factory=Counter)
+    failure_causes: Counter[str] = field(default_factory=Counter)
+    review_reasons: Counter[str] = field(default_factory=Counter)
+    audit_samples: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    delivered: int = 0
+    latencies_ms: array = field(default_factory=lambda: array("d"), repr=False)  # type: ignore[type-arg]
+
+    @property
+    def decided(self) -> int:
+        return sum(self.counts.values())
+
+    def percentile_ms(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        return float(np.percentile(np.frombuffer(self.latencies_ms, dtype=np.float64), q))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workflow": self.workflow, "run_id": self.run_id, "source": self.source,
+            "read": self.read, "already_decided": self.duplicates, "dispositions": self.counts,
+            "quarantine_reasons": dict(self.quarantine_reasons.most_common()),
+            "failure_causes": dict(self.failure_causes.most_common()),
+            "review_reasons": dict(self.review_reasons.most_common()),
+            "audit_samples": self.audit_samples,
+            "latency_ms": {"p50": self.percentile_ms(50), "p95": self.percentile_ms(95)},
+            "cost_usd": round(self.cost_usd, 6), "elapsed_s": round(self.elapsed_s, 3),
+            "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
+            "delivered": self.delivered,
+        }
+
+    def add(self, items: Sequence[Item]) -> None:
+        for i in items:
+            disp = i.disposition or "failed"
+            self.counts[disp] += 1
+            self.cost_usd += i.cost_usd
+            self.latencies_ms.append(i.latency_ms)
+            if disp == "quarantined":
+                v = i.violations[0] if i.violations else None
+                self.quarantine_reasons[f"{v.field}: {v.rule}" if v else "unknown"] += 1
+            elif disp == "failed":
+                self.failure_causes[i.error_code or "unknown"] += 1
+            elif disp == "in_review" and i.review:
+                self.review_reasons[i.review.reason] += 1
+            if i.audit:
+                self.audit_samples += 1
+
+
+def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+class Runner:
+    """Runs a workflow's stages over batches of rows against a store."""
+
+    def __init__(self, workflow: Workflow, store: Store, *, batch_size: int = 500,
+                 sinks: Sequence[Sink] = (), detectors: Sequence[Detector] = (),
+                 retry: RetryPolicy | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.wf = workflow
+        self.store = store
+        self.batch_size = batch_size
+        self.sinks = list(sinks)
+        self.ledger = SinkLedger(store)
+        self.policy = workflow.policy
+        chain = [Step("primary", workflow.model, build_caller(workflow.model, retry))]
+        chain += [Step(f"fallback:{n}", m, build_caller(m, retry))
+                  for n, m in enumerate(workflow.fallback_chain, 1)]
+        self.validator = InputValidator(workflow.input_contract)
+        self.screener = Screener(detectors)
+        self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
+                                   store.write_checkpoints)
+        self.router = ConfidenceRouter(self.policy)
+        self._registered = False
+
+    def _register(self) -> None:
+        if self._registered:
+            return
+        wf = self.wf
+        self.store.save_workflow(wf.name, wf.version, wf.source_path, wf.spec())
+        for n, step in enumerate(self.predictor.steps):
+            step.model.warm()
+            self.store.register_model(wf.name, step.model.describe(),
+                                      alias="champion" if n == 0 else None)
+        self._registered = True
+
+    def _open_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.open(self.ledger.offset(sink.name, type(sink).__name__))
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def run(self, rows: Iterable[RawRow], *, source: str = "input",
+            progress: ProgressFn | None = None) -> RunSummary:
+        """Decide every new record in ``rows``; skip (and count) keys already decided."""
+        self._register()
+        summary = RunSummary(self.wf.name, new_id(), source)
+        self.store.start_run(summary.run_id, self.wf.name, "run", source)
+        admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
+        t0 = time.perf_counter()
+        self._open_sinks()
+        try:
+            for batch in _batches(rows, self.batch_size):
+                admitted = admitter(batch)
+                summary.read += len(batch)
+                summary.duplicates += len(admitted.duplicates)
+                self.store.resume_state(admitted.items)
+                self._process(admitted.items, summary, run_id=summary.run_id)
+                self._redeliver([rid for _k, _w, rid in admitted.duplicates if rid], summary)
+                if progress:
+                    progress(len(batch))
+        finally:
+            self._close_sinks()
+            summary.elapsed_s = time.perf_counter() - t0
+            self.store.finish_run(summary.run_id, summary.as_dict())
+        return summary
+
+    def replay(self, disposition: str, *, progress: ProgressFn | None = None) -> RunSummary:
+        """Re-process records that ended ``quarantined`` or ``failed`` (after a fix)."""
+        if disposition not in ("quarantined", "failed"):
+            raise ValueError("replay takes 'quarantined' or 'failed'")
+        self._register()
+        summary = RunSummary(self.wf.name, new_id(), f"replay:{disposition}")
+        self.store.start_run(summary.run_id, self.wf.name, "replay", summary.source)
+        t0 = time.perf_counter()
+        rows = self.store.replayable(self.wf.name, disposition)
+        self._open_sinks()
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
+                summary.read += len(items)
+                self.store.resume_state(items)
+                self._process(items, summary, run_id=summary.run_id, replace=True)
+                if progress:
+                    progress(len(items))
+        finally:
+            self._close_sinks()
+            summary.elapsed_s = time.perf_counter() - t0
+            self.store.finish_run(summary.run_id, summary.as_dict())
+        return summary
+
+    def _process(self, items: list[Item], summary: RunSummary, *, run_id: str,
+                 replace: bool = False) -> None:
+        if not items:
+            return
+        self.validator(items)
+        self.screener(items)
+        self.store.write_admitted(self.wf.name, run_id, items)
+        self.predictor(items)
+        self.router(items)
+        self.store.write_outcomes(self.wf.name, items, self.policy, replace=replace)
+        summary.add(items)
+        if self.sinks:
+            self._deliver([_line(i) for i in items], summary)
+
+    def _deliver(self, lines: list[dict[str, Any]], summary: RunSummary) -> None:
+        for sink in self.sinks:
+            offset = sink.write(lines)
+            self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
+        summary.delivered += len(lines)
+
+    def _redeliver(self, record_ids: list[str], summary: RunSummary) -> None:
+        """Decided records a sink has not received yet (a run that stopped before delivery)."""
+        for sink in self.sinks:
+            lines = self.ledger.undelivered(sink.name, record_ids)
+            if lines:
+                offset = sink.write(lines)
+                self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
+                summary.delivered += len(lines)
+
+
+def _line(i: Item) -> dict[str, Any]:
+    return {"key": i.key, "record_id": i.record_id, "disposition": i.disposition,
+            "reason": i.reason, "confidence": i.prediction.confidence if i.prediction else None,
+            "model_version": i.predicted_by, "output": i.output}
+
+
+def _replay_item(record_id: str, key: str, raw: str, source: str, was: str) -> Item:
+    item = Item(key=key, raw=_json.loads(raw), source=source, record_id=record_id, is_new=False)
+    if "_unparsed" in item.raw:
+        from keel.contracts import Violation
+
+        item.violations.append(Violation("*", "parse", "row could not be parsed"))
+    item.log("replayed", detail={"was": was})
+    return item

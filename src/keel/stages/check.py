@@ -1,0 +1,22 @@
+"""check: the output contract. A violating output is never accepted automatically."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from keel._prediction import Prediction
+from keel.contracts import Contract, Violation
+
+
+class OutputChecker:
+    """Validates a prediction's output; returns the clean output dict or the violations."""
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+
+    def __call__(self, prediction: Prediction) -> tuple[dict[str, object] | None, list[Violation]]:
+        value, violations = self.contract.validate(prediction.output)
+        if value is None:
+            return None, violations
+        assert isinstance(value, BaseModel)
+        return value.model_dump(mode="json"), []

@@ -1,0 +1,146 @@
+"""predict: the model call with its fallback chain. Each result is checkpointed before use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from keel._policy import Policy
+from keel._prediction import Prediction
+from keel._record import Item, ReviewRequest
+from keel.errors import ModelError
+from keel.models._base import Model
+from keel.resilience import CallResult
+from keel.stages.check import OutputChecker
+
+Caller = Callable[[Sequence[object]], list[CallResult]]
+
+
+@dataclass(slots=True)
+class Step:
+    """One link of the chain: ``primary``, then ``fallback:1``, ``fallback:2`` ..."""
+
+    name: str
+    model: Model
+    call: Caller
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    record_id: str
+    step: str
+    model_version: str
+    prediction: Prediction
+    latency_ms: float
+
+
+class Predictor:
+    """Runs the chain for records still undecided and not yet answered.
+
+    ``checkpoint(rows)`` is called with each step's new predictions before anything acts on
+    them (the runner persists them). Items arriving with ``prediction`` set were answered in
+    an earlier, interrupted run and are not sent to a model again.
+    """
+
+    def __init__(self, steps: Sequence[Step], checker: OutputChecker, policy: Policy,
+                 checkpoint: Callable[[list[Checkpoint]], None]) -> None:
+        self.steps = list(steps)
+        self.checker = checker
+        self.policy = policy
+        self.checkpoint = checkpoint
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        live = [i for i in items if i.disposition is None]
+        start: dict[int, int] = {}
+        for item in live:
+            start[id(item)] = self._resume(item)
+        for idx, step in enumerate(self.steps):
+            todo = [i for i in live if i.output is None and start[id(i)] <= idx]
+            if todo:
+                self._run_step(idx, step, todo)
+        for item in live:
+            if item.output is None:
+                self._unanswered(item)
+        return items
+
+    def _resume(self, item: Item) -> int:
+        """Index of the first step still to run (after a checkpointed answer, if any)."""
+        if item.prediction is None or item.predicted_by is None:
+            return 0
+        idx = next((n for n, s in enumerate(self.steps) if s.name == item.step_name), 0)
+        self._accept_output(item, self.steps[idx] if self.steps else None)
+        return idx + 1
+
+    def _run_step(self, idx: int, step: Step, todo: list[Item]) -> None:
+        results = step.call([i.input for i in todo])
+        fresh: list[Checkpoint] = []
+        for item, res in zip(todo, results, strict=True):
+            self._log_attempts(item, step, res)
+            if isinstance(res.outcome, Prediction):
+                item.prediction = res.outcome
+                item.predicted_by = step.model.version
+                item.step_name = step.name
+                item.from_fallback = idx > 0
+                latency = sum(a.latency_ms for a in res.attempts)
+                fresh.append(Checkpoint(item.record_id, step.name, step.model.version,
+                                        res.outcome, latency))
+            else:
+                item.error, item.error_code = res.outcome.message, res.outcome.code
+        if fresh:
+            self.checkpoint(fresh)
+        for item in todo:
+            if item.prediction is not None and item.step_name == step.name:
+                self._accept_output(item, step)
+
+    def _accept_output(self, item: Item, step: Step | None) -> None:
+        assert item.prediction is not None
+        out, violations = self.checker(item.prediction)
+        if out is not None:
+            item.output = out
+            return
+        item.output_violations = violations
+        item.log("output_invalid", model_version=item.predicted_by,
+                 detail={"step": item.step_name, "violations": [v.as_dict() for v in violations]})
+
+    def _log_attempts(self, item: Item, step: Step, res: CallResult) -> None:
+        item.attempts += len(res.attempts)
+        for n, att in enumerate(res.attempts, 1):
+            item.cost_usd += att.cost_usd
+            if att.error is None:
+                assert isinstance(res.outcome, Prediction)
+                usage = res.outcome.usage
+                item.log("predicted", model_version=step.model.version, latency_ms=att.latency_ms,
+                         cost_usd=att.cost_usd, detail={
+                             "step": step.name, "attempt": n, "confidence": res.outcome.confidence,
+                             "input_tokens": usage.input_tokens,
+                             "output_tokens": usage.output_tokens})
+            else:
+                item.log("attempt_failed", model_version=step.model.version,
+                         latency_ms=att.latency_ms, cost_usd=att.cost_usd,
+                         detail={"step": step.name, "attempt": n, "error": att.error,
+                                 "code": att.code})
+        if step.name != "primary" and res.attempts:
+            cause = item.error or (
+                "output contract violated" if item.output_violations else "primary failed")
+            item.log("fallback_used", model_version=step.model.version,
+                     detail={"step": step.name, "cause": cause})
+
+    def _unanswered(self, item: Item) -> None:
+        if item.output_violations:
+            first = item.output_violations[0]
+            item.review = ReviewRequest("output_invalid", str(first))
+            item.finish("in_review", "output_invalid")
+            item.log("routed", detail={"disposition": "in_review", "review_reason": "output_invalid",
+                                       "why": f"output contract violated: {first}"})
+        elif self.policy.on_model_failure == "review":
+            item.review = ReviewRequest("model_failed", item.error or "")
+            item.finish("in_review", "model_failed")
+            item.log("routed", detail={"disposition": "in_review", "review_reason": "model_failed",
+                                       "why": item.error})
+        else:
+            item.finish("failed", item.error or "model failed")
+            item.log("failed", detail={"error": item.error, "code": item.error_code,
+                                       "attempts": item.attempts})
+
+
+__all__ = ["Checkpoint", "ModelError", "Predictor", "Step"]

@@ -1,0 +1,107 @@
+"""Read-side queries: status, trace, quarantine listings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from keel import _json
+from keel.store import _schema as t
+from keel.store._store import Store
+
+
+def workflow_names(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        names = {r[0] for r in conn.execute(select(t.workflows.c.name))}
+        names |= {r[0] for r in conn.execute(select(t.records.c.workflow).distinct())}
+    return sorted(names)
+
+
+def status(store: Store, workflow: str) -> dict[str, Any]:
+    r, d, rt = t.records, t.decisions, t.review_tasks
+    with store.engine.connect() as conn:
+        counts = dict(conn.execute(select(d.c.disposition, func.count())
+                                   .where(d.c.workflow == workflow).group_by(d.c.disposition)).all())
+        total = conn.execute(select(func.count()).select_from(r).where(r.c.workflow == workflow)).scalar_one()
+        cost = conn.execute(select(func.coalesce(func.sum(d.c.cost_usd), 0.0))
+                            .where(d.c.workflow == workflow)).scalar_one()
+        lat = np.array([x for (x,) in conn.execute(select(d.c.latency_ms).where(
+            d.c.workflow == workflow, d.c.latency_ms.is_not(None)))], dtype=np.float64)
+        backlog = dict(conn.execute(select(rt.c.reason, func.count()).where(
+            rt.c.workflow == workflow, rt.c.status == "open").group_by(rt.c.reason)).all())
+        oldest = conn.execute(select(func.min(rt.c.created_at)).where(
+            rt.c.workflow == workflow, rt.c.status == "open")).scalar_one()
+        failures = dict(conn.execute(
+            select(d.c.reason, func.count()).where(d.c.workflow == workflow,
+                                                   d.c.disposition == "failed")
+            .group_by(d.c.reason)).all())
+        spec = conn.execute(select(t.workflows.c.spec, t.workflows.c.version)
+                            .where(t.workflows.c.name == workflow)).first()
+    decided = sum(counts.values())
+    return {
+        "workflow": workflow,
+        "version": spec[1] if spec else None,
+        "records": total,
+        "dispositions": {k: int(counts.get(k, 0)) for k in
+                         ("accepted", "reviewed", "fallback", "quarantined", "failed", "in_review")},
+        "pending": int(total - decided),
+        "review_backlog": {"open": int(sum(backlog.values())), "by_reason": backlog,
+                           "oldest_created_at": oldest},
+        "latency_ms": {"p50": float(np.percentile(lat, 50)) if lat.size else None,
+                       "p95": float(np.percentile(lat, 95)) if lat.size else None},
+        "cost_usd": round(float(cost), 6),
+        "failures_by_cause": failures,
+        "policy": _json.loads(spec[0]).get("policy") if spec else None,
+    }
+
+
+def trace(store: Store, key: str, workflow: str | None = None) -> list[dict[str, Any]]:
+    """Every record with this key (one per workflow, or the one workflow given)."""
+    r, e, d, p, rt = t.records, t.events, t.decisions, t.predictions, t.review_tasks
+    out = []
+    with store.engine.connect() as conn:
+        q = select(r).where(r.c.key == key)
+        if workflow:
+            q = q.where(r.c.workflow == workflow)
+        for rec in conn.execute(q).mappings().all():
+            rid = rec["id"]
+            evs = [dict(x) for x in conn.execute(select(e).where(e.c.record_id == rid)
+                                                 .order_by(e.c.seq)).mappings()]
+            for ev in evs:
+                ev["detail"] = _json.loads(ev["detail"])
+            dec = conn.execute(select(d).where(d.c.record_id == rid)).mappings().first()
+            preds = [dict(x) for x in conn.execute(select(p).where(p.c.record_id == rid)
+                                                   .order_by(p.c.created_at)).mappings()]
+            tasks = [dict(x) for x in conn.execute(select(rt).where(rt.c.record_id == rid)
+                                                   .order_by(rt.c.created_at)).mappings()]
+            decision = dict(dec) if dec else None
+            if decision:
+                decision["output"] = _json.loads(decision["output"])
+            for pr in preds:
+                pr["output"] = _json.loads(pr["output"])
+                pr["metadata"] = _json.loads(pr["metadata"])
+            for tk in tasks:
+                tk["output"] = _json.loads(tk["output"])
+            out.append({"record_id": rid, "workflow": rec["workflow"], "key": rec["key"],
+                        "input": _json.loads(rec["input"]), "source": rec["source"],
+                        "created_at": rec["created_at"], "decision": decision,
+                        "predictions": preds, "review_tasks": tasks, "events": evs})
+    return out
+
+
+def quarantined(store: Store, workflow: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    q_, r = t.quarantine, t.records
+    q = (select(q_.c.record_id, q_.c.workflow, q_.c.source, q_.c.violations, q_.c.created_at,
+                r.c.key, r.c.input)
+         .select_from(q_.join(r, r.c.id == q_.c.record_id)).where(q_.c.status == "open")
+         .order_by(q_.c.created_at).limit(limit))
+    if workflow:
+        q = q.where(q_.c.workflow == workflow)
+    with store.engine.connect() as conn:
+        rows = [dict(x) for x in conn.execute(q).mappings()]
+    for row in rows:
+        row["violations"] = _json.loads(row["violations"])
+        row["input"] = _json.loads(row["input"])
+    return rows

@@ -1,0 +1,229 @@
+"""The store's tables (SQLAlchemy Core). Times are Unix epoch seconds (``*_at`` columns).
+
+JSON payloads are stored as text written by keel (canonical, sorted keys) so the same bytes
+land on SQLite and PostgreSQL and the audit hash chain can be recomputed anywhere.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+workflows = Table(
+    "workflows", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("source_path", Text),
+    Column("spec", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions", metadata,
+    Column("version", String(200), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("artifact_hash", String(128)),
+    Column("training_data_hash", String(128)),
+    Column("metrics", Text),
+    Column("alias", String(50)),
+    Column("created_at", Float, nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),  # run | replay | serve
+    Column("source", Text),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("summary", Text),
+)
+
+records = Table(
+    "records", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("key", String(500), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("source", Text),
+    Column("run_id", String(32)),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("workflow", "key", name="uq_records_workflow_key"),
+)
+
+predictions = Table(
+    "predictions", metadata,
+    Column("record_id", String(32), nullable=False),
+    Column("step", String(100), nullable=False),
+    Column("model_version", String(200), nullable=False),
+    Column("output", Text),
+    Column("confidence", Float, nullable=False),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("latency_ms", Float),
+    Column("metadata", Text),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("record_id", "step", name="pk_predictions"),
+)
+
+decisions = Table(
+    "decisions", metadata,
+    Column("record_id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("disposition", String(20), nullable=False),
+    Column("reason", Text),
+    Column("output", Text),
+    Column("confidence", Float),
+    Column("model_version", String(200)),
+    Column("decided_by", String(200)),
+    Column("policy_version", String(100)),
+    Column("audit", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("latency_ms", Float),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("decided_at", Float, nullable=False),
+    Index("ix_decisions_workflow_disposition", "workflow", "disposition"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record_id", String(32), nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(200)),
+    Column("model_version", String(200)),
+    Column("latency_ms", Float),
+    Column("cost_usd", Float),
+    Column("detail", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("record_id", "seq", name="uq_events_record_seq"),
+    Index("ix_events_workflow_at", "workflow", "at"),
+)
+
+review_tasks = Table(
+    "review_tasks", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("record_id", String(32), nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("reason", String(50), nullable=False),
+    Column("detail", Text),
+    Column("priority", Integer, nullable=False, default=50),
+    Column("status", String(20), nullable=False),  # open | decided | cancelled
+    Column("queue", String(200), nullable=False, default="default"),
+    Column("created_at", Float, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("escalated_at", Float),
+    Column("claimed_by", String(200)),
+    Column("lease_until", Float),
+    Column("decided_by", String(200)),
+    Column("decided_at", Float),
+    Column("decision", String(20)),  # accept | correct | reject
+    Column("output", Text),
+    Column("note", Text),
+    Column("parent_id", String(32)),  # second review of this task
+    Index("ix_review_tasks_open", "workflow", "status", "priority"),
+    Index("ix_review_tasks_record", "record_id"),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("record_id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("source", Text),
+    Column("violations", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # open | replayed
+    Column("created_at", Float, nullable=False),
+    Column("replayed_at", Float),
+)
+
+sinks = Table(
+    "sinks", metadata,
+    Column("name", String(500), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("offset_bytes", Integer, nullable=False, default=0),
+    Column("updated_at", Float, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("sink", String(500), nullable=False),
+    Column("record_id", String(32), nullable=False),
+    Column("status", String(20), nullable=False),  # delivered | pending | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("sink", "record_id", name="pk_deliveries"),
+)
+
+routing_policies = Table(
+    "routing_policies", metadata,
+    Column("version", String(100), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("evidence", Text),
+    Column("active", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+breakers = Table(
+    "breakers", metadata,
+    Column("model_version", String(200), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("opened_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200)),
+    Column("role", String(20), nullable=False),
+    Column("hash", String(128), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("last_used_at", Float),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workflow", String(200), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("state", String(20), nullable=False),  # firing | resolved
+    Column("value", Float),
+    Column("detail", Text),
+    Column("fired_at", Float, nullable=False),
+    Column("resolved_at", Float),
+)
+
+profiles = Table(
+    "profiles", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("source", Text),
+    Column("profile", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
