@@ -38,7 +38,7 @@ def fit(texts: list[str], labels: list[str]) -> Any:
     from sklearn.pipeline import make_pipeline
 
     pipe = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        TfidfVectorizer(sublinear_tf=True),
         LogisticRegression(C=20.0, max_iter=2000),
     )
     return pipe.fit(texts, labels)
@@ -49,7 +49,7 @@ def cache_dir() -> Path:
 
 
 def load_or_train() -> Any:
-    """The fitted pipeline, from the artifact cache or trained now (a few seconds)."""
+    """The fitted pipeline, from the artifact cache or trained now (about 5 s)."""
     path = cache_dir() / f"support_triage-{training_data_hash()}.pkl"
     if path.exists():
         with path.open("rb") as fh:

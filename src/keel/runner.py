@@ -119,7 +119,7 @@ class Runner:
         self.validator = InputValidator(workflow.input_contract)
         self.screener = Screener(detectors)
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
-                                   store.write_checkpoints)
+                                   lambda rows: store.write_checkpoints(rows, workflow.name))
         self.router = ConfidenceRouter(self.policy)
         self._registered = False
 

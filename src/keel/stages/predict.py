@@ -32,6 +32,7 @@ class Checkpoint:
     model_version: str
     prediction: Prediction
     latency_ms: float
+    item: Item
 
 
 class Predictor:
@@ -68,6 +69,8 @@ class Predictor:
         if item.prediction is None or item.predicted_by is None:
             return 0
         idx = next((n for n, s in enumerate(self.steps) if s.name == item.step_name), 0)
+        item.log("checkpoint_used", model_version=item.predicted_by,
+                 detail={"step": item.step_name, "confidence": item.prediction.confidence})
         self._accept_output(item, self.steps[idx] if self.steps else None)
         return idx + 1
 
@@ -83,7 +86,7 @@ class Predictor:
                 item.from_fallback = idx > 0
                 latency = sum(a.latency_ms for a in res.attempts)
                 fresh.append(Checkpoint(item.record_id, step.name, step.model.version,
-                                        res.outcome, latency))
+                                        res.outcome, latency, item))
             else:
                 item.error, item.error_code = res.outcome.message, res.outcome.code
         if fresh:

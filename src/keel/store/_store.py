@@ -144,7 +144,8 @@ class Store:
         for i in items:
             i.is_new = False
 
-    def write_checkpoints(self, rows: list[Checkpoint]) -> None:
+    def write_checkpoints(self, rows: list[Checkpoint], workflow: str) -> None:
+        """Predictions under (record, step), first write wins, with the events that led there."""
         now = time.time()
         data = [{"record_id": c.record_id, "step": c.step, "model_version": c.model_version,
                  "output": _json.dumps(c.prediction.output), "confidence": c.prediction.confidence,
@@ -155,6 +156,7 @@ class Store:
                  "created_at": now} for c in rows]
         with self.tx() as conn:
             conn.execute(insert_ignore(self.engine, t.predictions), data)
+            self._events(conn, workflow, [c.item for c in rows])
 
     def write_outcomes(self, workflow: str, items: list[Item], policy: Policy,
                        replace: bool = False) -> None:

@@ -1,0 +1,121 @@
+"""keel status, keel trace, keel quarantine."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import keel
+from keel.cli._common import DbOption, JsonOption, console, fmt_ms, fmt_time, print_json
+
+
+def status_cmd(
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Only this workflow.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per workflow: dispositions, review backlog, latency, cost."""
+    found = keel.status(db=db, workflow=workflow)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print("no workflows in this store yet; start with `keel run` or `keel demo`")
+        return
+    for st in found:
+        render_status(st)
+
+
+def render_status(st: dict[str, Any]) -> None:
+    table = Table(title=f"{st['workflow']} (version {st['version']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("records", f"{st['records']:,}")
+    for name, count in st["dispositions"].items():
+        table.add_row(f"  {name.replace('_', ' ')}", f"{count:,}")
+    if st["pending"]:
+        table.add_row("  pending (interrupted run; run again to finish)", f"{st['pending']:,}")
+    backlog = st["review_backlog"]
+    table.add_row("review backlog", f"{backlog['open']:,}")
+    for reason, n in sorted(backlog["by_reason"].items()):
+        table.add_row(f"  {reason}", f"{n:,}")
+    if backlog["oldest_created_at"]:
+        table.add_row("  oldest task", fmt_time(backlog["oldest_created_at"]))
+    table.add_row("latency p50 / p95", f"{fmt_ms(st['latency_ms']['p50'])} / {fmt_ms(st['latency_ms']['p95'])}")
+    table.add_row("cost", f"${st['cost_usd']:.4f}")
+    for cause, n in st["failures_by_cause"].items():
+        table.add_row(f"failed: {cause}", f"{n:,}")
+    console.print(table)
+
+
+def _event_line(ev: dict[str, Any]) -> str:
+    bits = []
+    if ev.get("model_version"):
+        bits.append(f"model {ev['model_version']}")
+    if ev.get("latency_ms") is not None:
+        bits.append(f"{ev['latency_ms']:.2f} ms")
+    if ev.get("cost_usd"):
+        bits.append(f"${ev['cost_usd']:.6f}")
+    if ev.get("actor"):
+        bits.append(f"by {ev['actor']}")
+    detail = ev.get("detail") or {}
+    for k, v in detail.items():
+        bits.append(f"{k}={v}")
+    return ", ".join(str(b) for b in bits)
+
+
+def trace_cmd(
+    key: Annotated[str, typer.Argument(help="The record's key (the workflow's key field).")],
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The full story of one record: every event in order."""
+    found = keel.trace(key, db=db, workflow=workflow)
+    if as_json:
+        print_json(found if len(found) > 1 else found[0])
+        return
+    for rec in found:
+        dec = rec["decision"] or {}
+        console.print(f"[bold]{rec['workflow']}[/] record [bold]{rec['key']}[/] "
+                      f"(id {rec['record_id']}, from {rec['source']})")
+        console.print(f"input: {rec['input']}")
+        if dec:
+            console.print(f"decision: [bold]{dec['disposition']}[/] output={dec['output']} "
+                          f"confidence={dec['confidence']} reason: {dec['reason']}")
+        table = Table("#", "when", "event", "detail")
+        for ev in rec["events"]:
+            table.add_row(str(ev["seq"]), fmt_time(ev["at"]), ev["kind"], _event_line(ev))
+        console.print(table)
+        for task in rec["review_tasks"]:
+            console.print(f"review task {task['id']}: {task['reason']} ({task['status']})")
+
+
+def quarantine_cmd(
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Quarantined records with the reasons; fix, then `keel replay WORKFLOW_PY --quarantined`."""
+    rows = keel.quarantined(db=db, workflow=workflow)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("nothing in quarantine")
+        return
+    table = Table("key", "source", "field", "rule", "message")
+    for row in rows:
+        for v in row["violations"]:
+            table.add_row(row["key"], row["source"], v["field"], v["rule"], v["message"])
+    console.print(table)
+    console.print(f"{len(rows)} quarantined; after fixing the cause run "
+                  "`keel replay WORKFLOW_PY --quarantined`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status_cmd)
+    app.command("trace")(trace_cmd)
+    app.command("quarantine")(quarantine_cmd)

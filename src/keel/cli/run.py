@@ -1,0 +1,101 @@
+"""keel run, keel replay, keel demo."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+import keel
+from keel.cli._common import DbOption, JsonOption, console, fmt_ms, print_json
+from keel.runner import ProgressFn, RunSummary
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, enabled: bool, total: int | None = None) -> Iterator[ProgressFn | None]:
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def render_summary(s: RunSummary) -> None:
+    d = s.as_dict()
+    table = Table(title=f"{s.workflow}: {s.read:,} records read from {s.source}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, count in d["dispositions"].items():
+        if count or name in ("accepted", "in_review", "quarantined", "failed"):
+            table.add_row(name.replace("_", " "), f"{count:,}")
+    table.add_row("already decided (skipped)", f"{s.duplicates:,}")
+    table.add_row("latency p50 / p95", f"{fmt_ms(d['latency_ms']['p50'])} / {fmt_ms(d['latency_ms']['p95'])}")
+    table.add_row("cost", f"${d['cost_usd']:.4f}")
+    table.add_row("throughput", f"{d['records_per_s'] or 0:,.0f} records/s")
+    console.print(table)
+    for title, counter in (("quarantined", s.quarantine_reasons), ("failed", s.failure_causes),
+                           ("sent to review", s.review_reasons)):
+        if counter:
+            reasons = ", ".join(f"{k} ({v})" for k, v in counter.most_common(5))
+            console.print(f"[bold]{title}:[/] {reasons}")
+    if s.audit_samples:
+        console.print(f"[bold]audit:[/] {s.audit_samples} accepted decisions sampled for review")
+
+
+def _finish(summary: RunSummary, as_json: bool) -> None:
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        render_summary(summary)
+    if summary.counts.get("failed"):
+        if not as_json:
+            console.print("[yellow]some records failed; fix the cause, then "
+                          "`keel replay WORKFLOW_PY --failed`[/]")
+        raise typer.Exit(2)
+
+
+def run_cmd(
+    workflow_py: Annotated[Path, typer.Argument(help="Path to the workflow.py to run.")],
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write one line per record (.jsonl or .csv).")] = None,
+    db: DbOption = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch.")] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide every record in INPUT with the workflow; skip keys already decided."""
+    with progress_bar("deciding", not as_json) as tick:
+        summary = keel.run(workflow_py, input_file, db=db, out=out, batch_size=batch_size,
+                           progress=tick)
+    _finish(summary, as_json)
+
+
+def replay_cmd(
+    workflow_py: Annotated[Path, typer.Argument(help="Path to the (fixed) workflow.py.")],
+    quarantined: Annotated[bool, typer.Option("--quarantined", help="Replay quarantined records.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Replay failed records.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write one line per replayed record.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-process quarantined or failed records after the cause is fixed."""
+    if quarantined == failed:
+        raise keel.UserError("say what to replay: --quarantined or --failed")
+    which = "quarantined" if quarantined else "failed"
+    with progress_bar(f"replaying {which}", not as_json) as tick:
+        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick)
+    _finish(summary, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("replay")(replay_cmd)
+    from keel.cli.demo import demo_cmd
+
+    app.command("demo")(demo_cmd)
