@@ -1,0 +1,7 @@
+"""``python -m keel`` is the ``keel`` command."""
+
+import sys
+
+from keel.cli import main
+
+sys.exit(main())
