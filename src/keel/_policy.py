@@ -14,6 +14,8 @@ class Policy:
     accuracy (chosen by a hash of the key, so a replay picks the same records).
     ``on_model_failure`` is ``"fail"`` (record ends ``failed``, replayable) or ``"review"``.
     ``review_sla_s`` gives the due time per review reason.
+    ``second_review_above``: when a reviewer disagrees with a model output at least this
+    confident, a second reviewer must confirm before the record is decided (None: never).
     """
 
     threshold: float = 0.8
@@ -28,6 +30,8 @@ class Policy:
             "out_of_distribution": 8 * 3600.0,
             "low_confidence": 24 * 3600.0,
             "audit_sample": 72 * 3600.0,
+            "second_review": 24 * 3600.0,
+            "manual": 24 * 3600.0,
         }
     )
     review_priority: dict[str, int] = field(
@@ -37,8 +41,11 @@ class Policy:
             "out_of_distribution": 60,
             "low_confidence": 50,
             "audit_sample": 10,
+            "second_review": 70,
+            "manual": 70,
         }
     )
+    second_review_above: float | None = None
     version: str = "default"
 
     def __post_init__(self) -> None:
@@ -63,5 +70,8 @@ class Policy:
             "class_field": self.class_field,
             "audit_rate": self.audit_rate,
             "on_model_failure": self.on_model_failure,
+            "second_review_above": self.second_review_above,
+            "review_sla_s": self.review_sla_s,
+            "review_priority": self.review_priority,
             "version": self.version,
         }

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from keel.cli import inspect as _inspect
+from keel.cli import review as _review
 from keel.cli import run as _run
 from keel.cli import serve as _serve
 from keel.cli._common import console_err
@@ -20,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _serve):
+for _module in (_run, _inspect, _review, _serve):
     _module.register(app)
 
 

@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.middleware.sessions import SessionMiddleware
 
 from keel import __version__
+from keel.review import ReviewQueue
 from keel.runner import Runner
 from keel.server import api, ui
 from keel.server._batcher import DecisionBatcher
@@ -25,11 +26,7 @@ from keel.store import Store
 from keel.workflow import Workflow, load_workflow
 
 
-def _review_queue(store: Store, workflow: str) -> Any:
-    try:
-        from keel.review import ReviewQueue  # the review service (issue 4)
-    except ImportError:  # pragma: no cover - until the review service lands
-        return None
+def _review_queue(store: Store, workflow: Workflow) -> ReviewQueue:
     return ReviewQueue(store, workflow=workflow)
 
 
@@ -72,7 +69,7 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     app.state.workflow, app.state.store, app.state.runner = wf, st, runner
     app.state.batcher, app.state.auth, app.state.settings = batcher, auth, settings
     app.state.metrics, app.state.dashboard_cache = metrics, {}
-    app.state.review = _review_queue(st, wf.name)
+    app.state.review = _review_queue(st, wf)
     app.state.started_at = time.time()
     install_error_handlers(app)
     for router in api.ROUTERS:
