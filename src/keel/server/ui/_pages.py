@@ -36,7 +36,7 @@ def person(request: Request) -> Principal:
 Person = Annotated[Principal, Depends(person)]
 
 
-def page(request: Request, who: Principal, name: str | None, status: int = 200,
+def page(request: Request, name: str, who: Principal | None, status: int = 200,
          **ctx: Any) -> HTMLResponse:
     from keel.server.ui import csrf_token
 
@@ -103,22 +103,16 @@ def inbox(request: Request, who: Person) -> Response:
 
 @router.get("/ui/review/next")
 def next_task(request: Request, who: Person, skip: str | None = None) -> Response:
-    """Claim the most urgent open task nobody else holds, skipping ones passed over."""
+    """Claim the most urgent open task nobody else holds, leaving out ones passed over."""
     q = request.app.state.review
     skipped: list[str] = request.session.get("skipped", [])
     if skip:
         _release(q, skip, who.name)
         skipped = [*skipped[-49:], skip]
         request.session["skipped"] = skipped
-    for task in q.list(status="open", limit=100):
-        if task["id"] in skipped:
-            continue
-        try:
-            claimed = q.claim(task["id"], who.name, lease_s=request.app.state.settings.lease_s)
-        except LeaseConflict:
-            continue
-        if claimed is not None:
-            return RedirectResponse(f"/ui/review/tasks/{task['id']}", 303)
+    claimed = q.claim(None, who.name, lease_s=request.app.state.settings.lease_s, skip=skipped)
+    if claimed is not None:
+        return RedirectResponse(f"/ui/review/tasks/{claimed['id']}", 303)
     request.session["skipped"] = []
     request.session["flash"] = ("Nothing left to review." if not skipped else
                                 "Nothing left to review except the tasks you skipped.")
@@ -142,7 +136,7 @@ def task_page(request: Request, who: Person, task_id: str) -> Response:
             request.session["flash"] = f"Someone else is reviewing that task ({exc.message})."
             return RedirectResponse("/ui/review", 303)
     record = keel.trace(task["key"], store=state.store, workflow=state.workflow.name)[0]
-    model_output = _model_output(record)
+    model_output = task.get("model_output")
     schema = state.workflow.output.model_json_schema()
     fields = form_fields(schema)
     suggestions = {f.name: sq.output_values(state.store, state.workflow.name, f.name)
@@ -150,19 +144,9 @@ def task_page(request: Request, who: Person, task_id: str) -> Response:
     similar = sq.similar_decisions(state.store, state.workflow.name, record["record_id"],
                                    _text_of(record["input"], state.workflow.key), model_output)
     return page(request, "task.html", who, task=task, record=record, model_output=model_output,
-                confidence=_confidence(record), fields=fields, suggestions=suggestions,
+                confidence=task.get("confidence"), fields=fields, suggestions=suggestions,
                 similar=similar, why=REASONS.get(task["reason"], task["reason"]),
                 lease_s=state.settings.lease_s)
-
-
-def _model_output(record: dict[str, Any]) -> Any:
-    preds = record.get("predictions") or []
-    return preds[0]["output"] if preds else None
-
-
-def _confidence(record: dict[str, Any]) -> float | None:
-    preds = record.get("predictions") or []
-    return preds[0]["confidence"] if preds else None
 
 
 def _text_of(value: dict[str, Any], key_field: str) -> dict[str, Any]:
