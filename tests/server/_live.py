@@ -11,10 +11,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from tests._workflows import make
 
 from keel.server import Settings, create_app, create_key
 from keel.store import Store
-from tests._workflows import make
 
 
 def keys(store: Store) -> dict[str, str]:

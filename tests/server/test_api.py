@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.server._live import app_for, bearer, keys
 
 from keel.store import Store
-from tests.server._live import app_for, bearer, keys
 
 
 @pytest.fixture

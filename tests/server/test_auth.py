@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.server._live import app_for, bearer, keys
 
 from keel.store import Store
-from tests.server._live import app_for, bearer, keys
 
 
 @pytest.fixture

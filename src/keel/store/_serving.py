@@ -151,6 +151,13 @@ def _rate(c: dict[str, int]) -> dict[str, Any]:
             "ci95": list(ci) if ci else None}
 
 
+def _recent_rate(series: list[dict[str, Any]], bucket_s: float, now: float) -> float:
+    """Decisions per minute over the last five minutes (at least one bucket)."""
+    span = max(300.0, bucket_s)
+    recent = sum(sum(p["counts"].values()) for p in series if p["t"] + bucket_s > now - span)
+    return recent / (span / 60.0)
+
+
 def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s: float = 60.0,
               days: int = 14, latency_sample: int = 20000) -> dict[str, Any]:
     """Everything the live dashboard draws, for one workflow."""
@@ -166,6 +173,7 @@ def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s
         "workflow": workflow, "now": now, "window_s": window_s, "bucket_s": bucket_s,
         "series": series, "window_counts": dict(totals), "window_decided": decided,
         "throughput_per_min": decided / (window_s / 60.0),
+        "recent_per_min": _recent_rate(series, bucket_s, now),
         "rates": {k: (totals.get(k, 0) / decided if decided else None)
                   for k in ("failed", "fallback", "in_review", "quarantined")},
         "latency_ms": _latency(store, workflow, since, latency_sample),

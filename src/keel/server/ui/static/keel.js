@@ -137,7 +137,7 @@
     const set = (id, text) => { document.getElementById(id).textContent = text; };
     function render(d) {
       set("t-decided", d.window_decided.toLocaleString());
-      set("t-rate", d.throughput_per_min.toFixed(1));
+      set("t-rate", d.recent_per_min.toFixed(1));
       set("t-latency", ms(d.latency_ms.p50) + " / " + ms(d.latency_ms.p95) + " / " + ms(d.latency_ms.p99) + " ms");
       set("t-failed", pct(d.rates.failed));
       set("t-fallback", pct(d.rates.fallback));
@@ -161,14 +161,17 @@
         mix.update("none");
       }
       const cost = chart("c-cost", { type: "bar", data: { labels: [], datasets: [{ label: "USD", backgroundColor: "#2457d6", data: [] }] },
-        options: { animation: false, plugins: { legend: { display: false } } } });
+        options: { animation: false, aspectRatio: 2.2, plugins: { legend: { display: false } } } });
       if (cost) {
         cost.data.labels = d.cost_per_day.map((c) => c.day.slice(5));
         cost.data.datasets[0].data = d.cost_per_day.map((c) => c.cost_usd);
         cost.update("none");
       }
+      const waiting = Object.keys(d.backlog.by_reason).length > 0;
+      document.getElementById("no-backlog").classList.toggle("hidden", waiting);
+      document.getElementById("c-backlog").classList.toggle("hidden", !waiting);
       const backlog = chart("c-backlog", { type: "doughnut", data: { labels: [], datasets: [{ data: [] }] },
-        options: { animation: false } });
+        options: { animation: false, aspectRatio: 2.2, plugins: { legend: { position: "right" } } } });
       if (backlog) {
         backlog.data.labels = Object.keys(d.backlog.by_reason).map((r) => r.replace("_", " "));
         backlog.data.datasets[0].data = Object.values(d.backlog.by_reason);
