@@ -18,6 +18,7 @@ from keel.review import ReviewQueue
 from keel.runner import Runner
 from keel.server import api, ui
 from keel.server._batcher import DecisionBatcher
+from keel.server._fastlane import FastLane
 from keel.server._http import BodyLimit, install_error_handlers
 from keel.server._keys import Authenticator
 from keel.server._support import PeriodicJob, ServerMetrics, Settings, run_jobs
@@ -79,6 +80,7 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
                        session_cookie="keel_session", max_age=settings.session_max_age_s,
                        same_site="lax", https_only=settings.secure_cookies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(FastLane, state=app.state)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

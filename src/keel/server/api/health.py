@@ -43,7 +43,8 @@ def status(request: Request, who: Reader) -> dict[str, Any]:
     found["server"] = {
         "started_at": state.started_at, "uptime_s": round(time.time() - state.started_at, 1),
         "queue_depth": state.batcher.depth, "batches": st.batches, "records": st.records,
-        "largest_batch": st.largest, "policy": state.runner.policy.as_dict(),
+        "largest_batch": st.largest, "pipeline_busy_s": round(st.busy_s, 3),
+        "policy": state.runner.policy.as_dict(),
     }
     return found
 
