@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
+from keel.cli._common import DbOption, JsonOption, console, console_err, fmt_time, print_json
 
 keys_app = typer.Typer(help="API keys for `keel serve`: create, list, revoke.",
                        no_args_is_help=True)
@@ -55,9 +55,9 @@ def keys_create(
     if as_json:
         print_json({**record, "key": secret})
         return
-    console.print(f"created {record['role']} key [bold]{record['id']}[/] ({record['name']}); "
-                  "copy it now, it is not shown again:")
-    print(secret)
+    console_err.print(f"created {record['role']} key [bold]{record['id']}[/] ({record['name']}); "
+                      "copy it now, it is not shown again:")
+    print(secret)  # alone on stdout, so KEY=$(keel keys create ...) captures just the key
 
 
 @keys_app.command("list")
