@@ -186,9 +186,9 @@ def openapi(request: Request, who: Reader) -> Response:
 @router.get("/docs")
 def docs(request: Request, who: Person) -> Response:
     vendor = request.app.state.vendor
-    kw = {}
     if vendor is not None and (vendor / "swagger-ui-dist").is_dir():
-        kw = {"swagger_js_url": "/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
-              "swagger_css_url": "/static/vendor/swagger-ui-dist/swagger-ui.css"}
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="keel API",
-                               swagger_favicon_url="", **kw)
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="keel API", swagger_favicon_url="",
+            swagger_js_url="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui-dist/swagger-ui.css")
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="keel API")
