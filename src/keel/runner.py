@@ -121,6 +121,7 @@ class Runner:
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    lambda rows: store.write_checkpoints(rows, workflow.name))
         self.router = ConfidenceRouter(self.policy)
+        self.policy_note: str | None = None
         self._registered = False
 
     def _register(self) -> None:
@@ -132,7 +133,17 @@ class Runner:
             step.model.warm()
             self.store.register_model(wf.name, step.model.describe(),
                                       alias="champion" if n == 0 else None)
+        self._use_policy_in_force()
         self._registered = True
+
+    def _use_policy_in_force(self) -> None:
+        """A policy from `keel calibrate` for this model replaces the declared thresholds."""
+        from keel.review._routing import policy_in_force
+
+        policy, note = policy_in_force(self.store, self.wf.name, self.wf.model.version,
+                                       self.wf.policy)
+        self.policy = self.router.policy = self.predictor.policy = policy
+        self.policy_note = note
 
     def _open_sinks(self) -> None:
         for sink in self.sinks:

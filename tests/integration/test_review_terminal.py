@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pexpect
+from tests._workflows import write_csv, write_workflow
 
 import keel
 from keel.review import ReviewQueue
 from keel.store import Store
-from tests._workflows import write_csv, write_workflow
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from keel.cli import calibrate as _calibrate
 from keel.cli import inspect as _inspect
 from keel.cli import review as _review
 from keel.cli import run as _run
@@ -20,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _review):
+for _module in (_run, _inspect, _review, _calibrate):
     _module.register(app)
 
 

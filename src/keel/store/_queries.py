@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from keel import _json
 from keel.store import _schema as t
+from keel.store._review import guarantee_status
 from keel.store._store import Store
 
 
@@ -54,6 +55,7 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         "cost_usd": round(float(cost), 6),
         "failures_by_cause": failures,
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
+        **guarantee_status(store, workflow),
     }
 
 
