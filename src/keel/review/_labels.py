@@ -116,6 +116,8 @@ def retrain(wf: Workflow, store: Store) -> dict[str, Any]:
         raise ConfigError(f"workflow {wf.name!r} declares no train function; add "
                           "train=my_train to the Workflow (it takes the labels and returns a "
                           "keel Model trained on your original data plus them)")
+    wf.model.warm()  # the live version, computed before anything else touches the process
+    live = wf.model.version
     examples = training_examples(store, wf.name)
     t0 = time.perf_counter()
     model = wf.train(examples)
@@ -130,4 +132,4 @@ def retrain(wf: Workflow, store: Store) -> dict[str, Any]:
     return {"workflow": wf.name, "version": info["version"], "alias": known or "candidate",
             "already_registered": known is not None, "label_examples": len(examples),
             "training_data_hash": info.get("training_data_hash"),
-            "live_version": wf.model.version, "train_s": round(time.perf_counter() - t0, 2)}
+            "live_version": live, "train_s": round(time.perf_counter() - t0, 2)}

@@ -77,6 +77,22 @@ def pvalue(method: str, k: int, n: int, alpha: float) -> float:
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
+def pvalues(method: str, k: NDArray[np.int64], n: NDArray[np.int64],
+            alpha: float) -> NDArray[np.float64]:
+    """:func:`pvalue` for many (k, n) pairs at once (every n > 0)."""
+    binom = stats.binom.cdf(k, n, alpha)
+    if method == "binomial":
+        return np.asarray(binom, dtype=np.float64)
+    if method != "hb":
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    r = k / n
+    a = np.minimum(r, alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h1 = np.where(a > 0, a * np.log(a / alpha), 0.0) + (1 - a) * np.log((1 - a) / (1 - alpha))
+    bentkus = math.e * stats.binom.cdf(np.ceil(n * r), n, alpha)
+    return np.asarray(np.minimum(1.0, np.minimum(np.exp(-n * h1), bentkus)), dtype=np.float64)
+
+
 def error_bound(method: str, k: int, n: int, delta: float) -> float:
     """The upper confidence bound on the error rate at level ``delta`` (the test's inverse)."""
     if n == 0:
@@ -148,15 +164,19 @@ def learn_then_test(confidence: Any, correct: Any, *, target_accuracy: float = 0
         return choice
     first = start_size(alpha, delta, conf.size, method)
     n_at, k_at = _counts(conf, wrong, grid)
-    for lam, n, k in zip(grid.tolist(), n_at.tolist(), k_at.tolist(), strict=True):
-        if n < first:
-            continue  # too few points above this threshold to test it with any power
-        choice.tested += 1
-        if pvalue(method, k, n, alpha) > delta:
-            choice.stopped_at = {"threshold": lam, "n": n, "errors": k,
-                                 "error_bound": error_bound(method, k, n, delta)}
-            break
-        choice.threshold, choice.accepted, choice.errors = lam, n, k
+    keep = n_at >= first  # too few points above a threshold: not tested, no power
+    lams, ns, ks = grid[keep], n_at[keep], k_at[keep]
+    passed = pvalues(method, ks, ns, alpha) <= delta
+    stop = int(np.argmin(passed)) if not passed.all() else passed.size  # first failure
+    choice.tested = min(stop + 1, passed.size)
+    if stop > 0:
+        last = stop - 1
+        choice.threshold = float(lams[last])
+        choice.accepted, choice.errors = int(ns[last]), int(ks[last])
+    if stop < passed.size:
+        n, k = int(ns[stop]), int(ks[stop])
+        choice.stopped_at = {"threshold": float(lams[stop]), "n": n, "errors": k,
+                             "error_bound": error_bound(method, k, n, delta)}
     if choice.threshold is None:
         at = choice.stopped_at or {}
         choice.refusal = (
