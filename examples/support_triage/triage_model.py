@@ -70,7 +70,8 @@ def _cached_fit(name: str, texts: list[str], labels: list[str]) -> Any:
 def retrain_with(labels: list[dict[str, Any]]) -> tuple[Any, str]:
     """Fit on Banking77's train split plus reviewed examples; (pipeline, training data hash).
 
-    ``labels`` are keel's labelled examples: ``{"input": {"text": ...}, "output": {"intent": ...}}``.
+    ``labels`` are keel's labelled examples:
+    ``{"input": {"text": ...}, "output": {"intent": ...}}``.
     Labels whose intent is not one of the 77 are left out.
     """
     texts, cats = read_labelled(DATA / "train.csv")

@@ -126,7 +126,8 @@ def test_calibrate_from_a_file_then_runs_use_the_threshold(
     assert "accuracy >= 95.0%" in shown and "scored@1" in shown
 
 
-def test_refusals_are_clear(tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_are_clear(tmp_path: Path, db_url: str,
+                            capsys: pytest.CaptureFixture[str]) -> None:
     wf = _workflow(tmp_path)
     few = _csv(tmp_path / "few.csv", _rows(40))
     capsys.readouterr()
