@@ -47,6 +47,10 @@ def render_status(st: dict[str, Any]) -> None:
     table.add_row("cost", f"${st['cost_usd']:.4f}")
     for cause, n in st["failures_by_cause"].items():
         table.add_row(f"failed: {cause}", f"{n:,}")
+    for br in st.get("breakers") or []:
+        since = f" since {fmt_time(br['opened_at'])}" if br["state"] != "closed" else ""
+        table.add_row(f"breaker {br['name']} ({br['model_version']})",
+                      f"{br['state'].replace('_', '-')}{since}")
     console.print(table)
 
 
