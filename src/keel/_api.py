@@ -8,6 +8,7 @@ from typing import Any
 
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
+from keel._webhook import WebhookSink
 from keel.errors import NotFoundError
 from keel.resilience import RetryPolicy
 from keel.runner import ProgressFn, Runner, RunSummary
@@ -22,8 +23,11 @@ def _workflow(workflow: Workflow | str | Path) -> Workflow:
 
 
 def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
-            detectors: Sequence[Detector], retry: RetryPolicy | None) -> Runner:
+            detectors: Sequence[Detector], retry: RetryPolicy | None,
+            webhook: str | None = None) -> Runner:
     sinks: list[Sink] = [FileSink(out, list(wf.output.model_fields))] if out else []
+    if webhook:
+        sinks.append(WebhookSink(webhook))
     return Runner(wf, store, batch_size=batch_size, sinks=sinks, detectors=detectors,
                   retry=retry)
 
@@ -31,14 +35,19 @@ def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
 def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None = None,
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
-        progress: ProgressFn | None = None, store: Store | None = None) -> RunSummary:
-    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary."""
+        progress: ProgressFn | None = None, store: Store | None = None,
+        webhook: str | None = None) -> RunSummary:
+    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
+
+    ``out`` writes one line per decided record to a file; ``webhook`` POSTs each decision
+    to a URL (with an Idempotency-Key, retried, dead-lettered after repeated failures).
+    """
     wf = _workflow(workflow)
     rows = read_rows(source)
     own = store is None
     st = store or Store.open(db)
     try:
-        runner = _runner(wf, st, out, batch_size, detectors, retry)
+        runner = _runner(wf, st, out, batch_size, detectors, retry, webhook)
         return runner.run(rows, source=str(source), progress=progress)
     finally:
         if own:
@@ -47,13 +56,15 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
 
 def replay(workflow: Workflow | str | Path, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
-           store: Store | None = None, progress: ProgressFn | None = None) -> RunSummary:
+           store: Store | None = None, progress: ProgressFn | None = None,
+           webhook: str | None = None) -> RunSummary:
     """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow."""
     wf = _workflow(workflow)
     own = store is None
     st = store or Store.open(db)
     try:
-        return _runner(wf, st, out, batch_size, (), None).replay(disposition, progress=progress)
+        runner = _runner(wf, st, out, batch_size, (), None, webhook)
+        return runner.replay(disposition, progress=progress)
     finally:
         if own:
             st.close()

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from keel import _json
+from keel._http import retry_after
 from keel._sinks import Written
 from keel.errors import UserError
 
@@ -35,21 +36,6 @@ class _Result:
     retryable: bool
     error: str = ""
     retry_after_s: float | None = None
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 class WebhookSink:

@@ -246,6 +246,7 @@ class Retry:
         self.inner = inner
         self.policy = policy
         self.rng = random.Random(policy.seed)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests record waits
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         results = await self.inner(inputs, budget)
@@ -258,7 +259,7 @@ class Retry:
             if wait is None or (left is not None and wait >= left):
                 self._give_up(results, again, "latency budget" if wait is not None else "wait")
                 break
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
             retried = await self.inner([inputs[i] for i in again], budget)
             for i, res in zip(again, retried, strict=True):
                 results[i] = CallResult(res.outcome, results[i].attempts + res.attempts)
