@@ -72,9 +72,7 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         """Close, forgetting failures (a replay after the cause was fixed)."""
-        if self.state != CLOSED:
-            self._move(CLOSED)
-        self.window.clear()
+        self._move(CLOSED)  # saved even when already closed here: the store may say open
 
     def allow(self) -> bool:
         """May a call be made now? Turns open into half-open when the cool-down has passed."""

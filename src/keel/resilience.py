@@ -239,6 +239,10 @@ class Breaker:
         return results
 
 
+def _hint(outcome: Outcome) -> float:
+    return (outcome.retry_after_s or 0.0) if isinstance(outcome, ModelError) else 0.0
+
+
 class Retry:
     """Tries records whose outcome is a retryable error again, with backoff between rounds."""
 
@@ -251,40 +255,41 @@ class Retry:
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         results = await self.inner(inputs, budget)
         for attempt in range(2, self.policy.max_attempts + 1):
-            again = [i for i, r in enumerate(results) if unwell(r.outcome)]
+            # a Retry-After longer than max_delay_s is not waited for: on to the fallback
+            # nor is a record whose last try found the circuit open
+            again = [i for i, r in enumerate(results)
+                     if unwell(r.outcome) and _hint(r.outcome) <= self.policy.max_delay_s
+                     and r.attempts[-1].code != CircuitOpen.code]
             if not again:
                 break
             wait = self._wait(attempt, [results[i].outcome for i in again])
             left = budget.remaining()
-            if wait is None or (left is not None and wait >= left):
-                self._give_up(results, again, "latency budget" if wait is not None else "wait")
+            if left is not None and wait >= left:
+                self._give_up(results, again)
                 break
             await self.sleep(wait)
             retried = await self.inner([inputs[i] for i in again], budget)
             for i, res in zip(again, retried, strict=True):
-                results[i] = CallResult(res.outcome, results[i].attempts + res.attempts)
+                # a circuit that opened meanwhile is not the cause: keep the real error
+                kept = results[i].outcome if isinstance(res.outcome, CircuitOpen) else res.outcome
+                results[i] = CallResult(kept, results[i].attempts + res.attempts)
+        left = budget.remaining()
+        if left is not None and left <= 0:
+            self._give_up(results, [i for i, r in enumerate(results) if unwell(r.outcome)])
         return results
 
-    def _wait(self, attempt: int, outcomes: list[Outcome]) -> float | None:
-        """Seconds to wait before the next round, or None when Retry-After is too long."""
-        hints = [o.retry_after_s for o in outcomes
-                 if isinstance(o, ModelError) and o.retry_after_s is not None]
-        hint = max(hints, default=None)
-        if hint is not None and hint > self.policy.max_delay_s:
-            return None
-        return self.policy.delay_s(attempt - 1, self.rng, hint)
+    def _wait(self, attempt: int, outcomes: list[Outcome]) -> float:
+        """Seconds to wait before the next round: the longest Retry-After, else backoff."""
+        hints = [_hint(o) for o in outcomes if isinstance(o, ModelError) and o.retry_after_s]
+        return self.policy.delay_s(attempt - 1, self.rng, max(hints, default=None))
 
-    def _give_up(self, results: list[CallResult], idx: list[int], why: str) -> None:
+    def _give_up(self, results: list[CallResult], idx: list[int]) -> None:
         for i in idx:
             res = results[i]
             last = res.outcome
             assert isinstance(last, ModelError)
-            if why == "wait":
-                msg = (f"Retry-After {last.retry_after_s:.3g} s is longer than max_delay_s "
-                       f"{self.policy.max_delay_s:.3g} s; last error: {last.message}")
-            else:
-                msg = (f"latency budget of {self.policy.deadline_s:.3g} s spent after "
-                       f"{len(res.attempts)} attempt(s); last error: {last.message}")
+            msg = (f"latency budget of {self.policy.deadline_s:.3g} s spent after "
+                   f"{len(res.attempts)} attempt(s); last error: {last.message}")
             results[i] = CallResult(DeadlineExceeded(msg), res.attempts)
 
 
