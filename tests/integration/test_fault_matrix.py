@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
 
 import keel
 from keel.resilience import BreakerPolicy, RetryPolicy
 from keel.store import Store
-from tests._workflows import make, write_csv
-from tests.conftest import counts_balance
 
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.05, seed=1)
 

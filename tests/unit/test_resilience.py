@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests._workflows import Msg
 
 import keel
 from keel._breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, CircuitBreaker
 from keel._loop import LoopThread
 from keel._ratelimit import TokenBucket
 from keel.resilience import BreakerPolicy, Caller, RateLimits, Resilience, RetryPolicy
-from tests._workflows import Msg
 
 
 @pytest.fixture
