@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keel
-from keel.store import Store
 from tests._workflows import make, write_csv
 from tests.conftest import counts_balance
+
+import keel
+from keel.store import Store
 
 
 def _rows(n: int) -> list[tuple[str, str]]:
