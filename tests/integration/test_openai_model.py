@@ -190,4 +190,5 @@ def test_blocking_predict_outside_a_runner() -> None:
 def test_version_changes_with_the_prompt() -> None:
     a = keel.OpenAIModel("m", prompt="Classify: {text}")
     b = keel.OpenAIModel("m", prompt="Label: {text}")
-    assert a.version != b.version and a.version == keel.OpenAIModel("m", prompt="Classify: {text}").version
+    assert a.version != b.version
+    assert a.version == keel.OpenAIModel("m", prompt="Classify: {text}").version
