@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests._workflows import make, write_csv
-from tests.conftest import counts_balance
-
 import keel
 from keel.store import Store
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
 
 
 def _rows(n: int) -> list[tuple[str, str]]:
