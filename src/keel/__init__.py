@@ -2,6 +2,7 @@
 
 from keel._api import quarantined, replay, run, status, trace
 from keel._deliveries import deliveries, retry_deliveries
+from keel._webhook import WebhookSink
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
 from keel.contracts import Check, Contract, Violation, check
@@ -60,6 +61,7 @@ __all__ = [
     "Usage",
     "UserError",
     "Violation",
+    "WebhookSink",
     "Workflow",
     "__version__",
     "check",

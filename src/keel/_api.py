@@ -24,10 +24,10 @@ def _workflow(workflow: Workflow | str | Path) -> Workflow:
 
 def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
             detectors: Sequence[Detector], retry: RetryPolicy | None,
-            webhook: str | None = None) -> Runner:
+            webhook: str | WebhookSink | None = None) -> Runner:
     sinks: list[Sink] = [FileSink(out, list(wf.output.model_fields))] if out else []
     if webhook:
-        sinks.append(WebhookSink(webhook))
+        sinks.append(webhook if isinstance(webhook, WebhookSink) else WebhookSink(webhook))
     return Runner(wf, store, batch_size=batch_size, sinks=sinks, detectors=detectors,
                   retry=retry)
 
@@ -36,11 +36,12 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
         progress: ProgressFn | None = None, store: Store | None = None,
-        webhook: str | None = None) -> RunSummary:
+        webhook: str | WebhookSink | None = None) -> RunSummary:
     """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
 
-    ``out`` writes one line per decided record to a file; ``webhook`` POSTs each decision
-    to a URL (with an Idempotency-Key, retried, dead-lettered after repeated failures).
+    ``out`` writes one line per decided record to a file; ``webhook`` (a URL or a
+    :class:`keel.WebhookSink`) POSTs each decision with an Idempotency-Key, retried with
+    backoff and dead-lettered after repeated failures.
     """
     wf = _workflow(workflow)
     rows = read_rows(source)
@@ -57,7 +58,7 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
 def replay(workflow: Workflow | str | Path, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
            store: Store | None = None, progress: ProgressFn | None = None,
-           webhook: str | None = None) -> RunSummary:
+           webhook: str | WebhookSink | None = None) -> RunSummary:
     """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow."""
     wf = _workflow(workflow)
     own = store is None
