@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -214,3 +215,32 @@ def test_unwell_batch_call_fills_the_window() -> None:
     br = CircuitBreaker("v", BreakerPolicy(window=50, min_calls=20))
     br.record([False] * 500)
     assert br.state == OPEN and br.failures == 50
+
+
+def test_fake_model_faults_are_seeded_and_near_their_rates() -> None:
+    def outcomes(seed: int) -> list[str]:
+        model = keel.FakeModel(seed=seed, error_rate=0.1, malformed_rate=0.1,
+                               rate_limit_rate=0.1, retry_after_s=2.5,
+                               latency_ms=lambda r: r.expovariate(100.0))
+        out = []
+        for m in msgs(2000):
+            (o,) = model.predict([m])
+            if isinstance(o, keel.Prediction):
+                out.append("garbage" if "garbage" in o.output else "ok")
+            else:
+                out.append(type(o).__name__)
+                if isinstance(o, keel.RateLimited):
+                    assert o.retry_after_s == 2.5
+        return out
+
+    first = outcomes(1)
+    assert first == outcomes(1) and first != outcomes(2)
+    share = Counter(first)
+    for kind in ("ModelUnavailable", "RateLimited", "garbage"):
+        assert 150 < share[kind] < 250  # 10% of 2,000, give or take
+
+
+def test_fake_model_timeouts_hang_until_cut() -> None:
+    model = keel.FakeModel(timeout_rate=1.0, hang_s=0.01)
+    (o,) = model.predict(msgs(1))
+    assert isinstance(o, keel.ModelTimeout)
