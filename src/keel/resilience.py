@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel
 
-from keel._breaker import BreakerPolicy, CircuitBreaker
+from keel._breaker import OPEN, BreakerPolicy, CircuitBreaker
 from keel._loop import LoopThread, in_thread
 from keel._prediction import Prediction
 from keel._ratelimit import Limiter, RateLimits
@@ -187,9 +187,11 @@ class Timeout:
 class Limit:
     """In-flight limit, requests/s and tokens/min for an async model (state per event loop)."""
 
-    def __init__(self, inner: Layer, limits: RateLimits) -> None:
+    def __init__(self, inner: Layer, limits: RateLimits,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.inner = inner
         self.limits = limits
+        self.breaker = breaker  # checked again once a slot is free: it may have opened
         self._limiter: Limiter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -203,6 +205,9 @@ class Limit:
         limiter = self.limiter()
         await limiter.enter()
         tokens: int | None = None
+        if self.breaker is not None and self.breaker.state == OPEN:
+            limiter.leave(None)
+            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
         try:
             results = await self.inner(inputs, budget)
             tokens = sum(r.outcome.usage.input_tokens + r.outcome.usage.output_tokens
@@ -217,6 +222,10 @@ def unwell(outcome: Outcome) -> bool:
     return isinstance(outcome, RetryableModelError)
 
 
+def _circuit_open(breaker: CircuitBreaker) -> CircuitOpen:
+    return CircuitOpen(f"circuit open for model version {breaker.model_version}: not called")
+
+
 class Breaker:
     """Skips the call while the model's circuit is open; feeds every call's outcome to it."""
 
@@ -227,15 +236,17 @@ class Breaker:
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         if not self.breaker.allow():
-            err = CircuitOpen(f"circuit open for model {self.model_name!r} "
-                              f"({self.breaker.model_version}): not called")
-            return _failed(err, len(inputs), 0.0)
+            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
         try:
             results = await self.inner(inputs, budget)
         except BaseException:
             self.breaker.release()
             raise
-        self.breaker.record([not unwell(r.outcome) for r in results])
+        seen = [not unwell(r.outcome) for r in results if not isinstance(r.outcome, CircuitOpen)]
+        if seen:
+            self.breaker.record(seen)
+        else:
+            self.breaker.release()
         return results
 
 
@@ -315,7 +326,7 @@ class Caller:
         if res.timeout_s is not None:
             layer = Timeout(layer, res.timeout_s, model.name)
         if model.is_async and res.limits is not None:
-            layer = Limit(layer, res.limits)
+            layer = Limit(layer, res.limits, breaker)
         if breaker is not None:
             layer = Breaker(layer, breaker, model.name)
         self.stack: Layer = Retry(layer, res.retry)
