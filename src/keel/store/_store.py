@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ class Store:
         self.dialect = engine.dialect.name
         self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._write_lock = threading.RLock()
 
     def _insert_many(self, conn: Connection, table: Any, rows: list[dict[str, Any]],
                      ignore: bool = False) -> None:
@@ -84,8 +86,10 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
+        """A write transaction. Writers in this process take turns on a lock, so threads never
+        wait on SQLite's sleeping busy handler (other processes still do)."""
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store write failed: {exc}") from exc
