@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests._workflows import write_csv, write_workflow
 
 from keel.cli import main
-from tests._workflows import write_csv, write_workflow
 
 
 def keel_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,8 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from keel import _json
-from keel._prediction import Prediction, Usage
 from keel._policy import Policy
+from keel._prediction import Prediction, Usage
 from keel._record import Item, new_id
 from keel.errors import StoreError
 from keel.stages.admit import Known
@@ -252,7 +252,7 @@ class Store:
              .where(and_(r.c.workflow == workflow, d.c.disposition == disposition))
              .order_by(r.c.created_at))
         with self.engine.connect() as conn:
-            return [tuple(x) for x in conn.execute(q)]  # type: ignore[misc]
+            return [(x[0], x[1], x[2], x[3]) for x in conn.execute(q)]
 
     def mark_replayed(self, record_ids: list[str]) -> None:
         with self.tx() as conn:
