@@ -79,7 +79,8 @@ def run_cmd(
 
 
 def replay_cmd(
-    workflow_py: Annotated[Path, typer.Argument(help="Path to the (fixed) workflow.py.")],
+    workflow_py: Annotated[Path | None, typer.Argument(
+        help="The (fixed) workflow.py; default: the file the store last ran.")] = None,
     quarantined: Annotated[bool, typer.Option("--quarantined", help="Replay quarantined records.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Replay failed records.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write one line per replayed record.")] = None,

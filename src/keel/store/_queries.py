@@ -19,6 +19,12 @@ def workflow_names(store: Store) -> list[str]:
     return sorted(names)
 
 
+def workflow_sources(store: Store) -> dict[str, str | None]:
+    """Workflow name -> the workflow.py it was last run from."""
+    with store.engine.connect() as conn:
+        return {n: p for n, p in conn.execute(select(t.workflows.c.name, t.workflows.c.source_path))}
+
+
 def status(store: Store, workflow: str) -> dict[str, Any]:
     r, d, rt = t.records, t.decisions, t.review_tasks
     with store.engine.connect() as conn:
