@@ -5,18 +5,19 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import typer.main
 from typer.testing import CliRunner
 
 from keel.cli import app
 
 
-def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
-    found = [(path, cmd)]
-    if isinstance(cmd, click.Group):
-        for name in sorted(cmd.commands):
-            found += _walk(cmd.commands[name], [*path, name])
+def _walk(cmd: Any, path: list[str]) -> list[list[str]]:
+    """Every command path, groups before their subcommands (typer ships its own click)."""
+    found = [path]
+    for name in sorted(getattr(cmd, "commands", {}) or {}):
+        found += _walk(cmd.commands[name], [*path, name])
     return found
 
 
@@ -30,7 +31,7 @@ def reference() -> str:
     root = typer.main.get_command(app)
     lines = ["# keel command reference", "",
              "Generated from each command's `--help` by `python -m keel.cli._reference`.", ""]
-    for path, _cmd in _walk(root, ["keel"]):
+    for path in _walk(root, ["keel"]):
         lines += [f"## `{' '.join(path)}`", "", "```text", _help(path[1:]), "```", ""]
     return "\n".join(lines)
 
