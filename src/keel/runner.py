@@ -6,6 +6,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -192,6 +193,7 @@ class Runner:
         t0 = time.perf_counter()
         self._load_breakers(reset=False)
         self._open_sinks()
+        self._writer = _Writer()
         try:
             for batch in _batches(rows, self.batch_size):
                 admitted = admitter(batch)
@@ -199,7 +201,9 @@ class Runner:
                 summary.duplicates += len(admitted.duplicates)
                 self.store.resume_state(admitted.items)
                 self._process(admitted.items, summary, run_id=summary.run_id)
-                self._redeliver([rid for _k, _w, rid in admitted.duplicates if rid], summary)
+                redo = [rid for _k, _w, rid in admitted.duplicates if rid]
+                if redo and self.sinks:
+                    self._writer.submit(self._redeliver, redo, summary)
                 if progress:
                     progress(len(batch))
         finally:
@@ -217,6 +221,7 @@ class Runner:
         rows = self.store.replayable(self.wf.name, disposition)
         self._load_breakers(reset=True)  # a replay comes after the cause was fixed
         self._open_sinks()
+        self._writer = _Writer()
         try:
             for start in range(0, len(rows), self.batch_size):
                 items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
@@ -231,15 +236,23 @@ class Runner:
 
     def _finish(self, summary: RunSummary, t0: float) -> None:
         try:
-            self._close_sinks()
-            self.loop.close()
-            self._save_breakers()
+            try:
+                self._writer.close()
+            finally:
+                self._close_sinks()
+                self.loop.close()
+                self._save_breakers()
         finally:
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
 
     def _process(self, items: list[Item], summary: RunSummary, *, run_id: str,
                  replace: bool = False) -> None:
+        """Decide a batch; its outcomes are persisted by the writer while the next batch runs.
+
+        Records and model answers are committed before routing acts on them, so the only
+        work in flight at a crash is the one batch whose outcomes were not yet written.
+        """
         if not items:
             return
         self.validator(items)
@@ -248,6 +261,9 @@ class Runner:
         self.predictor(items)
         self._save_breakers()
         self.router(items)
+        self._writer.submit(self._persist, items, summary, replace)
+
+    def _persist(self, items: list[Item], summary: RunSummary, replace: bool) -> None:
         self.store.write_outcomes(self.wf.name, items, self.policy, replace=replace)
         summary.add(items)
         if self.sinks:
@@ -271,6 +287,33 @@ class Runner:
             lines = self.ledger.undelivered(sink.name, record_ids)
             if lines:
                 self._send(sink, lines, summary)
+
+
+class _Writer:
+    """One background thread persisting batch outcomes, at most one batch behind.
+
+    Writing batch N overlaps deciding batch N+1 (SQLite and PostgreSQL drivers release the
+    GIL while they work). An error in a write surfaces at the next submit or at close.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _line(i: Item) -> dict[str, Any]:

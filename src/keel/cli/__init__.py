@@ -27,7 +27,7 @@ for _module in (_run, _inspect, _deliveries):
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a user mistake prints its message (no traceback) and exits 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except KeelError as exc:
         console_err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}")
         return 1
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 1
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
