@@ -7,6 +7,7 @@ import sys
 import typer
 
 from keel.cli import calibrate as _calibrate
+from keel.cli import deliveries as _deliveries
 from keel.cli import inspect as _inspect
 from keel.cli import review as _review
 from keel.cli import run as _run
@@ -21,14 +22,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _review, _calibrate):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate):
     _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a user mistake prints its message (no traceback) and exits 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except KeelError as exc:
         console_err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}")
         return 1
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 1
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

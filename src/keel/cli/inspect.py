@@ -43,10 +43,15 @@ def render_status(st: dict[str, Any]) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     if backlog["oldest_created_at"]:
         table.add_row("  oldest task", fmt_time(backlog["oldest_created_at"]))
-    table.add_row("latency p50 / p95", f"{fmt_ms(st['latency_ms']['p50'])} / {fmt_ms(st['latency_ms']['p95'])}")
+    lat = st["latency_ms"]
+    table.add_row("latency p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${st['cost_usd']:.4f}")
     for cause, n in st["failures_by_cause"].items():
         table.add_row(f"failed: {cause}", f"{n:,}")
+    for br in st.get("breakers") or []:
+        since = f" since {fmt_time(br['opened_at'])}" if br["state"] != "closed" else ""
+        table.add_row(f"breaker {br['name']} ({br['model_version']})",
+                      f"{br['state'].replace('_', '-')}{since}")
     if "guarantee" in st:
         _guarantee_rows(table, st)
     console.print(table)
