@@ -242,3 +242,25 @@ def test_retrain_needs_a_train_function(tmp_path: Path, db_url: str,
     capsys.readouterr()
     assert main(["retrain", str(write_workflow(tmp_path)), "--db", db_url]) == 1
     assert "declares no train function" in _err(capsys)
+
+
+def test_per_class_thresholds_route_each_class(tmp_path: Path, store: Store) -> None:
+    """'yes' answers are always right, 'no' answers only when confident: 'yes' automates more."""
+    rows = _rows(1000)
+    for i, r in enumerate(rows):
+        said = "yes" if i % 2 else "no"
+        r["category"] = said if said == "yes" or float(r["score"]) >= 0.5 or i % 4 else "yes"
+    wf = keel.load_workflow(_workflow(tmp_path))
+    res = calibrate(wf, store, labels_file=_csv(tmp_path / "l.csv", rows), label_column="category",
+                    target_accuracy=0.95, per_class=True)
+    assert res.class_field == "label" and set(res.per_class) == {"yes", "no"}
+    yes, no = res.per_class["yes"], res.per_class["no"]
+    assert yes is not None and no is not None and yes < no
+    assert res.version == "scored@1"
+    traffic = _rows(300, start=5000)
+    src = _csv(tmp_path / "t.csv", [{k: v for k, v in r.items() if k != "category"}
+                                    for r in traffic])
+    s = keel.run(wf, src, store=store)
+    expect = sum(float(r["score"]) >= (yes if int(str(r["id"])[1:]) % 2 else no)
+                 for r in traffic)
+    assert s.counts["accepted"] == expect and counts_balance(s)

@@ -76,6 +76,9 @@ def _render(res: review.CalibrationResult) -> None:
     for why, n in res.skipped.items():
         table.add_row(f"  skipped: {why}", f"{n:,}")
     console.print(table)
+    if res.class_field and not res.per_class:
+        console.print(f"no class has the {res.class_min_labels:,} labels a threshold of its own "
+                      "needs at this guarantee; all classes share the pooled threshold")
     if res.version:
         console.print(f"routing policy [bold]{res.version}[/] is now in force for "
                       f"{res.workflow}; `keel status` shows it")

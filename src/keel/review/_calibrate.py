@@ -55,6 +55,7 @@ class CalibrationResult:
     error_bound: float = 1.0          # with prob >= 1 - delta, error above threshold <= this
     skipped: dict[str, int] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    class_min_labels: int | None = None  # per-class: labels a class needs for its own threshold
     version: str | None = None        # the stored routing policy, when activated
 
     @property
@@ -242,6 +243,7 @@ def _per_class(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np
     if all(c.threshold is None for c in choices):
         raise CalibrationError(f"cannot calibrate {res.workflow} per class: {grouped.rest.refusal}")
     res.class_field, res.per_class = name, dict(grouped.per_class)
+    res.class_min_labels = grouped.class_min_labels
     res.threshold = grouped.rest.threshold if grouped.rest.threshold is not None else NEVER
     lam = np.asarray([_threshold(res, p) for p in predicted], dtype=np.float64)
     auto = conf >= lam

@@ -197,6 +197,7 @@ class GroupedChoice:
     rest: ThresholdChoice | None = None
     groups: dict[str, ThresholdChoice] = field(default_factory=dict)
     delta_each: float = 0.0
+    class_min_labels: int = 0   # labels a class needs for a threshold of its own
 
 
 def per_class_thresholds(confidence: Any, correct: Any, predicted: Any, *,
@@ -216,7 +217,7 @@ def per_class_thresholds(confidence: Any, correct: Any, predicted: Any, *,
     classes, counts = np.unique(pred, return_counts=True)
     need = min_labels(1.0 - target_accuracy, delta / (len(classes) + 1))
     own = [str(c) for c, n in zip(classes.tolist(), counts.tolist(), strict=True) if n >= need]
-    out = GroupedChoice(delta_each=delta / (len(own) + 1))
+    out = GroupedChoice(delta_each=delta / (len(own) + 1), class_min_labels=need)
     for cls in own:
         mask = pred == cls
         res = learn_then_test(conf[mask], ok[mask], target_accuracy=target_accuracy,
