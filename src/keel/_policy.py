@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+#: A threshold no confidence reaches: this class (or everything) always goes to a person.
+NEVER = math.inf
 
 
 @dataclass(frozen=True)
 class Policy:
     """Accept when confidence >= the threshold (per class when given), else send to review.
+
+    A threshold of ``NEVER`` (infinity; ``None`` in a per-class map) automates nothing.
 
     ``audit_rate`` is the share of auto-accepted decisions also sent to review to measure real
     accuracy (chosen by a hash of the key, so a replay picks the same records).
@@ -19,7 +25,7 @@ class Policy:
     """
 
     threshold: float = 0.8
-    per_class: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, float | None] = field(default_factory=dict)
     class_field: str | None = None
     audit_rate: float = 0.02
     on_model_failure: str = "fail"
@@ -49,7 +55,7 @@ class Policy:
     version: str = "default"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        if not (0.0 <= self.threshold <= 1.0 or self.threshold == NEVER):
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if not 0.0 <= self.audit_rate <= 1.0:
             raise ValueError(f"audit_rate must be in [0, 1], got {self.audit_rate}")
@@ -60,7 +66,8 @@ class Policy:
         if self.per_class and self.class_field and output is not None:
             label = output.get(self.class_field)
             if label is not None and str(label) in self.per_class:
-                return self.per_class[str(label)]
+                value = self.per_class[str(label)]
+                return NEVER if value is None else value
         return self.threshold
 
     def as_dict(self) -> dict[str, Any]:

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
 
 import keel
 from keel.store import Store
-from tests._workflows import make, write_csv
-from tests.conftest import counts_balance
 
 
 def _run(src: Path, store: Store) -> keel.RunSummary:

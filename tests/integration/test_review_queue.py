@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,33 @@ def test_queue_without_a_workflow_object_loads_the_contract(tmp_path: Path, stor
     with pytest.raises(InvalidDecision, match="output contract"):
         q.decide(task["id"], "alice", "correct", {"label": 5, "extra": "x"} | {"label": None})
     q.decide(task["id"], "alice", "correct", {"label": "short"})
+
+
+def test_reviewers_racing_for_the_queue_decide_each_task_once(tmp_path: Path,
+                                                               store: Store) -> None:
+    rows = [(f"r{i}", f"unsure {i}") for i in range(24)]
+    wf = make()
+    keel.run(wf, write_csv(tmp_path / "in.csv", rows), store=store)
+    won: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def reviewer(name: str) -> None:
+        q = ReviewQueue(store, wf)
+        try:
+            while (task := q.claim(None, name)) is not None:
+                q.decide(task["id"], name, "accept")
+                won.setdefault(name, []).append(task["key"])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reviewer, args=(f"rev{n}",)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    keys = [k for ks in won.values() for k in ks]
+    assert sorted(keys) == sorted(k for k, _ in rows)  # every task once, none twice
+    decided = ReviewQueue(store, wf).list(status="decided")
+    assert len(decided) == 24
+    assert {t["decided_by"] for t in decided} == set(won)

@@ -7,11 +7,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect
+from tests._workflows import make, write_csv
 
 import keel
 from keel.store import Store
 from keel.store._schema import metadata
-from tests._workflows import make, write_csv
 
 
 def test_migrations_build_every_table_from_empty(db_url: str) -> None:

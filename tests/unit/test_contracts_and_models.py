@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from tests._workflows import Msg
 
 import keel
 from keel.errors import MalformedOutput, ModelUnavailable, NonRetryableModelError
-from tests._workflows import Msg
 
 
 class Invoice(BaseModel):

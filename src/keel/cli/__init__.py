@@ -6,6 +6,8 @@ import sys
 
 import typer
 
+from keel.cli import calibrate as _calibrate
+from keel.cli import deliveries as _deliveries
 from keel.cli import inspect as _inspect
 from keel.cli import review as _review
 from keel.cli import run as _run
@@ -21,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _review, _serve):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate, _serve):
     _module.register(app)
 
 

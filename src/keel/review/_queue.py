@@ -160,9 +160,14 @@ class ReviewQueue:
         if not sql.commit_decision(self.store, write):
             self._check_open(self.get(task_id), reviewer)
             raise LeaseConflict(f"task {task_id} changed while deciding; reload it")
-        done = self.get(task_id)
-        done["second_review_id"] = write.second_review["id"] if write.second_review else None
-        return done
+        task.update(status="decided", decided_by=reviewer, decided_at=write.now,
+                    decision=decision, output=final, note=reason, claimed_by=reviewer,
+                    lease_until=None, overdue=False)
+        if write.record_update:
+            task["disposition"] = write.record_update.get("disposition", task["disposition"])
+            task["decision_output"] = final
+        task["second_review_id"] = write.second_review["id"] if write.second_review else None
+        return task
 
     def _final_output(self, task: dict[str, Any], decision: str, output: dict[str, Any] | None,
                       reason: str | None, contract: Contract | None) -> dict[str, Any] | None:

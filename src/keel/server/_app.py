@@ -46,7 +46,8 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     batcher = DecisionBatcher(runner, st, max_batch=settings.max_batch,
                               linger_s=settings.linger_ms / 1000.0, on_batch=metrics.on_batch)
     auth = Authenticator(st, ttl_s=settings.key_cache_s)
-    all_jobs = [PeriodicJob("api-key-usage", 30.0, auth.flush_usage), *jobs]
+    all_jobs = [PeriodicJob("api-key-usage", 30.0, auth.flush_usage),
+                PeriodicJob("routing-policy", 30.0, runner.reload_policy), *jobs]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from keel._record import Item
 from keel.contracts import Contract, Violation
 
-
 _MARK = "_invalid_utf8"
 
 

@@ -8,11 +8,12 @@ both win, on SQLite or PostgreSQL. The caller learns why an update matched nothi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from keel import _json
@@ -266,3 +267,95 @@ def audit_outcomes(store: Store, workflow: str,
     with store.engine.connect() as conn:
         rows = conn.execute(select(lb.c.model_correct).where(and_(*cond))).all()
     return len(rows), sum(1 for (ok,) in rows if ok)
+
+
+# -- routing policies ------------------------------------------------------------------------
+def save_routing_policy(store: Store, workflow: str, params: dict[str, Any],
+                        evidence: dict[str, Any], *, activate: bool = True) -> str:
+    """Store a calibrated policy as ``<workflow>@<n>``; activating it retires the previous one."""
+    rp = t.routing_policies
+    with store.tx() as conn:
+        n = conn.execute(select(func.count()).select_from(rp)
+                         .where(rp.c.workflow == workflow)).scalar_one()
+        version = f"{workflow}@{n + 1}"
+        if activate:
+            conn.execute(update(rp).where(rp.c.workflow == workflow, rp.c.active.is_(True))
+                         .values(active=False))
+        conn.execute(rp.insert().values(version=version, workflow=workflow,
+                                        params=_json.dumps(params), evidence=_json.dumps(evidence),
+                                        active=activate, created_at=time.time()))
+    return version
+
+
+def active_routing_policy(store: Store, workflow: str) -> dict[str, Any] | None:
+    """The routing policy in force for ``workflow`` (None: the one declared in workflow.py)."""
+    rp = t.routing_policies
+    with store.engine.connect() as conn:
+        row = conn.execute(select(rp).where(rp.c.workflow == workflow, rp.c.active.is_(True))
+                           .order_by(rp.c.created_at.desc()).limit(1)).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    out["params"], out["evidence"] = _json.loads(out["params"]), _json.loads(out["evidence"])
+    return out
+
+
+def champion_version(store: Store, workflow: str) -> str | None:
+    """The model version most recently registered as the workflow's primary (``champion``)."""
+    mv = t.model_versions
+    with store.engine.connect() as conn:
+        row = conn.execute(select(mv.c.version).where(mv.c.workflow == workflow,
+                                                      mv.c.alias == "champion")
+                           .order_by(mv.c.created_at.desc()).limit(1)).first()
+    return row[0] if row else None
+
+
+def live_model_version(store: Store, workflow: str) -> str | None:
+    """The model version behind the workflow's most recent primary prediction."""
+    p, r = t.predictions, t.records
+    with store.engine.connect() as conn:
+        row = conn.execute(select(p.c.model_version).select_from(p.join(r, r.c.id == p.c.record_id))
+                           .where(r.c.workflow == workflow, p.c.step == "primary")
+                           .order_by(p.c.created_at.desc()).limit(1)).first()
+    return row[0] if row else None
+
+
+def guarantee_status(store: Store, workflow: str) -> dict[str, Any]:
+    """The calibrated guarantee in force, and the realized accuracy of audited auto-decisions."""
+    from scipy.stats import binomtest
+
+    active = active_routing_policy(store, workflow)
+    guarantee = None
+    if active is not None:
+        params, ev = active["params"], active["evidence"] or {}
+        live = live_model_version(store, workflow)
+        with store.engine.connect() as conn:
+            routed = conn.execute(select(func.count()).select_from(t.decisions).where(
+                t.decisions.c.workflow == workflow,
+                t.decisions.c.policy_version == active["version"])).scalar_one()
+        guarantee = {
+            "version": active["version"], "target_accuracy": params.get("target_accuracy"),
+            "delta": params.get("delta"), "method": params.get("method"),
+            "threshold": params.get("threshold"), "per_class": len(params.get("per_class") or {}),
+            "expected_coverage": ev.get("coverage"), "accuracy_bound": ev.get("accuracy_bound"),
+            "labels": ev.get("used"), "source": ev.get("source"),
+            "model_version": params.get("model_version"), "live_model_version": live,
+            "in_force": live is None or live == params.get("model_version"),
+            "decisions_routed": int(routed), "created_at": active["created_at"],
+        }
+    version = guarantee["version"] if guarantee and guarantee["decisions_routed"] else None
+    n, k = audit_outcomes(store, workflow, version)
+    realized: dict[str, Any] = {"audited": n, "correct": k, "policy_version": version,
+                                "accuracy": k / n if n else None, "ci95": None}
+    if n:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        realized["ci95"] = [float(ci.low), float(ci.high)]
+    return {"guarantee": guarantee, "realized_accuracy": realized}
+
+
+def model_version_alias(store: Store, version: str) -> str | None:
+    """The alias of a registered model version ('' when it has none); None if unknown."""
+    mv = t.model_versions
+    with store.engine.connect() as conn:
+        row = conn.execute(select(mv.c.alias).where(mv.c.version == version)).first()
+    return None if row is None else (row[0] or "")

@@ -65,6 +65,7 @@ records = Table(
     Column("run_id", String(32)),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("workflow", "key", name="uq_records_workflow_key"),
+    sqlite_with_rowid=False,
 )
 
 predictions = Table(
@@ -81,6 +82,7 @@ predictions = Table(
     Column("metadata", Text),
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("record_id", "step", name="pk_predictions"),
+    sqlite_with_rowid=False,
 )
 
 decisions = Table(
@@ -101,6 +103,7 @@ decisions = Table(
     Column("decided_at", Float, nullable=False),
     Index("ix_decisions_workflow_disposition", "workflow", "disposition"),
     Index("ix_decisions_workflow_decided_at", "workflow", "decided_at"),
+    sqlite_with_rowid=False,
 )
 
 events = Table(

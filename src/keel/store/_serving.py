@@ -255,13 +255,3 @@ def dashboard_backlog(store: Store, workflow: str) -> int:
         return int(conn.execute(select(func.count()).where(
             rt.c.workflow == workflow, rt.c.status == "open")).scalar_one())
 
-
-def save_routing_policy(store: Store, workflow: str, version: str, params: dict[str, Any],
-                        evidence: dict[str, Any]) -> None:
-    """Store a routing policy as the active one for ``workflow``."""
-    rp = t.routing_policies
-    with store.tx() as conn:
-        conn.execute(rp.update().where(rp.c.workflow == workflow).values(active=False))
-        conn.execute(rp.insert().values(version=version, workflow=workflow,
-                                        params=_json.dumps(params), evidence=_json.dumps(evidence),
-                                        active=True, created_at=time.time()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,18 +12,20 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from keel import _json
-from keel._prediction import Prediction, Usage
 from keel._policy import Policy
+from keel._prediction import Prediction, Usage
 from keel._record import Item, new_id
 from keel.errors import StoreError
 from keel.stages.admit import Known
 from keel.stages.predict import Checkpoint
 from keel.store import _schema as t
 from keel.store._audit import GENESIS, chain_hash, event_hash
+from keel.store._delivery import BreakerBook, SinkLedger
 from keel.store._engine import insert_ignore, make_engine, resolve_url
 from keel.store._migrate import upgrade
 
 _CHUNK = 500  # keys per IN (...) query
+__all__ = ["BreakerBook", "SinkLedger", "Store"]
 _EVENT_COLS = ("record_id", "workflow", "seq", "kind", "at", "actor", "model_version",
                "latency_ms", "cost_usd", "detail", "prev_hash", "hash")
 
@@ -40,6 +43,7 @@ class Store:
         self.dialect = engine.dialect.name
         self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._write_lock = threading.RLock()
 
     def _insert_many(self, conn: Connection, table: Any, rows: list[dict[str, Any]],
                      ignore: bool = False) -> None:
@@ -84,8 +88,10 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
+        """A write transaction. Writers in this process take turns on a lock, so threads never
+        wait on SQLite's sleeping busy handler (other processes still do)."""
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store write failed: {exc}") from exc
@@ -248,7 +254,7 @@ class Store:
              .where(and_(r.c.workflow == workflow, d.c.disposition == disposition))
              .order_by(r.c.created_at))
         with self.engine.connect() as conn:
-            return [tuple(x) for x in conn.execute(q)]  # type: ignore[misc]
+            return [(x[0], x[1], x[2], x[3]) for x in conn.execute(q)]
 
     def mark_replayed(self, record_ids: list[str]) -> None:
         with self.tx() as conn:
@@ -280,47 +286,3 @@ def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> dict[str, Any]
             "reason": reason, "detail": detail, "priority": pol.review_priority.get(reason, 50),
             "status": "open", "queue": "default", "created_at": now,
             "due_at": now + pol.review_sla_s.get(reason, 86400.0)}
-
-
-class SinkLedger:
-    """Which records each sink has received, and where a file sink's committed bytes end."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def offset(self, sink: str, kind: str) -> int:
-        with self.store.tx() as conn:
-            row = conn.execute(select(t.sinks.c.offset_bytes).where(t.sinks.c.name == sink)).first()
-            if row is None:
-                conn.execute(t.sinks.insert().values(name=sink, kind=kind, offset_bytes=0,
-                                                     updated_at=time.time()))
-                return 0
-            return int(row[0])
-
-    def commit(self, sink: str, offset: int, record_ids: list[str]) -> None:
-        now = time.time()
-        with self.store.tx() as conn:
-            conn.execute(update(t.sinks).where(t.sinks.c.name == sink)
-                         .values(offset_bytes=offset, updated_at=now))
-            if record_ids:
-                conn.execute(insert_ignore(self.store.engine, t.deliveries), [
-                    {"sink": sink, "record_id": rid, "status": "delivered", "attempts": 1,
-                     "updated_at": now} for rid in record_ids])
-
-    def undelivered(self, sink: str, record_ids: list[str]) -> list[dict[str, Any]]:
-        """Decision lines for records that are decided but not yet delivered to ``sink``."""
-        r, d, dl = t.records, t.decisions, t.deliveries
-        out: list[dict[str, Any]] = []
-        with self.store.engine.connect() as conn:
-            for part in _chunks(record_ids):
-                q = (select(r.c.key, r.c.id, d.c.disposition, d.c.reason, d.c.confidence,
-                            d.c.model_version, d.c.output)
-                     .select_from(r.join(d, d.c.record_id == r.c.id)
-                                  .outerjoin(dl, and_(dl.c.record_id == r.c.id, dl.c.sink == sink)))
-                     .where(r.c.id.in_(part), dl.c.record_id.is_(None)))
-                for row in conn.execute(q).mappings():
-                    line = dict(row)
-                    line["record_id"] = line.pop("id")
-                    line["output"] = _json.loads(line["output"])
-                    out.append(line)
-        return out

@@ -65,7 +65,6 @@ class KeyBody(BaseModel):
 
 class RoutingBody(BaseModel):
     threshold: float = Field(ge=0.0, le=1.0)
-    audit_rate: float | None = Field(None, ge=0.0, le=1.0)
     per_class: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
     note: str | None = Field(None, max_length=2000)
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
 from keel._policy import Policy
+from keel.review._routing import policy_from_params
 from keel.server import _keys
 from keel.server._http import Admin, Reader
 from keel.server.api._models import ERRORS, KeyBody, RoutingBody
-from keel.store import _serving as sq
+from keel.store._review import save_routing_policy
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -43,24 +42,18 @@ def get_routing(request: Request, who: Reader) -> dict[str, Any]:
     return policy
 
 
-@router.put("/routing", summary="Change the routing policy (from the next batch on)",
+@router.put("/routing", summary="Set the confidence thresholds (from the next batch on)",
             responses=ERRORS)
 def put_routing(request: Request, who: Admin, body: RoutingBody) -> dict[str, Any]:
+    """A manual routing policy, stored like a calibrated one (`keel calibrate` replaces it)."""
     state = request.app.state
-    old: Policy = state.runner.policy
-    changes: dict[str, Any] = {"threshold": body.threshold,
-                               "version": f"manual-{int(time.time() * 1000)}"}
-    if body.audit_rate is not None:
-        changes["audit_rate"] = body.audit_rate
-    if body.per_class is not None:
-        changes["per_class"] = body.per_class
-    try:
-        new = dataclasses.replace(old, **changes)
-    except ValueError as exc:
-        from keel.errors import RequestError
-
-        raise RequestError(str(exc)) from exc
-    sq.save_routing_policy(state.store, state.workflow.name, new.version, new.as_dict(),
-                           {"set_by": who.name, "note": body.note, "previous": old.version})
-    state.runner.set_policy(new)
-    return new.as_dict()
+    wf = state.workflow
+    declared: Policy = wf.policy
+    params = {"threshold": body.threshold, "per_class": body.per_class or {},
+              "class_field": declared.class_field, "model_version": wf.model.version,
+              "method": "manual"}
+    evidence = {"set_by": who.name, "note": body.note, "previous": state.runner.policy.version}
+    version = save_routing_policy(state.store, wf.name, params, evidence)
+    state.runner.set_policy(policy_from_params(declared, version, params))
+    policy: dict[str, Any] = state.runner.policy.as_dict()
+    return policy
