@@ -101,6 +101,15 @@ def test_admin_changes_routing_from_the_next_request(
     assert client.get("/v1/routing", headers=bearer(k["reviewer"])).json()["threshold"] == 0.2
 
 
+def test_routing_change_outlives_a_restart(store: Store) -> None:
+    k = keys(store)
+    with TestClient(app_for(store)) as client:
+        client.put("/v1/routing", json={"threshold": 0.25}, headers=bearer(k["admin"]))
+    with TestClient(app_for(store)) as again:
+        policy = again.get("/v1/routing", headers=bearer(k["admin"])).json()
+        assert policy["threshold"] == 0.25 and policy["version"] == "tickets@1"
+
+
 def test_health_is_public_and_ready(api: tuple[TestClient, dict[str, str]]) -> None:
     client, _k = api
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -45,6 +45,10 @@ def test_reviewer_claims_and_decides_through_the_api(
     assert rec["decision"]["disposition"] == "reviewed"
     assert rec["decision"]["output"] == {"label": "card"}
     assert len(client.get("/v1/review/tasks", headers=h).json()) == 2
+    nxt = client.post("/v1/review/claim", json={}, headers=h).json()
+    client.post(f"/v1/review/tasks/{nxt['id']}/decision", json={"decision": "accept"}, headers=h)
+    acc = client.get("/v1/dashboard", headers=h).json()["accuracy"]["reviewed"]
+    assert acc["n"] == 2 and acc["accuracy"] == 0.5  # one corrected, one accepted
 
 
 def test_nothing_to_claim_answers_204(api: tuple[TestClient, dict[str, str]]) -> None:

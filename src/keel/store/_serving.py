@@ -128,26 +128,26 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
 
 
 def _accuracy(store: Store, workflow: str) -> dict[str, Any]:
-    """How often people agreed with the model: audits of automatic decisions, and all reviews."""
-    rt = t.review_tasks
-    q = (select(rt.c.reason, rt.c.decision, func.count())
-         .where(rt.c.workflow == workflow, rt.c.status == "decided")
-         .group_by(rt.c.reason, rt.c.decision))
-    audit = {"accept": 0, "correct": 0, "reject": 0}
-    every = dict(audit)
+    """How often people agreed with the model (from the labels every review leaves):
+    audits of automatic decisions, and all reviews. Rejections (no right answer) aside."""
+    lb = t.labels
+    q = (select(lb.c.reason, lb.c.decision, lb.c.model_correct, func.count())
+         .where(lb.c.workflow == workflow)
+         .group_by(lb.c.reason, lb.c.decision, lb.c.model_correct))
+    audit, every = [0, 0, 0], [0, 0, 0]  # right, wrong, rejected
     with store.engine.connect() as conn:
-        for reason, decision, n in conn.execute(q):
-            if decision in every:
-                every[decision] += int(n)
-                if reason == "audit_sample":
-                    audit[decision] += int(n)
+        for reason, decision, right, n in conn.execute(q):
+            slot = 2 if decision == "reject" else (0 if right else 1)
+            every[slot] += int(n)
+            if reason == "audit_sample":
+                audit[slot] += int(n)
     return {"audited": _rate(audit), "reviewed": _rate(every)}
 
 
-def _rate(c: dict[str, int]) -> dict[str, Any]:
-    n = c["accept"] + c["correct"]
-    ci = wilson(c["accept"], n)
-    return {"accuracy": c["accept"] / n if n else None, "n": n, "rejected": c["reject"],
+def _rate(c: list[int]) -> dict[str, Any]:
+    n = c[0] + c[1]
+    ci = wilson(c[0], n)
+    return {"accuracy": c[0] / n if n else None, "n": n, "rejected": c[2],
             "ci95": list(ci) if ci else None}
 
 
