@@ -113,7 +113,7 @@ def test_record_page_reads_as_a_story(api: tuple[TestClient, dict[str, str]]) ->
     assert "Decided by a person." in page
     assert "Sent to a person: confidence 0.300 vs threshold 0.800" in page
     assert "Checked against the input rules: valid." in page
-    assert "alice" in page
+    assert "alice checked the answer and accepted it." in page
     missing = client.get("/ui/records/nope")
     assert missing.status_code == 404 and "No record with key" in missing.text
 

@@ -103,11 +103,46 @@ def _sentence(ev: dict[str, Any]) -> str:
                    "in_review": "Sent to a person"}.get(str(disp), f"Routed: {disp}")
         extra = " It was also picked for a random audit." if d.get("audit_sample") else ""
         return f"{verdict}: {d.get('why', '')}.{extra}"
+    if kind == "reviewed":
+        return _reviewed(ev, d)
+    if kind == "review_requested":
+        return f"{ev.get('actor') or 'Someone'} asked for a person to look again" + (
+            f": {d.get('note') or d.get('reason')}." if d.get("note") or d.get("reason") else ".")
+    if kind == "escalated":
+        return f"Overdue, so it was escalated to {d.get('queue', 'the escalation queue')}."
     if kind in texts:
         return texts[kind]
     actor = f" by {ev['actor']}" if ev.get("actor") else ""
     bits = ", ".join(f"{k}: {v}" for k, v in d.items() if v not in (None, "", [], {}))
     return f"{kind.replace('_', ' ').capitalize()}{actor}" + (f" ({bits})." if bits else ".")
+
+
+def _fields(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def _reviewed(ev: dict[str, Any], d: dict[str, Any]) -> str:
+    who = ev.get("actor") or "a reviewer"
+    decision = d.get("decision")
+    if decision == "accept":
+        text = f"{who} checked the answer and accepted it"
+    elif decision == "correct":
+        text = f"{who} corrected the answer to {_fields(d.get('output'))}"
+        if d.get("previous_output"):
+            text += f" (the model had said {_fields(d['previous_output'])})"
+    elif decision == "reject":
+        text = f"{who} rejected it"
+    else:
+        text = f"{who} reviewed it ({decision})"
+    note = d.get("note")
+    text += f": “{note}”." if note else "."
+    if d.get("second_review"):
+        text += " The model was confident, so a second reviewer must confirm."
+    elif d.get("override"):
+        text += " This overrode the earlier decision."
+    return text
 
 
 def story(record: dict[str, Any]) -> list[dict[str, Any]]:
