@@ -1,6 +1,6 @@
 """keel serve under load from a second process on loopback.
 
-    python bench/serve.py [--seconds 10] [--connections 64] [--batch 1000]
+    python bench/serve.py [--seconds 10] [--connections 8,32,64] [--batch 1000]
 
 Starts `keel serve` on the support_triage demo workflow (TF-IDF + logistic regression) in a
 child process with a fresh SQLite store, then drives it from this process with a small
@@ -159,7 +159,8 @@ def pipeline_baseline(tmp: Path, words: list[str], n: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--connections", default="8,32,64",
+                    help="concurrent connections for the single-record runs, comma-separated")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--batch-connections", type=int, default=4)
     args = ap.parse_args()
@@ -185,15 +186,16 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     try:
         health = request("GET", "/healthz", key)
-        emit(measurement="healthz", connections=args.connections, **machine,
-             **asyncio.run(drive(port, lambda n: health, args.connections, args.seconds / 2, 1)))
+        levels = sorted(int(x) for x in args.connections.split(","))
+        emit(measurement="healthz", connections=levels[-1], **machine,
+             **asyncio.run(drive(port, lambda n: health, levels[-1], args.seconds / 2, 1)))
 
         def single(n: int) -> bytes:
             body = json.dumps({"id": f"s{n}", "text": words[n % len(words)]}).encode()
             return request("POST", "/v1/decisions", key, body)
 
-        asyncio.run(drive(port, single, args.connections, 2.0, 1))  # warm-up
-        for conns in sorted({args.connections // 2, args.connections}):
+        asyncio.run(drive(port, single, levels[-1], 2.0, 1))  # warm-up
+        for conns in levels:
             before = server_stats(port, key)
             found = asyncio.run(drive(port, single, conns, args.seconds, 1))
             emit(measurement="single", connections=conns, **machine, **found,
