@@ -81,6 +81,10 @@ def test_record_trace_tells_the_story(api: tuple[TestClient, dict[str, str]]) ->
     kinds = [e["kind"] for e in rec.json()["events"]]
     assert kinds == ["received", "validated", "predicted", "routed"]
     assert rec.json()["source"].startswith("api:")
+    client.post("/v1/decisions", json={"id": "2024/07/a b", "text": "a key with slashes"},
+                headers=bearer(k["submitter"]))
+    odd = client.get("/v1/records/2024/07/a%20b", headers=bearer(k["reviewer"]))
+    assert odd.status_code == 200 and odd.json()["key"] == "2024/07/a b"
     missing = client.get("/v1/records/nope", headers=bearer(k["reviewer"]))
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "keel.not_found"

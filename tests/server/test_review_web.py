@@ -86,6 +86,8 @@ def test_inbox_opens_the_next_task_with_what_a_reviewer_needs(
     assert "30%" in text  # the model's confidence
     assert "not sure enough" in text  # why it is here, in plain words
     assert 'id="f-label"' in text  # correction form built from the output contract
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "<script>" not in text  # no inline scripts: the CSP would block them
     task_id = nxt.headers["location"].rsplit("/", 1)[-1]
     held = client.get(f"/v1/review/tasks/{task_id}", headers=bearer(k["admin"])).json()
     assert held["claimed_by"] == "alice"  # opening the page leased the task

@@ -19,7 +19,7 @@ def record_story(request: Request, key: str) -> dict[str, Any]:
     return found[0]
 
 
-@router.get("/records/{key}", summary="A record's trace: input, predictions, decision, events",
+@router.get("/records/{key:path}", summary="A record's trace: input, predictions, decision, events",
             responses=ERRORS)
 def get_record(request: Request, key: Annotated[str, Path(max_length=500)],
                who: Reader) -> dict[str, Any]:

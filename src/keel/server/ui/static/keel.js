@@ -187,4 +187,7 @@
   }
 
   window.keel = { inbox, task, dashboard };
+  // Each page names itself on <body data-page>; no inline scripts (the CSP forbids them).
+  const start = window.keel[document.body.dataset.page];
+  if (start) start({ refreshMs: 3000 });
 })();
