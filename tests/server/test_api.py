@@ -138,7 +138,9 @@ def test_dashboard_data_moves_with_decisions(api: tuple[TestClient, dict[str, st
     client.post("/v1/decisions", json={"records": [{"id": f"d{i}", "text": t}
                                                    for i, t in enumerate(texts)]},
                 headers=bearer(k["submitter"]))
-    client.app.state.dashboard_cache.clear()  # type: ignore[attr-defined]
+    state = client.app.state  # type: ignore[attr-defined]
+    state.dashboard_cache.clear()  # refreshed every 2 s
+    state.cost_cache = None  # cost per day: once a minute
     after = client.get("/v1/dashboard", headers=bearer(k["reviewer"])).json()
     assert after["window_decided"] == 3
     assert after["window_counts"] == {"accepted": 2, "in_review": 1}

@@ -90,7 +90,7 @@ def _latency(store: Store, workflow: str, since: float, sample: int) -> dict[str
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "n": int(lat.size)}
 
 
-def _cost_per_day(store: Store, workflow: str, days: int) -> list[dict[str, Any]]:
+def cost_per_day(store: Store, workflow: str, days: int) -> list[dict[str, Any]]:
     d = t.decisions
     today = int(time.time() // DAY_S)
     b = _bucket(store, d.c.decided_at, DAY_S).label("b")
@@ -105,7 +105,7 @@ def _cost_per_day(store: Store, workflow: str, days: int) -> list[dict[str, Any]
             for k in range(today - days + 1, today + 1)]
 
 
-def _backlog(store: Store, workflow: str, now: float) -> dict[str, Any]:
+def backlog(store: Store, workflow: str, now: float) -> dict[str, Any]:
     rt = t.review_tasks
     open_ = (rt.c.workflow == workflow) & (rt.c.status == "open")
     with store.engine.connect() as conn:
@@ -159,8 +159,10 @@ def _recent_rate(series: list[dict[str, Any]], bucket_s: float, now: float) -> f
 
 
 def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s: float = 60.0,
-              days: int = 14, latency_sample: int = 20000) -> dict[str, Any]:
-    """Everything the live dashboard draws, for one workflow."""
+              days: int = 14, latency_sample: int = 20000,
+              costs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything the live dashboard draws, for one workflow (``costs``: cost per day
+    computed earlier, since days change slowly and the scan is the longest)."""
     now = time.time()
     since = now - window_s
     series = _series(store, workflow, since, bucket_s)
@@ -177,8 +179,8 @@ def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s
         "rates": {k: (totals.get(k, 0) / decided if decided else None)
                   for k in ("failed", "fallback", "in_review", "quarantined")},
         "latency_ms": _latency(store, workflow, since, latency_sample),
-        "cost_per_day": _cost_per_day(store, workflow, days),
-        "backlog": _backlog(store, workflow, now),
+        "cost_per_day": costs if costs is not None else cost_per_day(store, workflow, days),
+        "backlog": backlog(store, workflow, now),
         "accuracy": _accuracy(store, workflow),
     }
 

@@ -58,12 +58,22 @@ def dashboard(request: Request, who: Watcher,
     now = time.monotonic()
     if hit is None or hit[0] < now:
         bucket = max(60.0, window_s / 60)
-        data = sq.dashboard(state.store, state.workflow.name, window_s=window_s, bucket_s=bucket)
+        data = sq.dashboard(state.store, state.workflow.name, window_s=window_s, bucket_s=bucket,
+                            costs=_costs(state, now))
         data["server"] = {"queue_depth": state.batcher.depth,
                           "batches": state.batcher.stats.batches}
         hit = (now + state.settings.dashboard_cache_s, _json.dumpb(data))
         cache[window_s] = hit
     return Response(hit[1], media_type="application/json")
+
+
+def _costs(state: Any, now: float) -> list[dict[str, Any]]:
+    """Cost per day, recomputed at most once a minute (a scan over two weeks of decisions)."""
+    cached: tuple[float, list[dict[str, Any]]] | None = getattr(state, "cost_cache", None)
+    if cached is None or cached[0] < now:
+        cached = (now + 60.0, sq.cost_per_day(state.store, state.workflow.name, 14))
+        state.cost_cache = cached
+    return cached[1]
 
 
 @router.get("/metrics", summary="Prometheus metrics (any role)", response_class=Response,

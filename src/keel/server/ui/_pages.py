@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request, Response
@@ -106,8 +107,7 @@ def inbox(request: Request, who: Person) -> Response:
     counts: dict[str, int] = {}
     for task in tasks:
         counts[task["reason"]] = counts.get(task["reason"], 0) + 1
-    backlog = sq.dashboard(request.app.state.store, request.app.state.workflow.name,
-                           window_s=3600)["backlog"]
+    backlog = sq.backlog(request.app.state.store, request.app.state.workflow.name, time.time())
     return page(request, "inbox.html", who, tasks=tasks[:50], counts=counts, backlog=backlog,
                 reasons=REASONS)
 
