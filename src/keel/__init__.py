@@ -3,6 +3,7 @@
 from keel._api import quarantined, replay, run, status, trace
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
+from keel.alerts import AlertRule
 from keel.contracts import Check, Contract, Violation, check
 from keel.errors import (
     KeelError,
@@ -24,6 +25,7 @@ from keel.workflow import Owners, Workflow, load_workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertRule",
     "Check",
     "Contract",
     "FakeModel",

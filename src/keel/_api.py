@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
 from keel.errors import NotFoundError
+from keel.redact import for_spec
 from keel.resilience import RetryPolicy
 from keel.runner import ProgressFn, Runner, RunSummary
 from keel.stages.screen import Detector
@@ -16,29 +17,38 @@ from keel.store import Store
 from keel.store import _queries as q
 from keel.workflow import Workflow, load_workflow
 
+if TYPE_CHECKING:
+    from keel.telemetry import Telemetry
+
 
 def _workflow(workflow: Workflow | str | Path) -> Workflow:
     return workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
 
 
 def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
-            detectors: Sequence[Detector], retry: RetryPolicy | None) -> Runner:
+            detectors: Sequence[Detector], retry: RetryPolicy | None,
+            telemetry: Telemetry | None = None) -> Runner:
     sinks: list[Sink] = [FileSink(out, list(wf.output.model_fields))] if out else []
     return Runner(wf, store, batch_size=batch_size, sinks=sinks, detectors=detectors,
-                  retry=retry)
+                  retry=retry, telemetry=telemetry)
 
 
 def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None = None,
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
-        progress: ProgressFn | None = None, store: Store | None = None) -> RunSummary:
-    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary."""
+        progress: ProgressFn | None = None, store: Store | None = None,
+        telemetry: Telemetry | None = None) -> RunSummary:
+    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
+
+    ``telemetry`` (a :class:`keel.telemetry.Telemetry`) adds metrics, logs and traces; the
+    caller shuts it down.
+    """
     wf = _workflow(workflow)
     rows = read_rows(source)
     own = store is None
     st = store or Store.open(db)
     try:
-        runner = _runner(wf, st, out, batch_size, detectors, retry)
+        runner = _runner(wf, st, out, batch_size, detectors, retry, telemetry)
         return runner.run(rows, source=str(source), progress=progress)
     finally:
         if own:
@@ -47,13 +57,14 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
 
 def replay(workflow: Workflow | str | Path, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
-           store: Store | None = None, progress: ProgressFn | None = None) -> RunSummary:
+           store: Store | None = None, progress: ProgressFn | None = None,
+           telemetry: Telemetry | None = None) -> RunSummary:
     """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow."""
     wf = _workflow(workflow)
     own = store is None
     st = store or Store.open(db)
     try:
-        return _runner(wf, st, out, batch_size, (), None).replay(disposition, progress=progress)
+        return _runner(wf, st, out, batch_size, (), None, telemetry).replay(disposition, progress=progress)
     finally:
         if own:
             st.close()
@@ -70,11 +81,26 @@ def status(*, db: str | None = None, workflow: str | None = None,
             st.close()
 
 
+def _redacted(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with personal data masked, per their workflow's declared sensitive fields."""
+    from keel.store._monitor import workflow_specs
+
+    specs = workflow_specs(st)
+    out = []
+    for row in rows:
+        red = for_spec(specs.get(row["workflow"]))
+        out.append(red.value(row, red.known_values(row.get("input"))))
+    return out
+
+
 def trace(key: str, *, db: str | None = None, workflow: str | None = None,
-          store: Store | None = None) -> list[dict[str, Any]]:
+          store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
+    """A record's whole story. Personal data is masked unless ``raw`` (for admins)."""
     st = store or Store.open(db)
     try:
         found = q.trace(st, key, workflow)
+        if found and not raw:
+            found = _redacted(st, found)
     finally:
         if store is None:
             st.close()
@@ -84,10 +110,12 @@ def trace(key: str, *, db: str | None = None, workflow: str | None = None,
 
 
 def quarantined(*, db: str | None = None, workflow: str | None = None,
-                store: Store | None = None) -> list[dict[str, Any]]:
+                store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
+    """Open quarantine entries; personal data is masked unless ``raw``."""
     st = store or Store.open(db)
     try:
-        return q.quarantined(st, workflow)
+        rows = q.quarantined(st, workflow)
+        return rows if raw else _redacted(st, rows)
     finally:
         if store is None:
             st.close()

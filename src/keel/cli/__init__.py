@@ -6,6 +6,8 @@ import sys
 
 import typer
 
+from keel.cli import alerts as _alerts
+from keel.cli import audit as _audit
 from keel.cli import inspect as _inspect
 from keel.cli import run as _run
 from keel.cli._common import console_err
@@ -19,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect):
+for _module in (_run, _inspect, _audit, _alerts):
     _module.register(app)
 
 
