@@ -70,6 +70,20 @@ def iban_ok(text: str) -> bool:
     return number % 97 == 1
 
 
+def _iban_prefix(text: str) -> int | None:
+    """Length of the longest prefix of ``text`` (cut at a space) that is a valid IBAN."""
+    cut = len(text)
+    while cut >= 15:
+        if iban_ok(text[:cut]):
+            return cut
+        cut = text.rfind(" ", 0, cut)
+    return None
+
+
+def _whole(check: Callable[[str], bool]) -> Callable[[str], int | None]:
+    return lambda text: len(text) if check(text) else None
+
+
 def _phone_ok(text: str) -> bool:
     digits = sum(ch.isdigit() for ch in text)
     if not 9 <= digits <= 15 or _DATE.match(text):
@@ -79,7 +93,7 @@ def _phone_ok(text: str) -> bool:
     groups = [g for g in _SEPARATORS.split(text) if g]
     if "(" in text or len(groups) >= 3:
         return True
-    return len(groups) == 1 and text.startswith("0") and 10 <= digits <= 11
+    return text.startswith("0") and 10 <= digits <= 11  # national format: 07700 900123
 
 
 def _card_ok(text: str) -> bool:
@@ -95,11 +109,11 @@ class Finding:
     text: str
 
 
-_DETECTORS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool] | None], ...] = (
-    ("EMAIL", _EMAIL, None),
-    ("IBAN", _IBAN, iban_ok),
-    ("CARD", _CARD, _card_ok),
-    ("PHONE", _PHONE, _phone_ok),
+_DETECTORS: tuple[tuple[str, re.Pattern[str], Callable[[str], int | None]], ...] = (
+    ("EMAIL", _EMAIL, len),
+    ("IBAN", _IBAN, _iban_prefix),
+    ("CARD", _CARD, _whole(_card_ok)),
+    ("PHONE", _PHONE, _whole(_phone_ok)),
 )
 
 
@@ -109,12 +123,14 @@ def find_pii(text: str) -> list[Finding]:
     taken: list[tuple[int, int]] = []
     for kind, pattern, valid in _DETECTORS:
         for m in pattern.finditer(text):
-            span = m.span()
+            length = valid(m.group())
+            if not length:
+                continue
+            span = (m.start(), m.start() + length)
             if any(a < span[1] and span[0] < b for a, b in taken):
                 continue
-            if valid is None or valid(m.group()):
-                found.append(Finding(kind, span[0], span[1], m.group()))
-                taken.append(span)
+            found.append(Finding(kind, span[0], span[1], text[span[0]:span[1]]))
+            taken.append(span)
     return sorted(found, key=lambda f: f.start)
 
 
