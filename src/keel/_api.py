@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
-from keel.errors import NotFoundError
+from keel.errors import NotFoundError, UserError
 from keel.redact import for_spec
 from keel.resilience import RetryPolicy
 from keel.runner import ProgressFn, Runner, RunSummary
@@ -55,19 +55,34 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
             st.close()
 
 
-def replay(workflow: Workflow | str | Path, disposition: str, *, db: str | None = None,
+def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
            store: Store | None = None, progress: ProgressFn | None = None,
            telemetry: Telemetry | None = None) -> RunSummary:
-    """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow."""
-    wf = _workflow(workflow)
+    """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow.
+
+    ``workflow=None`` reloads the workflow file the store last ran (when there is one).
+    """
     own = store is None
     st = store or Store.open(db)
     try:
-        return _runner(wf, st, out, batch_size, (), None, telemetry).replay(disposition, progress=progress)
+        wf = _workflow(workflow if workflow is not None else _last_source(st))
+        runner = _runner(wf, st, out, batch_size, (), None, telemetry)
+        return runner.replay(disposition, progress=progress)
     finally:
         if own:
             st.close()
+
+
+def _last_source(store: Store) -> str:
+    sources = q.workflow_sources(store)
+    if len(sources) != 1:
+        names = ", ".join(sorted(sources)) or "none"
+        raise UserError(f"name the workflow file to replay (workflows in this store: {names})")
+    (path,) = sources.values()
+    if not path or not Path(path).is_file():
+        raise UserError(f"the workflow file the store last ran ({path}) is gone; pass its path")
+    return path
 
 
 def status(*, db: str | None = None, workflow: str | None = None,

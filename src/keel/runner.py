@@ -6,6 +6,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,7 @@ class Runner:
         admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
         t0 = time.perf_counter()
         self._open_sinks()
+        self._writer = _Writer()
         try:
             for batch in _batches(rows, self.batch_size):
                 marks = _Marks()
@@ -181,10 +183,13 @@ class Runner:
                 self.store.resume_state(admitted.items)
                 marks("admit")
                 self._process(admitted.items, summary, run_id=summary.run_id, marks=marks)
-                self._redeliver([rid for _k, _w, rid in admitted.duplicates if rid], summary)
+                redo = [rid for _k, _w, rid in admitted.duplicates if rid]
+                if redo and self.sinks:
+                    self._writer.submit(self._redeliver, redo, summary)
                 if progress:
                     progress(len(batch))
         finally:
+            self._writer.close()
             self._close_sinks()
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
@@ -200,6 +205,7 @@ class Runner:
         t0 = time.perf_counter()
         rows = self.store.replayable(self.wf.name, disposition)
         self._open_sinks()
+        self._writer = _Writer()
         try:
             for start in range(0, len(rows), self.batch_size):
                 marks = _Marks()
@@ -211,6 +217,7 @@ class Runner:
                 if progress:
                     progress(len(items))
         finally:
+            self._writer.close()
             self._close_sinks()
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
@@ -218,6 +225,11 @@ class Runner:
 
     def _process(self, items: list[Item], summary: RunSummary, *, run_id: str,
                  replace: bool = False, marks: _Marks | None = None) -> None:
+        """Decide a batch; its outcomes are persisted by the writer while the next batch runs.
+
+        Records and model answers are committed before routing acts on them, so the only
+        work in flight at a crash is the one batch whose outcomes were not yet written.
+        """
         if not items:
             return
         mark = marks if marks is not None else _Marks()
@@ -236,6 +248,10 @@ class Runner:
         if self.scrubber is not None:
             self.scrubber(items)
             self.scrubber.done(items)
+        self._writer.submit(self._persist, items, summary, replace, run_id, mark)
+
+    def _persist(self, items: list[Item], summary: RunSummary, replace: bool, run_id: str,
+                 mark: _Marks) -> None:
         self.store.write_outcomes(self.wf.name, items, self.policy, replace=replace)
         mark("store.outcomes")
         summary.add(items)
@@ -258,6 +274,33 @@ class Runner:
                 offset = sink.write(lines)
                 self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
                 summary.delivered += len(lines)
+
+
+class _Writer:
+    """One background thread persisting batch outcomes, at most one batch behind.
+
+    Writing batch N overlaps deciding batch N+1 (SQLite and PostgreSQL drivers release the
+    GIL while they work). An error in a write surfaces at the next submit or at close.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _line(i: Item) -> dict[str, Any]:

@@ -28,7 +28,7 @@ for _module in (_run, _inspect, _audit, _alerts):
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a user mistake prints its message (no traceback) and exits 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except KeelError as exc:
         console_err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}")
         return 1
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 1
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

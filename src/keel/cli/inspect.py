@@ -46,7 +46,8 @@ def render_status(st: dict[str, Any]) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     if backlog["oldest_created_at"]:
         table.add_row("  oldest task", fmt_time(backlog["oldest_created_at"]))
-    table.add_row("latency p50 / p95", f"{fmt_ms(st['latency_ms']['p50'])} / {fmt_ms(st['latency_ms']['p95'])}")
+    lat = st["latency_ms"]
+    table.add_row("latency p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${st['cost_usd']:.4f}")
     for cause, n in st["failures_by_cause"].items():
         table.add_row(f"failed: {cause}", f"{n:,}")

@@ -37,7 +37,8 @@ def render_summary(s: RunSummary) -> None:
         if count or name in ("accepted", "in_review", "quarantined", "failed"):
             table.add_row(name.replace("_", " "), f"{count:,}")
     table.add_row("already decided (skipped)", f"{s.duplicates:,}")
-    table.add_row("latency p50 / p95", f"{fmt_ms(d['latency_ms']['p50'])} / {fmt_ms(d['latency_ms']['p95'])}")
+    lat = d["latency_ms"]
+    table.add_row("latency p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${d['cost_usd']:.4f}")
     table.add_row("throughput", f"{d['records_per_s'] or 0:,.0f} records/s")
     console.print(table)
@@ -66,7 +67,8 @@ def _finish(summary: RunSummary, as_json: bool) -> None:
 def run_cmd(
     workflow_py: Annotated[Path, typer.Argument(help="Path to the workflow.py to run.")],
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Write one line per record (.jsonl or .csv).")] = None,
+    out: Annotated[Path | None,
+                   typer.Option("--out", help="Write one line per record (.jsonl or .csv).")] = None,
     db: DbOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch.")] = 500,
     as_json: JsonOption = False,
@@ -86,7 +88,8 @@ def run_cmd(
 
 
 def replay_cmd(
-    workflow_py: Annotated[Path, typer.Argument(help="Path to the (fixed) workflow.py.")],
+    workflow_py: Annotated[Path | None, typer.Argument(
+        help="The (fixed) workflow.py; default: the file the store last ran.")] = None,
     quarantined: Annotated[bool, typer.Option("--quarantined", help="Replay quarantined records.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Replay failed records.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write one line per replayed record.")] = None,

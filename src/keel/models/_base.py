@@ -92,7 +92,7 @@ class Rules(Model):
 
     def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "rules")
+        self.name = name or str(getattr(fn, "__name__", "rules"))
         self._version = f"rules-{self.name}-{source_hash(fn)}"
 
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from keel._policy import Policy
 from keel._prediction import Prediction
 from keel._record import Item, ReviewRequest
@@ -13,7 +15,7 @@ from keel.models._base import Model
 from keel.resilience import CallResult
 from keel.stages.check import OutputChecker
 
-Caller = Callable[[Sequence[object]], list[CallResult]]
+Caller = Callable[[Sequence[BaseModel]], list[CallResult]]
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ class Predictor:
         return idx + 1
 
     def _run_step(self, idx: int, step: Step, todo: list[Item]) -> None:
-        results = step.call([i.input for i in todo])
+        results = step.call([i.input for i in todo if i.input is not None])
         fresh: list[Checkpoint] = []
         for item, res in zip(todo, results, strict=True):
             self._log_attempts(item, step, res)

@@ -19,21 +19,27 @@ def workflow_names(store: Store) -> list[str]:
     return sorted(names)
 
 
+def workflow_sources(store: Store) -> dict[str, str | None]:
+    """Workflow name -> the workflow.py it was last run from."""
+    with store.engine.connect() as conn:
+        return {n: p for n, p in conn.execute(select(t.workflows.c.name, t.workflows.c.source_path))}
+
+
 def status(store: Store, workflow: str) -> dict[str, Any]:
     r, d, rt = t.records, t.decisions, t.review_tasks
     with store.engine.connect() as conn:
-        counts = dict(conn.execute(select(d.c.disposition, func.count())
+        counts: dict[str, int] = dict(conn.execute(select(d.c.disposition, func.count())
                                    .where(d.c.workflow == workflow).group_by(d.c.disposition)).all())
         total = conn.execute(select(func.count()).select_from(r).where(r.c.workflow == workflow)).scalar_one()
         cost = conn.execute(select(func.coalesce(func.sum(d.c.cost_usd), 0.0))
                             .where(d.c.workflow == workflow)).scalar_one()
         lat = np.array([x for (x,) in conn.execute(select(d.c.latency_ms).where(
             d.c.workflow == workflow, d.c.latency_ms.is_not(None)))], dtype=np.float64)
-        backlog = dict(conn.execute(select(rt.c.reason, func.count()).where(
+        backlog: dict[str, int] = dict(conn.execute(select(rt.c.reason, func.count()).where(
             rt.c.workflow == workflow, rt.c.status == "open").group_by(rt.c.reason)).all())
         oldest = conn.execute(select(func.min(rt.c.created_at)).where(
             rt.c.workflow == workflow, rt.c.status == "open")).scalar_one()
-        failures = dict(conn.execute(
+        failures: dict[str, int] = dict(conn.execute(
             select(d.c.reason, func.count()).where(d.c.workflow == workflow,
                                                    d.c.disposition == "failed")
             .group_by(d.c.reason)).all())

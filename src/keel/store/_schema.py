@@ -65,6 +65,7 @@ records = Table(
     Column("run_id", String(32)),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("workflow", "key", name="uq_records_workflow_key"),
+    sqlite_with_rowid=False,
 )
 
 predictions = Table(
@@ -81,6 +82,7 @@ predictions = Table(
     Column("metadata", Text),
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("record_id", "step", name="pk_predictions"),
+    sqlite_with_rowid=False,
 )
 
 decisions = Table(
@@ -100,6 +102,7 @@ decisions = Table(
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("decided_at", Float, nullable=False),
     Index("ix_decisions_workflow_disposition", "workflow", "disposition"),
+    sqlite_with_rowid=False,
 )
 
 events = Table(
