@@ -63,7 +63,7 @@ class AlertRule:
         limit = self.threshold
         if self.clear is None:
             object.__setattr__(self, "clear", self._default_clear(limit))
-        elif self.above is not None and self.clear > limit or self.below is not None and self.clear < limit:
+        elif not self.cleared(self.clear) or self.breached(self.clear):
             raise ValueError(f"alert rule on {self.signal}: clear={self.clear} must be on the "
                              f"healthy side of the threshold {limit}")
         if self.window_s <= 0 or self.for_s < 0 or self.min_count < 0:

@@ -52,7 +52,8 @@ def iter_export(store: Store, workflow: str | None = None, *, raw: bool = False)
     """Events as exported lines: personal data masked unless ``raw``."""
     specs = mon.workflow_specs(store)
     redactors: dict[str, Redactor] = {}
-    last_record, known = None, ()
+    last_record: str | None = None
+    known: tuple[str, ...] = ()
     for row in mon.iter_events(store, workflow):
         line = {k: row[k] for k in ("workflow", "record_id", "seq", "kind", "at", "actor",
                                     "model_version", "latency_ms", "cost_usd", "prev_hash", "hash")}

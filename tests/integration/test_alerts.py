@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from tests._loopback import recording_server
+from tests._workflows import make, write_csv
 
 import keel
 from keel import alerts
 from keel.alerts import AlertRule, LogChannel, WebhookChannel
 from keel.store import Store
-from tests._loopback import recording_server
-from tests._workflows import make, write_csv
 
 RULE = AlertRule("error_rate", above=0.2, clear=0.1, window_s=3600, min_count=20)
 

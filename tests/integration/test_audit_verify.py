@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import text
+from tests._workflows import make, write_csv
 
 import keel
 from keel import audit
 from keel.store import Store
 from keel.store._audit import event_hash
-from tests._workflows import make, write_csv
 
 
 def _decide(tmp_path: Path, store: Store, n: int = 12) -> None:

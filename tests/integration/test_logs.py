@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._workflows import WORKFLOW_FILE, make, write_csv, write_workflow
 
 import keel
 from keel.store import Store
 from keel.telemetry import Telemetry, configure_logging
-from tests._workflows import WORKFLOW_FILE, make, write_csv, write_workflow
 
 
 @pytest.fixture

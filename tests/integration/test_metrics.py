@@ -10,13 +10,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from tests._loopback import recording_server
+from tests._workflows import WORKFLOW_FILE, conf_of, make, write_csv, write_workflow
 
 import keel
 from keel.store import Store
 from keel.telemetry import Telemetry, metrics_text, register_drift_source
 from keel.telemetry import _metrics as tm
-from tests._loopback import recording_server
-from tests._workflows import WORKFLOW_FILE, conf_of, make, write_csv, write_workflow
 
 
 def _samples(body: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

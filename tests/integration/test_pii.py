@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import MetaData, select
+from tests._workflows import write_csv
 
 import keel
 from keel import audit
 from keel.store import Store
 from keel.telemetry import Telemetry, configure_logging, metrics_text
-from tests._workflows import write_csv
 
 NAME, EMAIL, PHONE = "Annabel Lee-Smith", "annabel.lee@example.org", "+44 20 7946 0958"
 CARD, IBAN = "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32"

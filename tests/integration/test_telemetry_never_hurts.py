@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests._loopback import black_hole
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
 
 import keel
 from keel.store import Store
 from keel.telemetry import Telemetry, make_exporter, metrics_text
-from tests._loopback import black_hole
-from tests._workflows import make, write_csv
-from tests.conftest import counts_balance
 
 DEADLINE_S = 1.0
 

@@ -9,12 +9,12 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
 
 import keel
 from keel.store import Store
 from keel.telemetry import Telemetry
-from tests._workflows import make, write_csv
-from tests.conftest import counts_balance
 
 
 def _traces(spans: tuple[ReadableSpan, ...]) -> dict[int, list[ReadableSpan]]:

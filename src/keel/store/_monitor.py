@@ -7,13 +7,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, Select, and_, delete, func, select, update
 
 from keel import _json
 from keel.store import _schema as t
 from keel.store._store import Store
 
 ACCURACY_WINDOW_S = 7 * 86400.0
+
+
+def _counts(conn: Connection, query: Select[Any]) -> dict[str, int]:
+    """``{label: count}`` from a two-column grouped count."""
+    return {str(k): int(v) for k, v in conn.execute(query)}
 
 
 def _names(conn: Connection, workflows: Sequence[str] | None) -> list[str]:
@@ -32,21 +37,22 @@ def snapshot(store: Store, workflows: Sequence[str] | None = None,
     out: dict[str, Any] = {"workflows": {}, "breakers": {}, "firing": []}
     with store.engine.connect() as conn:
         for wf in _names(conn, workflows):
-            disp = dict(conn.execute(select(d.c.disposition, func.count()).where(d.c.workflow == wf)
-                                     .group_by(d.c.disposition)).all())
-            backlog = dict(conn.execute(select(rt.c.reason, func.count()).where(
-                rt.c.workflow == wf, rt.c.status == "open").group_by(rt.c.reason)).all())
+            disp = _counts(conn, select(d.c.disposition, func.count())
+                           .where(d.c.workflow == wf).group_by(d.c.disposition))
+            backlog = _counts(conn, select(rt.c.reason, func.count())
+                              .where(rt.c.workflow == wf, rt.c.status == "open")
+                              .group_by(rt.c.reason))
             oldest, overdue = conn.execute(select(
                 func.min(rt.c.created_at), func.count().filter(rt.c.due_at < now)).where(
                 rt.c.workflow == wf, rt.c.status == "open")).one()
             accuracy, audits = _accuracy(conn, wf, now - ACCURACY_WINDOW_S)
             out["workflows"][wf] = {
-                "dispositions": {k: int(v) for k, v in disp.items()},
-                "backlog": {k: int(v) for k, v in backlog.items()},
+                "dispositions": disp, "backlog": backlog,
                 "oldest_age_s": None if oldest is None else max(0.0, now - float(oldest)),
                 "overdue": int(overdue or 0), "accuracy": accuracy, "audits": audits,
             }
-        out["breakers"] = dict(conn.execute(select(t.breakers.c.model_version, t.breakers.c.state)).all())
+        breakers = select(t.breakers.c.model_version, t.breakers.c.state)
+        out["breakers"] = {str(mv): str(st) for mv, st in conn.execute(breakers)}
         firing = select(t.alerts.c.workflow, t.alerts.c.rule).where(t.alerts.c.state == "firing")
         out["firing"] = [tuple(r) for r in conn.execute(firing)]
     return out
@@ -55,13 +61,13 @@ def snapshot(store: Store, workflows: Sequence[str] | None = None,
 def _accuracy(conn: Connection, workflow: str, since: float) -> tuple[float | None, int]:
     """Share of decided audit-sample tasks a person accepted as they were."""
     rt = t.review_tasks
-    rows = dict(conn.execute(select(rt.c.decision, func.count()).where(
+    rows = _counts(conn, select(rt.c.decision, func.count()).where(
         rt.c.workflow == workflow, rt.c.reason == "audit_sample", rt.c.status == "decided",
-        rt.c.decided_at >= since).group_by(rt.c.decision)).all())
-    total = int(sum(rows.values()))
+        rt.c.decided_at >= since).group_by(rt.c.decision))
+    total = sum(rows.values())
     if not total:
         return None, 0
-    return int(rows.get("accept", 0)) / total, total
+    return rows.get("accept", 0) / total, total
 
 
 # -- alert signals: (value, sample size) over a window ending now ---------------------------------
@@ -73,18 +79,18 @@ def signal(store: Store, workflow: str, name: str, since: float, now: float) -> 
 
 def _error_rate(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
     e = t.events
-    rows = dict(conn.execute(select(e.c.kind, func.count()).where(
+    rows = _counts(conn, select(e.c.kind, func.count()).where(
         e.c.workflow == wf, e.c.at >= since, e.c.at <= now,
-        e.c.kind.in_(("predicted", "attempt_failed"))).group_by(e.c.kind)).all())
-    n = int(sum(rows.values()))
-    return (int(rows.get("attempt_failed", 0)) / n if n else None), n
+        e.c.kind.in_(("predicted", "attempt_failed"))).group_by(e.c.kind))
+    n = sum(rows.values())
+    return (rows.get("attempt_failed", 0) / n if n else None), n
 
 
 def _decided(conn: Connection, wf: str, since: float, now: float) -> dict[str, int]:
     d = t.decisions
-    return {k: int(v) for k, v in conn.execute(select(d.c.disposition, func.count()).where(
+    return _counts(conn, select(d.c.disposition, func.count()).where(
         d.c.workflow == wf, d.c.decided_at >= since, d.c.decided_at <= now)
-        .group_by(d.c.disposition)).all()}
+        .group_by(d.c.disposition))
 
 
 def _fallback_rate(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
@@ -158,7 +164,9 @@ def save_alert(store: Store, row: dict[str, Any]) -> int:
     with store.tx() as conn:
         if values.get("id") is None:
             values.pop("id", None)
-            return int(conn.execute(a.insert().values(**values)).inserted_primary_key[0])
+            pk = conn.execute(a.insert().values(**values)).inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
         ident = values.pop("id")
         conn.execute(update(a).where(a.c.id == ident).values(**values))
         return int(ident)

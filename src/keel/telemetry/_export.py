@@ -10,6 +10,7 @@ dropped, and an export stuck on the network is left to its daemon thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 import time
@@ -54,7 +55,7 @@ def make_exporter(kind: str, endpoint: str | None = None, timeout_s: float = 5.0
         raise ConfigError("the OTLP gRPC exporter is not installed; "
                           "`pip install 'keel[grpc]'` or use --otel otlp-http") from exc
     insecure = endpoint.startswith("http://") if endpoint else None
-    return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=timeout_s)  # type: ignore[arg-type]
+    return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=timeout_s)
 
 
 def _http_endpoint(endpoint: str | None) -> str | None:
@@ -176,9 +177,7 @@ def _bounded(fn: Callable[[], Any], timeout_s: float) -> None:
 
 def _quiet(fn: Callable[[], Any]) -> Callable[[], None]:
     def run() -> None:
-        try:
+        with contextlib.suppress(Exception):  # shutting down an exporter that never connected
             fn()
-        except Exception:  # shutting down an exporter that never connected
-            pass
 
     return run

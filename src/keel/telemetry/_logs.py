@@ -21,8 +21,14 @@ from keel.redact import DEFAULT, Redactor
 
 FORMATS = ("auto", "json", "human")
 _HANDLER_NAME = "keel-telemetry"
-__all__ = ["FORMATS", "JsonFormatter", "HumanFormatter", "RedactingFilter", "configure_logging",
-           "log_event"]
+__all__ = [
+    "FORMATS",
+    "HumanFormatter",
+    "JsonFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "log_event",
+]
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 
 
@@ -98,7 +104,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self._fixed = stream
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return self._fixed or sys.stderr
 

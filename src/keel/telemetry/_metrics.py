@@ -11,9 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PCounter
-from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -113,7 +112,7 @@ class PipelineMetrics:
         calls: Counter[tuple[str, str]] = Counter()
         errors: Counter[tuple[str, str]] = Counter()
         tokens: Counter[tuple[str, str]] = Counter()
-        cost: Counter[str] = Counter()
+        cost: dict[str, float] = {}
         retries: Counter[str] = Counter()
         for item in items:
             for ev in item.events if item.attempts else ():
@@ -128,7 +127,7 @@ class PipelineMetrics:
                 if ev.latency_ms is not None:
                     self.model_latency.labels(workflow, mv).observe(ev.latency_ms / 1000.0)
                 if ev.cost_usd:
-                    cost[mv] += ev.cost_usd
+                    cost[mv] = cost.get(mv, 0.0) + ev.cost_usd
                 if ok:
                     tokens[mv, "input"] += d.get("input_tokens") or 0
                     tokens[mv, "output"] += d.get("output_tokens") or 0

@@ -149,7 +149,8 @@ class SpanBuilder:
             attrs = _model_attrs(ev, name, kind, op)
             status = Status(StatusCode.UNSET)
             if ev.kind == "attempt_failed":
-                status = Status(StatusCode.ERROR, unit.redactor.text(str((ev.detail or {}).get("error", "")), known))
+                error = str((ev.detail or {}).get("error", ""))
+                status = Status(StatusCode.ERROR, unit.redactor.text(error, known))
             out.append(self._span(f"{op} {name}", self._ctx(trace_id), parent, begin, end, attrs,
                                   kind=SpanKind.CLIENT, status=status))
         return out
