@@ -34,7 +34,8 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 _CARD = re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d])")
 _PHONE = re.compile(r"(?<![\w.+-])(?:\+|00)?(?:\(\d{1,5}\)[ .-]?)?\d[\d .()-]{5,20}\d(?![\w])")
-_ANY = re.compile(r"[\d@]")
+#: Cheap pre-check: nothing can be found in a string this does not match.
+_CANDIDATE = re.compile(r"@|\d(?:[ .()-]{0,2}\d){6}|[A-Za-z]{2}\d{2}")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _GOT = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")
@@ -167,7 +168,7 @@ class Redactor:
         for value in known:
             if value in s:
                 s = s.replace(value, self.mask(value))
-        if not _ANY.search(s):
+        if not _CANDIDATE.search(s):
             return s
         found = find_pii(s)
         if not found:

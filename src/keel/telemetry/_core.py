@@ -61,12 +61,14 @@ class Telemetry:
 
     ``exporter`` is any OpenTelemetry SpanExporter (None: no traces). ``redact`` masks personal
     data in logs and spans (leave it on). ``flush_deadline_s`` bounds :meth:`shutdown`.
+    ``sample_ratio`` is the share of records traced (batches always are); ``stage_spans`` puts
+    stage spans in every record's trace (``"record"``) or in the batch's only (``"batch"``).
     """
 
     def __init__(self, *, exporter: SpanExporter | None = None, metrics: bool = True,
                  redact: bool = True, flush_deadline_s: float = DEFAULT_DEADLINE_S,
                  max_queue_records: int = 10_000, sample_ratio: float = 1.0,
-                 service_name: str = "keel") -> None:
+                 stage_spans: str = "record", service_name: str = "keel") -> None:
         if not 0.0 <= sample_ratio <= 1.0:
             raise ConfigError(f"trace sample ratio must be in [0, 1], got {sample_ratio}")
         self.metrics = PipelineMetrics() if metrics else None
@@ -79,7 +81,7 @@ class Telemetry:
 
             resource = Resource.create({"service.name": service_name,
                                         "service.version": keel.__version__})
-            self.spans = SpanQueue(exporter, SpanBuilder(resource, sample_ratio),
+            self.spans = SpanQueue(exporter, SpanBuilder(resource, sample_ratio, stage_spans),
                                    on_drop=self._dropped, on_export=self._exported,
                                    max_queue_records=max_queue_records)
         self._redactors: dict[str, Redactor] = {}

@@ -29,6 +29,11 @@ from keel.redact import Redactor
 SCOPE = InstrumentationScope("keel", "0.1.0")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
+#: Where the record's span tree carries stage spans: each record's trace, or the batch's only.
+STAGE_SPANS = ("record", "batch")
+#: Dispositions whose reason is free text that may quote the input (the rest are keel's own).
+_FREE_TEXT_REASONS = frozenset({"quarantined", "failed"})
 #: Stages a quarantined record never reaches.
 _MODEL_STAGES = frozenset({"screen", "predict", "route"})
 _ATTEMPT_KINDS = frozenset({"predicted", "attempt_failed"})
@@ -61,11 +66,21 @@ def _attrs(pairs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SpanBuilder:
-    """Turns a :class:`BatchUnit` into ReadableSpans ready for any SpanExporter."""
+    """Turns a :class:`BatchUnit` into ReadableSpans ready for any SpanExporter.
 
-    def __init__(self, resource: Resource, sample_ratio: float = 1.0) -> None:
+    ``stage_spans="record"`` gives every record's trace its own span per stage (the full tree
+    in one view); ``"batch"`` keeps stage spans in the batch's trace only (stages run once per
+    batch, so their timings are the batch's) and each record's trace holds its root span and
+    model calls, linked to the batch: about a quarter of the spans to build and ship.
+    """
+
+    def __init__(self, resource: Resource, sample_ratio: float = 1.0,
+                 stage_spans: str = "record") -> None:
+        if stage_spans not in STAGE_SPANS:
+            raise ValueError(f"stage_spans must be one of {STAGE_SPANS}, got {stage_spans!r}")
         self.resource = resource
         self.sample_ratio = sample_ratio
+        self.per_record_stages = stage_spans == "record"
         self.rng = random.Random(os.urandom(16))
 
     def _ctx(self, trace_id: int) -> SpanContext:
@@ -92,19 +107,27 @@ class SpanBuilder:
                              {"keel.stage": name}) for name, s, e in stages]
         link = (Link(batch_ctx),)
         ratio = self.sample_ratio
+        predict = next(((s, e) for name, s, e in stages if name == "predict"), (start, end))
+        base = {"keel.workflow": unit.workflow, "keel.workflow.version": unit.workflow_version,
+                "keel.run.id": unit.run_id}
         for item in unit.items:
             if ratio >= 1.0 or self.rng.random() < ratio:
-                spans += self._record(unit, item, stages, start, end, link)
+                self._record(spans, unit, item, stages, (start, end), predict, link, base)
         return spans
 
-    def _record(self, unit: BatchUnit, item: Item, stages: list[tuple[str, int, int]],
-                start: int, end: int, link: tuple[Link, ...]) -> list[ReadableSpan]:
-        red = unit.redactor
-        known = red.known_values(item.raw)
+    def _record(self, out: list[ReadableSpan], unit: BatchUnit, item: Item,
+                stages: list[tuple[str, int, int]], whole: tuple[int, int],
+                predict: tuple[int, int], link: tuple[Link, ...], base: dict[str, Any]) -> None:
+        known = unit.redactor.known_values(item.raw)
         root = self._ctx(self.rng.getrandbits(128) or 1)
-        failed = item.disposition == "failed"
-        out = [self._span("keel.record", root, None, start, end, self._record_attrs(unit, item, known),
-                          links=link, status=_ERROR if failed else Status(StatusCode.UNSET))]
+        status = _ERROR if item.disposition == "failed" else _UNSET
+        attrs = self._record_attrs(unit, item, known)
+        attrs.update(base)
+        out.append(self._span("keel.record", root, None, whole[0], whole[1], attrs, links=link,
+                              status=status))
+        if not self.per_record_stages:
+            out += self._model_calls(unit, item, root.trace_id, root, predict[0], predict[1], known)
+            return
         reached_model = item.input is not None
         for name, s, e in stages:
             if name in _MODEL_STAGES and not reached_model:
@@ -116,23 +139,27 @@ class SpanBuilder:
             out.append(self._span(f"keel.{name}", ctx, root, s, e, attrs))
             if name == "predict":
                 out += self._model_calls(unit, item, root.trace_id, ctx, s, e, known)
-        return out
 
     def _record_attrs(self, unit: BatchUnit, item: Item, known: Sequence[str]) -> dict[str, Any]:
         red = unit.redactor
         pred = item.prediction
-        model_calls = sum(1 for e in item.events if e.kind in _ATTEMPT_KINDS)
-        steps = len({(e.detail or {}).get("step") for e in item.events if e.kind in _ATTEMPT_KINDS})
+        calls, steps = 0, set()
+        for ev in item.events:
+            if ev.kind in _ATTEMPT_KINDS:
+                calls += 1
+                steps.add((ev.detail or {}).get("step"))
+        reason = item.reason
+        if reason and item.disposition in _FREE_TEXT_REASONS:
+            reason = red.text(reason, known)  # violations and errors may quote the input
         return _attrs({
-            "keel.workflow": unit.workflow, "keel.workflow.version": unit.workflow_version,
-            "keel.run.id": unit.run_id, "keel.record.id": item.record_id,
+            "keel.record.id": item.record_id,
             "keel.record.key": red.text(item.key, known), "keel.disposition": item.disposition,
-            "keel.reason": red.text(item.reason, known) if item.reason else None,
+            "keel.reason": reason,
             "keel.review.reason": item.review.reason if item.review else None,
             "keel.audit_sample": item.audit or None,
             "keel.confidence": pred.confidence if pred is not None else None,
             "keel.model.version": item.predicted_by, "keel.cost_usd": item.cost_usd,
-            "keel.retries": max(0, model_calls - steps), "keel.attempts": item.attempts,
+            "keel.retries": max(0, calls - len(steps)), "keel.attempts": item.attempts,
             "keel.error.code": item.error_code,
         })
 
@@ -147,7 +174,7 @@ class SpanBuilder:
             name, kind = unit.models.get(ev.model_version or "", (ev.model_version or "model", "model"))
             op = "chat" if kind in _CHAT_KINDS else "predict"
             attrs = _model_attrs(ev, name, kind, op)
-            status = Status(StatusCode.UNSET)
+            status = _UNSET
             if ev.kind == "attempt_failed":
                 error = str((ev.detail or {}).get("error", ""))
                 status = Status(StatusCode.ERROR, unit.redactor.text(error, known))
