@@ -6,10 +6,9 @@ contract rule), stage, model version. Never a key, an id, an input value or a me
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PCounter
@@ -93,57 +92,62 @@ class PipelineMetrics:
         self.spans_dropped = PCounter("keel_telemetry_spans_dropped",
                                       "Spans dropped instead of slowing a decision, by reason.",
                                       ["reason"], registry=r)
-        self._lock = threading.Lock()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: PCounter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (the lookup costs more than the observation)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_batch(self, workflow: str, items: Sequence[Item],
                       marks: Sequence[tuple[str, int]]) -> None:
+        child = self._child
         for n in range(1, len(marks)):
-            self.stage.labels(workflow, marks[n][0]).observe((marks[n][1] - marks[n - 1][1]) / 1e9)
+            child(self.stage, workflow, marks[n][0]).observe((marks[n][1] - marks[n - 1][1]) / 1e9)
         records: Counter[tuple[str, str]] = Counter()
         for item in items:
             disp = item.disposition or "failed"
             records[disp, reason_class(item)] += 1
-            self.latency.labels(workflow, disp).observe(item.latency_ms / 1000.0)
+            child(self.latency, workflow, disp).observe(item.latency_ms / 1000.0)
         for (disp, reason), count in records.items():
-            self.records.labels(workflow, disp, reason).inc(count)
+            child(self.records, workflow, disp, reason).inc(count)
         self._observe_models(workflow, items)
 
     def _observe_models(self, workflow: str, items: Sequence[Item]) -> None:
-        calls: Counter[tuple[str, str]] = Counter()
-        errors: Counter[tuple[str, str]] = Counter()
-        tokens: Counter[tuple[str, str]] = Counter()
+        counts: Counter[tuple[PCounter, str, str]] = Counter()
         cost: dict[str, float] = {}
-        retries: Counter[str] = Counter()
+        child = self._child
         for item in items:
-            for ev in item.events if item.attempts else ():
-                if ev.kind not in ("predicted", "attempt_failed"):
+            if not item.attempts:
+                continue
+            for ev in item.events:
+                kind = ev.kind
+                if kind != "predicted" and kind != "attempt_failed":
                     continue
                 mv = ev.model_version or "unknown"
                 d = ev.detail or {}
-                ok = ev.kind == "predicted"
-                calls[mv, "ok" if ok else "error"] += 1
+                if kind == "predicted":
+                    counts[self.model_calls, mv, "ok"] += 1
+                    counts[self.tokens, mv, "input"] += d.get("input_tokens") or 0
+                    counts[self.tokens, mv, "output"] += d.get("output_tokens") or 0
+                else:
+                    counts[self.model_calls, mv, "error"] += 1
+                    counts[self.model_errors, mv, str(d.get("code") or "unknown")] += 1
                 if (d.get("attempt") or 1) > 1:
-                    retries[mv] += 1
+                    counts[self.retries, mv, ""] += 1
                 if ev.latency_ms is not None:
-                    self.model_latency.labels(workflow, mv).observe(ev.latency_ms / 1000.0)
+                    child(self.model_latency, workflow, mv).observe(ev.latency_ms / 1000.0)
                 if ev.cost_usd:
                     cost[mv] = cost.get(mv, 0.0) + ev.cost_usd
-                if ok:
-                    tokens[mv, "input"] += d.get("input_tokens") or 0
-                    tokens[mv, "output"] += d.get("output_tokens") or 0
-                else:
-                    errors[mv, str(d.get("code") or "unknown")] += 1
-        for (mv, outcome), n in calls.items():
-            self.model_calls.labels(workflow, mv, outcome).inc(n)
-        for (mv, code), n in errors.items():
-            self.model_errors.labels(workflow, mv, code).inc(n)
-        for (mv, direction), n in tokens.items():
+        for (metric, mv, label), n in counts.items():
             if n:
-                self.tokens.labels(workflow, mv, direction).inc(n)
+                target = child(metric, workflow, mv, label) if label else child(metric, workflow, mv)
+                target.inc(n)
         for mv, usd in cost.items():
-            self.cost.labels(workflow, mv).inc(usd)
-        for mv, n in retries.items():
-            self.retries.labels(workflow, mv).inc(n)
+            child(self.cost, workflow, mv).inc(usd)
 
     def dropped(self, reason: str, spans: int) -> None:
         self.spans_dropped.labels(reason).inc(spans)
