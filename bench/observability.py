@@ -231,7 +231,10 @@ class DrainedMemoryExporter(InMemorySpanExporter):
         return result
 
 
-def _configs(base: keel.Workflow, collector: str) -> dict[str, tuple[keel.Workflow, Callable[[], Telemetry | None]]]:
+Config = tuple[keel.Workflow, Callable[[], Telemetry | None]]
+
+
+def _configs(base: keel.Workflow, collector: str) -> dict[str, Config]:
     private = dataclasses.replace(base, storage="redacted")
     private.source_path = base.source_path
     return {

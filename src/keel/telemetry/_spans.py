@@ -128,15 +128,20 @@ class SpanBuilder:
         if not self.per_record_stages:
             out += self._model_calls(unit, item, root.trace_id, root, predict[0], predict[1], known)
             return
+        self._stage_spans(out, unit, item, stages, root, known)
+
+    def _stage_spans(self, out: list[ReadableSpan], unit: BatchUnit, item: Item,
+                     stages: list[tuple[str, int, int]], root: SpanContext,
+                     known: Sequence[str]) -> None:
         reached_model = item.input is not None
         for name, s, e in stages:
             if name in _MODEL_STAGES and not reached_model:
                 continue
             ctx = self._ctx(root.trace_id)
-            attrs: dict[str, Any] = {"keel.stage": name}
+            stage_attrs: dict[str, Any] = {"keel.stage": name}
             if name == "route" and item.disposition:
-                attrs["keel.disposition"] = item.disposition
-            out.append(self._span(f"keel.{name}", ctx, root, s, e, attrs))
+                stage_attrs["keel.disposition"] = item.disposition
+            out.append(self._span(f"keel.{name}", ctx, root, s, e, stage_attrs))
             if name == "predict":
                 out += self._model_calls(unit, item, root.trace_id, ctx, s, e, known)
 
