@@ -5,6 +5,7 @@ from keel._deliveries import deliveries, retry_deliveries
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
 from keel._webhook import WebhookSink
+from keel.alerts import AlertRule
 from keel.contracts import Check, Contract, Violation, check
 from keel.errors import (
     CircuitOpen,
@@ -29,6 +30,7 @@ from keel.workflow import Owners, Workflow, load_workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertRule",
     "BreakerPolicy",
     "Check",
     "CircuitOpen",

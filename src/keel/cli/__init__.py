@@ -6,6 +6,8 @@ import sys
 
 import typer
 
+from keel.cli import alerts as _alerts
+from keel.cli import audit as _audit
 from keel.cli import calibrate as _calibrate
 from keel.cli import deliveries as _deliveries
 from keel.cli import inspect as _inspect
@@ -22,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _deliveries, _review, _calibrate):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate, _audit, _alerts):
     _module.register(app)
 
 
