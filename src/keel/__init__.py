@@ -16,6 +16,7 @@ from keel.errors import (
     UserError,
 )
 from keel.models import FakeModel, FunctionModel, Model, Rules, SklearnModel
+from keel.monitor._detector import DriftMonitor
 from keel.resilience import RetryPolicy
 from keel.runner import Runner, RunSummary
 from keel.store import Store
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Check",
     "Contract",
+    "DriftMonitor",
     "FakeModel",
     "FunctionModel",
     "KeelError",

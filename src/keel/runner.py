@@ -117,7 +117,8 @@ class Runner:
         chain += [Step(f"fallback:{n}", m, build_caller(m, retry))
                   for n, m in enumerate(workflow.fallback_chain, 1)]
         self.validator = InputValidator(workflow.input_contract)
-        self.screener = Screener(detectors)
+        monitor = workflow.monitor.detector(store, workflow.name) if workflow.monitor else None
+        self.screener = Screener([*detectors, monitor] if monitor else detectors)
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    lambda rows: store.write_checkpoints(rows, workflow.name))
         self.router = ConfidenceRouter(self.policy)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -17,6 +17,9 @@ from keel._policy import Policy
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
 from keel.models._base import Model, Rules
+
+if TYPE_CHECKING:
+    from keel.monitor import DriftMonitor
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Workflow:
     train: Callable[..., Model] | None = None
     description: str = ""
     source_path: str | None = None
+    #: drift monitoring: ``keel.DriftMonitor()`` routes out-of-distribution records to review
+    monitor: DriftMonitor | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from keel.cli import drift as _drift
 from keel.cli import inspect as _inspect
 from keel.cli import run as _run
 from keel.cli._common import console_err
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect):
+for _module in (_run, _inspect, _drift):
     _module.register(app)
 
 
