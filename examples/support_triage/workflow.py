@@ -38,6 +38,9 @@ workflow = keel.Workflow(
                             name="tfidf-logreg", training_data_hash=training_data_hash()),
     fallback=keel.Rules(keyword_rules),
     policy=keel.Policy(threshold=0.6, audit_rate=0.02),
+    # After `keel drift reference workflow.py --from data/train.csv`, messages unlike the
+    # training data go to review as out_of_distribution, whatever the model's confidence.
+    monitor=keel.DriftMonitor(),
     owners=keel.Owners(business="head-of-support@example.com",
                        support="ml-platform@example.com"),
 )

@@ -46,10 +46,6 @@ def columns_of(batch: Any) -> dict[str, Any]:
     return dict(batch)
 
 
-def length(values: Any) -> int:
-    return len(values)
-
-
 def as_float(values: Any) -> NDArray[np.float64]:
     """Numbers as float64 with NaN for missing (or unparseable) values."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
@@ -120,8 +116,8 @@ def cap_categories(counts: Counter[str], cap: int = MAX_CATEGORIES) -> Counter[s
 
 
 def infer_kind(values: Any) -> str:
-    """numeric for numbers and booleans' absence, categorical for short repeated strings,
-    text for long or mostly-unique strings."""
+    """numeric for numbers, categorical for booleans and short repeated strings, text for
+    long or many-valued strings."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         t = values.type
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
@@ -143,8 +139,9 @@ def infer_kind(values: Any) -> str:
         return "numeric"
     strings = [str(v) for v in present]
     mean_len = sum(map(len, strings)) / len(strings)
-    unique = len(set(strings)) / len(strings)
-    return "text" if mean_len > 40 or (unique > 0.5 and mean_len > 15) else "categorical"
+    distinct = len(set(strings))
+    wordy = mean_len > 15 and (distinct > 100 or distinct > 0.5 * len(strings))
+    return "text" if mean_len > 40 or wordy else "categorical"
 
 
 # -- the row sample ---------------------------------------------------------------------------
