@@ -27,7 +27,8 @@ for _module in (_run, _inspect, _drift):
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a user mistake prints its message (no traceback) and exits 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        # in non-standalone mode click returns typer.Exit's code instead of raising it
+        code = app(args=argv, standalone_mode=False)
     except KeelError as exc:
         console_err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}")
         return 1
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 1
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
