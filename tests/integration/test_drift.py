@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import EXAMPLE, counts_balance
 
 import keel
 from keel.monitor import build_reference, drift_report, load_reference, render_html
 from keel.store import Store
-from tests.conftest import EXAMPLE, counts_balance
 
 DATA = EXAMPLE / "data"
 WORKFLOW = EXAMPLE / "workflow.py"
@@ -32,9 +32,11 @@ def _subset(path: Path, out: Path, keep) -> Path:  # type: ignore[no-untyped-def
 
 @pytest.mark.slow
 def test_banking77_train_vs_test_is_not_drift_and_ood_questions_are(
-        demo_env: Path, store: Store, tmp_path: Path) -> None:
-    profile = build_reference(WORKFLOW, store=store, source=DATA / "train.csv",
-                              embedder="tfidf", sample_size=2048, seed=1)
+    demo_env: Path, store: Store, tmp_path: Path
+) -> None:
+    profile = build_reference(
+        WORKFLOW, store=store, source=DATA / "train.csv", embedder="tfidf", sample_size=2048, seed=1
+    )
     assert profile.rows == 10_003 and profile.kinds == {"input.text": "text"}
 
     test_run = keel.run(WORKFLOW, DATA / "test.csv", store=store)
@@ -66,14 +68,22 @@ def test_banking77_train_vs_test_is_not_drift_and_ood_questions_are(
 
 
 @pytest.mark.slow
-def test_a_shifted_intent_mix_shows_output_drift(demo_env: Path, store: Store,
-                                                 tmp_path: Path) -> None:
+def test_a_shifted_intent_mix_shows_output_drift(
+    demo_env: Path, store: Store, tmp_path: Path
+) -> None:
     even = _subset(DATA / "test.csv", tmp_path / "even.csv", lambda i, r: i % 2 == 0)
     odd = _subset(DATA / "test.csv", tmp_path / "odd.csv", lambda i, r: i % 2 == 1)
     first = keel.run(WORKFLOW, even, store=store)
     # named apart from "reference", so the workflow's DriftMonitor stays off in this test
-    profile = build_reference(WORKFLOW, store=store, window=f"run:{first.run_id}",
-                              name="last-week", embedder="tfidf", sample_size=1024, seed=2)
+    profile = build_reference(
+        WORKFLOW,
+        store=store,
+        window=f"run:{first.run_id}",
+        name="last-week",
+        embedder="tfidf",
+        sample_size=1024,
+        seed=2,
+    )
     assert {"output.intent", "output.confidence", "output.disposition"} <= set(profile.kinds)
 
     steady = keel.run(WORKFLOW, odd, store=store)
@@ -91,8 +101,11 @@ def test_a_shifted_intent_mix_shows_output_drift(demo_env: Path, store: Store,
     assert counts_balance(moved) and moved.duplicates == 0
     report = drift_report(store, WORKFLOW, f"run:{moved.run_id}", name="last-week")
     intent = next(c for c in report.alerts if c.field == "output.intent")
-    top, ref_share, cur_share = intent.plot["labels"][0], intent.plot["reference"][0], \
-        intent.plot["current"][0]
+    top, ref_share, cur_share = (
+        intent.plot["labels"][0],
+        intent.plot["reference"][0],
+        intent.plot["current"][0],
+    )
     assert top.startswith("card") and cur_share > ref_share
     assert "pp" in intent.summary
     assert report.rates["review_rate"]["reference"] > 0
@@ -100,8 +113,12 @@ def test_a_shifted_intent_mix_shows_output_drift(demo_env: Path, store: Store,
 
 def test_no_reference_is_a_clear_user_error(tmp_path: Path, demo_env: Path) -> None:
     db = f"sqlite:///{tmp_path / 'k.db'}"
-    res = subprocess.run([sys.executable, "-m", "keel", "drift", str(WORKFLOW), "--db", db,
-                          "--window", "all"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "keel", "drift", str(WORKFLOW), "--db", db, "--window", "all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1
     assert "no reference profile" in res.stderr and "keel drift reference" in res.stderr
     assert "Traceback" not in res.stderr
@@ -112,11 +129,25 @@ def test_cli_reference_then_report_with_html(tmp_path: Path, demo_env: Path) -> 
     db = f"sqlite:///{tmp_path / 'k.db'}"
 
     def keel_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "keel", *args, "--db", db],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "keel", *args, "--db", db],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    built = keel_cli("drift", "reference", str(WORKFLOW), "--from", str(DATA / "train.csv"),
-                     "--embedder", "tfidf", "--sample-size", "1500", "--json")
+    built = keel_cli(
+        "drift",
+        "reference",
+        str(WORKFLOW),
+        "--from",
+        str(DATA / "train.csv"),
+        "--embedder",
+        "tfidf",
+        "--sample-size",
+        "1500",
+        "--json",
+    )
     assert built.returncode == 0, built.stderr
     ref = json.loads(built.stdout)
     assert ref["rows"] == 10_003 and ref["text"]["input.text"]["ood_threshold"] > 0
@@ -139,8 +170,10 @@ def test_cli_reference_then_report_with_html(tmp_path: Path, demo_env: Path) -> 
 def test_profile_saved_in_the_store_loads_back(store: Store, tmp_path: Path) -> None:
     from tests._workflows import make, write_csv
 
-    src = write_csv(tmp_path / "in.csv", [(f"k{i}", f"message number {i % 37} about the weather")
-                                          for i in range(300)])
+    src = write_csv(
+        tmp_path / "in.csv",
+        [(f"k{i}", f"message number {i % 37} about the weather") for i in range(300)],
+    )
     wf = make()
     keel.run(wf, src, store=store)
     built = build_reference(wf, store=store, window="all", embedder="tfidf", seed=0)

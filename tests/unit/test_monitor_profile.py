@@ -12,9 +12,14 @@ from keel.monitor import Profile, ProfileBuilder, WindowCounter, compare
 
 
 def _cols(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict:
-    return {"x": rng.normal(shift, 1, n), "kind": rng.choice(["a", "b", "c"], n).astype(object),
-            "note": [None if i % 10 == 0 else f"order {k} arrived late, please refund"
-                     for i, k in enumerate(rng.integers(100, 999, n))]}
+    return {
+        "x": rng.normal(shift, 1, n),
+        "kind": rng.choice(["a", "b", "c"], n).astype(object),
+        "note": [
+            None if i % 10 == 0 else f"order {k} arrived late, please refund"
+            for i, k in enumerate(rng.integers(100, 999, n))
+        ],
+    }
 
 
 def test_profile_round_trips_through_json_and_stays_small() -> None:
@@ -45,8 +50,10 @@ def test_two_workers_profiles_merge_into_the_whole() -> None:
     merged = a.build().merge(b.build())
     assert merged.rows == whole.rows == 8000
     assert merged.categories["kind"] == whole.categories["kind"]
-    assert merged.moments["x"].total == np.float64(whole.moments["x"].total).item() or \
-        abs(merged.moments["x"].total - whole.moments["x"].total) < 1e-6
+    assert (
+        merged.moments["x"].total == np.float64(whole.moments["x"].total).item()
+        or abs(merged.moments["x"].total - whole.moments["x"].total) < 1e-6
+    )
     assert len(merged.sample.keys) == 1000
     # the merged sample is the bottom-1000 by priority of both samples
     both = np.concatenate([a.sample.priority, b.sample.priority])

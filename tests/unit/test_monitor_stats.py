@@ -25,8 +25,13 @@ def _batch(rng: np.random.Generator, n: int, shift: dict[str, float] | None = No
     }
 
 
-def _report(rng: np.random.Generator, n_ref: int, n_cur: int, settings: DriftSettings,
-            shift: dict[str, float] | None = None):
+def _report(
+    rng: np.random.Generator,
+    n_ref: int,
+    n_cur: int,
+    settings: DriftSettings,
+    shift: dict[str, float] | None = None,
+):
     builder = ProfileBuilder(sample_size=2048, seed=int(rng.integers(1 << 30)))
     builder.add(_batch(rng, n_ref))
     profile = builder.build()
@@ -58,8 +63,13 @@ def test_no_shift_raises_an_alert_in_at_most_alpha_of_reports() -> None:
 
 def test_every_shifted_column_is_flagged_and_no_other() -> None:
     rng = np.random.default_rng(3)
-    report = _report(rng, 20_000, 20_000, DriftSettings(),
-                     shift={"amount": 0.3, "channel": 0.08, "score_scale": 1.5})
+    report = _report(
+        rng,
+        20_000,
+        20_000,
+        DriftSettings(),
+        shift={"amount": 0.3, "channel": 0.08, "score_scale": 1.5},
+    )
     assert {c.field for c in report.alerts} == {"amount", "channel", "score"}
     amount = next(c for c in report.alerts if c.field == "amount")
     assert amount.effect["mean_shift_sd"] > 0.2  # readable direction and size
@@ -79,8 +89,10 @@ def test_new_categories_count_in_the_test() -> None:
 
 def test_classifier_test_pvalues_are_valid_under_no_shift() -> None:
     rng = np.random.default_rng(11)
-    ps = [classifier_two_sample(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)),
-                                seed=i).p_value for i in range(60)]
+    ps = [
+        classifier_two_sample(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)), seed=i).p_value
+        for i in range(60)
+    ]
     assert np.mean(np.array(ps) < 0.1) <= 0.1 + 3 * np.sqrt(0.09 / 60)
     assert stats.kstest(ps, "uniform").pvalue > 0.001
     shifted = classifier_two_sample(rng.normal(size=(400, 8)), rng.normal(0.4, 1, size=(400, 8)))

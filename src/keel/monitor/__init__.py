@@ -19,14 +19,40 @@ if TYPE_CHECKING:
     from keel.monitor._window import Window, WindowCounter
 
 _WHERE = {
-    "build_reference": "_api", "drift_report": "_api", "list_references": "_api",
-    "load_reference": "_api", "DriftMonitor": "_detector", "OutOfDistributionDetector": "_detector",
-    "Check": "_drift", "DriftReport": "_drift", "DriftSettings": "_drift", "compare": "_drift",
-    "Profile": "_profile", "ProfileBuilder": "_profile", "render_html": "_render",
-    "Window": "_window", "WindowCounter": "_window",
+    "build_reference": "_api",
+    "drift_report": "_api",
+    "list_references": "_api",
+    "load_reference": "_api",
+    "DriftMonitor": "_detector",
+    "OutOfDistributionDetector": "_detector",
+    "Check": "_drift",
+    "DriftReport": "_drift",
+    "DriftSettings": "_drift",
+    "compare": "_drift",
+    "Profile": "_profile",
+    "ProfileBuilder": "_profile",
+    "render_html": "_render",
+    "Window": "_window",
+    "WindowCounter": "_window",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Check",
+    "DriftMonitor",
+    "DriftReport",
+    "DriftSettings",
+    "OutOfDistributionDetector",
+    "Profile",
+    "ProfileBuilder",
+    "Window",
+    "WindowCounter",
+    "build_reference",
+    "compare",
+    "drift_report",
+    "list_references",
+    "load_reference",
+    "render_html",
+]
 
 
 def __getattr__(name: str) -> Any:

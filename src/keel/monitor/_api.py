@@ -32,11 +32,14 @@ def resolve_embedder(name: str) -> str:
     return name
 
 
-def _batches(wf: Workflow, store: Store | None, source: str | Path | None,
-             window: str | None, outputs: bool) -> tuple[Iterator[Batch], str]:
+def _batches(
+    wf: Workflow, store: Store | None, source: str | Path | None, window: str | None, outputs: bool
+) -> tuple[Iterator[Batch], str]:
     if (source is None) == (window is None):
-        raise ConfigError("say where the rows come from: a file (--from FILE) or a window of "
-                          "decided records (--window 24h)")
+        raise ConfigError(
+            "say where the rows come from: a file (--from FILE) or a window of "
+            "decided records (--window 24h)"
+        )
     if source is not None:
         return _source.file_batches(wf, source), f"file:{Path(source).name}"
     assert store is not None and window is not None
@@ -45,11 +48,19 @@ def _batches(wf: Workflow, store: Store | None, source: str | Path | None,
     return (_source.store_batch(wf, chunk, outputs) for chunk in rows), f"window:{spec.label}"
 
 
-def build_reference(workflow: Workflow | str | Path, *, store: Store,
-                    source: str | Path | None = None, window: str | None = None,
-                    name: str = "reference", embedder: str = "auto", sample_size: int = 4096,
-                    ood_fpr: float = 0.01, kinds: Mapping[str, str] | None = None,
-                    seed: int | None = None) -> Profile:
+def build_reference(
+    workflow: Workflow | str | Path,
+    *,
+    store: Store,
+    source: str | Path | None = None,
+    window: str | None = None,
+    name: str = "reference",
+    embedder: str = "auto",
+    sample_size: int = 4096,
+    ood_fpr: float = 0.01,
+    kinds: Mapping[str, str] | None = None,
+    seed: int | None = None,
+) -> Profile:
     """Profile a file (e.g. the training data) or a window of decided records, and save it.
 
     A window also profiles outputs (class mix, confidence, dispositions); a file profiles the
@@ -60,24 +71,28 @@ def build_reference(workflow: Workflow | str | Path, *, store: Store,
     outputs = window is not None
     if outputs:
         declared |= _source.output_fields(wf)
-    builder = ProfileBuilder(kinds=_source.declared_kinds(declared, kinds),
-                             sample_size=sample_size, seed=seed)
+    builder = ProfileBuilder(
+        kinds=_source.declared_kinds(declared, kinds), sample_size=sample_size, seed=seed
+    )
     batches, label = _batches(wf, store, source, window, outputs)
     for cols, keys, raws, rules in batches:
         builder.add(cols, keys)
         builder.add_raw(raws, rules)
     if builder.rows == 0:
         raise NotFoundError(f"no rows in {label} to build a reference from")
-    profile = builder.build(embedder=resolve_embedder(embedder), ood_fpr=ood_fpr,
-                            meta={"workflow": wf.name, "name": name, "source": label,
-                                  "workflow_version": wf.version})
+    profile = builder.build(
+        embedder=resolve_embedder(embedder),
+        ood_fpr=ood_fpr,
+        meta={"workflow": wf.name, "name": name, "source": label, "workflow_version": wf.version},
+    )
     pid = sm.save_profile(store, wf.name, name, label, _json.dumps(profile.to_json()))
     profile.meta["id"] = pid
     return profile
 
 
-def load_reference(store: Store, workflow: str, *, name: str = "reference",
-                   profile_id: str | None = None) -> Profile | None:
+def load_reference(
+    store: Store, workflow: str, *, name: str = "reference", profile_id: str | None = None
+) -> Profile | None:
     """The newest saved profile named ``name`` (or the one with ``profile_id``), or None."""
     found = sm.load_profile(store, workflow, name, profile_id)
     if found is None:
@@ -88,10 +103,17 @@ def load_reference(store: Store, workflow: str, *, name: str = "reference",
     return profile
 
 
-def drift_report(store: Store, workflow: Workflow | str | Path, window: str = "24h", *,
-                 source: str | Path | None = None, name: str = "reference",
-                 profile_id: str | None = None, settings: DriftSettings | None = None,
-                 seed: int | None = 0) -> DriftReport:
+def drift_report(
+    store: Store,
+    workflow: Workflow | str | Path,
+    window: str = "24h",
+    *,
+    source: str | Path | None = None,
+    name: str = "reference",
+    profile_id: str | None = None,
+    settings: DriftSettings | None = None,
+    seed: int | None = 0,
+) -> DriftReport:
     """Compare a window of decided records (or a file) with the workflow's reference profile.
 
     The scheduled monitor in ``keel serve`` calls this; ``report.metrics()`` gives the drift
@@ -102,7 +124,8 @@ def drift_report(store: Store, workflow: Workflow | str | Path, window: str = "2
     if profile is None:
         raise NotFoundError(
             f"workflow {wf.name!r} has no reference profile {name!r} in this store; build one "
-            "with `keel drift reference WORKFLOW_PY --from TRAINING_FILE` (or --window)")
+            "with `keel drift reference WORKFLOW_PY --from TRAINING_FILE` (or --window)"
+        )
     counter = WindowCounter(profile, seed=seed)
     outputs = any(k.startswith("output.") for k in profile.kinds)
     batches, label = _batches(wf, store, source, None if source else window, outputs)
@@ -111,8 +134,10 @@ def drift_report(store: Store, workflow: Workflow | str | Path, window: str = "2
         counter.add_raw(raws, rules)
     counter.window.meta.update(source=label, counted_at=time.time())
     if counter.window.rows == 0:
-        raise NotFoundError(f"no records of {wf.name!r} in {label}; widen --window "
-                            "(e.g. --window all) or run some traffic first")
+        raise NotFoundError(
+            f"no records of {wf.name!r} in {label}; widen --window "
+            "(e.g. --window all) or run some traffic first"
+        )
     return compare(profile, counter.window, settings, workflow=wf.name)
 
 

@@ -28,7 +28,11 @@ Batch = Mapping[str, Any]
 # -- arrays in JSON ---------------------------------------------------------------------------
 def pack(values: NDArray[Any], dtype: str = "<f8") -> dict[str, Any]:
     arr = np.ascontiguousarray(values, dtype=dtype)
-    return {"dtype": dtype, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode()}
+    return {
+        "dtype": dtype,
+        "shape": list(arr.shape),
+        "b64": base64.b64encode(arr.tobytes()).decode(),
+    }
 
 
 def unpack(blob: dict[str, Any]) -> NDArray[Any]:
@@ -49,11 +53,16 @@ def columns_of(batch: Any) -> dict[str, Any]:
 def as_float(values: Any) -> NDArray[np.float64]:
     """Numbers as float64 with NaN for missing (or unparseable) values."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)
-                or pa.types.is_boolean(values.type) or pa.types.is_decimal(values.type)):
+        if not (
+            pa.types.is_floating(values.type)
+            or pa.types.is_integer(values.type)
+            or pa.types.is_boolean(values.type)
+            or pa.types.is_decimal(values.type)
+        ):
             return as_float(values.to_pylist())
-        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False),
-                          dtype=np.float64)
+        return np.asarray(
+            pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
     arr = np.asarray(values)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64, copy=False)
@@ -75,8 +84,10 @@ def as_labels(values: Any) -> list[str | None]:
         values = values.to_pylist()
     elif isinstance(values, np.ndarray):
         values = values.tolist()
-    return [None if (v is None or (isinstance(v, float) and math.isnan(v))) else _label(v)
-            for v in values]
+    return [
+        None if (v is None or (isinstance(v, float) and math.isnan(v))) else _label(v)
+        for v in values
+    ]
 
 
 def _label(v: Any) -> str:
@@ -90,21 +101,24 @@ def _label(v: Any) -> str:
 def label_counts(values: Any) -> tuple[Counter[str], int]:
     """(counts per category, missing count), hashed by Arrow for large columns."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)) and (
-            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-            or pa.types.is_dictionary(values.type)):
+        pa.types.is_string(values.type)
+        or pa.types.is_large_string(values.type)
+        or pa.types.is_dictionary(values.type)
+    ):
         vc = pc.value_counts(values)
         counts: Counter[str] = Counter()
         nulls = 0
-        for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True):
+        for v, c in zip(
+            vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True
+        ):
             if v is None:
                 nulls += c
             else:
                 counts[str(v)] += c
         return counts, nulls
     labels = as_labels(values)
-    counts = Counter(labels)
-    nulls = counts.pop(None, 0)  # type: ignore[call-overload]
-    return counts, nulls  # type: ignore[return-value]
+    present = [v for v in labels if v is not None]
+    return Counter(present), len(labels) - len(present)
 
 
 def cap_categories(counts: Counter[str], cap: int = MAX_CATEGORIES) -> Counter[str]:
@@ -162,21 +176,30 @@ class RowSample:
     def threshold(self) -> float:
         return float(self.priority.max()) if len(self.priority) >= self.size else 2.0
 
-    def offer(self, priority: NDArray[np.float64], keys: Sequence[str] | None,
-              columns: Mapping[str, Sequence[Any]]) -> None:
+    def offer(
+        self,
+        priority: NDArray[np.float64],
+        keys: Sequence[str] | None,
+        columns: Mapping[str, Sequence[Any]],
+    ) -> None:
         pick = np.flatnonzero(priority < self.threshold)
         if pick.size == 0:
             return
-        new_keys = [keys[i] for i in pick] if keys is not None else [""] * pick.size
+        if pick.size > self.size:  # only a batch's own bottom-k can enter the sample
+            pick = np.sort(pick[np.argpartition(priority[pick], self.size - 1)[: self.size]])
+        new_keys = [keys[int(i)] for i in pick] if keys is not None else [""] * pick.size
         new_cols = {name: _take(col, pick) for name, col in columns.items()}
         self._absorb(priority[pick], new_keys, new_cols)
 
-    def _absorb(self, priority: NDArray[np.float64], keys: list[str],
-                columns: Mapping[str, list[Any]]) -> None:
+    def _absorb(
+        self, priority: NDArray[np.float64], keys: list[str], columns: Mapping[str, list[Any]]
+    ) -> None:
         n_old = len(self.priority)
         names = set(self.columns) | set(columns)
-        merged_cols = {n: self.columns.get(n, [None] * n_old) + columns.get(n, [None] * len(keys))
-                       for n in names}
+        merged_cols = {
+            n: self.columns.get(n, [None] * n_old) + columns.get(n, [None] * len(keys))
+            for n in names
+        }
         merged_p = np.concatenate([self.priority, priority])
         merged_k = self.keys + keys
         if len(merged_p) > self.size:
@@ -188,25 +211,41 @@ class RowSample:
         self.columns = {n: [c[i] for i in keep] for n, c in merged_cols.items()}
 
     def merge(self, other: RowSample) -> RowSample:
-        out = RowSample(max(self.size, other.size), self.priority.copy(), list(self.keys),
-                        {n: list(c) for n, c in self.columns.items()})
+        out = RowSample(
+            max(self.size, other.size),
+            self.priority.copy(),
+            list(self.keys),
+            {n: list(c) for n, c in self.columns.items()},
+        )
         out._absorb(other.priority, list(other.keys), other.columns)
         return out
 
     def ordered(self) -> RowSample:
         """The same rows, lowest priority first (a stable order for splits)."""
         order = np.argsort(self.priority, kind="stable")
-        return RowSample(self.size, self.priority[order], [self.keys[i] for i in order],
-                         {n: [c[i] for i in order] for n, c in self.columns.items()})
+        return RowSample(
+            self.size,
+            self.priority[order],
+            [self.keys[i] for i in order],
+            {n: [c[i] for i in order] for n, c in self.columns.items()},
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "priority": pack(self.priority), "keys": self.keys,
-                "columns": self.columns}
+        return {
+            "size": self.size,
+            "priority": pack(self.priority),
+            "keys": self.keys,
+            "columns": self.columns,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RowSample:
-        return cls(int(data["size"]), unpack(data["priority"]), list(data["keys"]),
-                   {n: list(c) for n, c in data["columns"].items()})
+        return cls(
+            int(data["size"]),
+            unpack(data["priority"]),
+            list(data["keys"]),
+            {n: list(c) for n, c in data["columns"].items()},
+        )
 
 
 def _take(col: Any, idx: NDArray[np.intp]) -> list[Any]:
@@ -244,8 +283,14 @@ class Moments:
         return vals
 
     def merge(self, o: Moments) -> Moments:
-        return Moments(self.n + o.n, self.nulls + o.nulls, self.total + o.total,
-                       self.total_sq + o.total_sq, min(self.lo, o.lo), max(self.hi, o.hi))
+        return Moments(
+            self.n + o.n,
+            self.nulls + o.nulls,
+            self.total + o.total,
+            self.total_sq + o.total_sq,
+            min(self.lo, o.lo),
+            max(self.hi, o.hi),
+        )
 
     @property
     def mean(self) -> float:
@@ -259,13 +304,25 @@ class Moments:
         return math.sqrt(max(var, 0.0))
 
     def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "nulls": self.nulls, "total": self.total, "total_sq": self.total_sq,
-                "lo": self.lo if self.n else None, "hi": self.hi if self.n else None}
+        return {
+            "n": self.n,
+            "nulls": self.nulls,
+            "total": self.total,
+            "total_sq": self.total_sq,
+            "lo": self.lo if self.n else None,
+            "hi": self.hi if self.n else None,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Moments:
-        return cls(d["n"], d["nulls"], d["total"], d["total_sq"],
-                   math.inf if d["lo"] is None else d["lo"], -math.inf if d["hi"] is None else d["hi"])
+        return cls(
+            d["n"],
+            d["nulls"],
+            d["total"],
+            d["total_sq"],
+            math.inf if d["lo"] is None else d["lo"],
+            -math.inf if d["hi"] is None else d["hi"],
+        )
 
 
 #: The kind of a raw value, for schema drift.
@@ -277,7 +334,11 @@ def value_kind(v: Any) -> str:
     if isinstance(v, (int, float)):
         return "number"
     if isinstance(v, str):
-        return "number" if _to_float(v) == _to_float(v) and v.strip() not in ("nan", "inf") else "string"
+        return (
+            "number"
+            if _to_float(v) == _to_float(v) and v.strip() not in ("nan", "inf")
+            else "string"
+        )
     if isinstance(v, dict):
         return "object"
     if isinstance(v, list):
@@ -301,15 +362,21 @@ class SchemaCounts:
             self.rules[rule] += 1
 
     def merge(self, o: SchemaCounts) -> SchemaCounts:
-        out = SchemaCounts(self.rows + o.rows, {k: Counter(v) for k, v in self.fields.items()},
-                           self.rules + o.rules)
+        out = SchemaCounts(
+            self.rows + o.rows,
+            {k: Counter(v) for k, v in self.fields.items()},
+            self.rules + o.rules,
+        )
         for k, v in o.fields.items():
             out.fields.setdefault(k, Counter()).update(v)
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "fields": {k: dict(v) for k, v in self.fields.items()},
-                "rules": dict(self.rules)}
+        return {
+            "rows": self.rows,
+            "fields": {k: dict(v) for k, v in self.fields.items()},
+            "rules": dict(self.rules),
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SchemaCounts:

@@ -28,8 +28,9 @@ class OutOfDistributionDetector:
     def __init__(self, profile: Profile, fields: Sequence[str] | None = None) -> None:
         self.profile = profile
         names = [n for n in profile.text if profile.text[n].threshold is not None]
-        self.fields = [n for n in names if fields is None or n.split(".", 1)[-1] in fields
-                       or n in fields]
+        self.fields = [
+            n for n in names if fields is None or n.split(".", 1)[-1] in fields or n in fields
+        ]
 
     def __call__(self, items: list[Item]) -> None:
         for name in self.fields:

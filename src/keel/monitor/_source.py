@@ -21,8 +21,11 @@ from keel._sources import read_rows
 from keel.stages.validate import _encoding_violations
 from keel.workflow import Workflow
 
-OUTCOME_KINDS = {"output.confidence": "numeric", "output.disposition": "categorical",
-                 "output.review_reason": "categorical"}
+OUTCOME_KINDS = {
+    "output.confidence": "numeric",
+    "output.disposition": "categorical",
+    "output.review_reason": "categorical",
+}
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 
 
@@ -42,17 +45,20 @@ def kind_of(annotation: Any) -> str | None:
 
 
 def input_fields(wf: Workflow) -> dict[str, str | None]:
-    return {f"input.{n}": kind_of(f.annotation) for n, f in wf.input.model_fields.items()
-            if n != wf.key}
+    return {
+        f"input.{n}": kind_of(f.annotation) for n, f in wf.input.model_fields.items() if n != wf.key
+    }
 
 
 def output_fields(wf: Workflow) -> dict[str, str | None]:
     out = {f"output.{n}": kind_of(f.annotation) for n, f in wf.output.model_fields.items()}
-    return {k: (v or "categorical") for k, v in out.items()} | OUTCOME_KINDS
+    found: dict[str, str | None] = {k: (v or "categorical") for k, v in out.items()}
+    return found | dict(OUTCOME_KINDS)
 
 
-def declared_kinds(fields: Mapping[str, str | None],
-                   overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+def declared_kinds(
+    fields: Mapping[str, str | None], overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
     kinds = {k: v for k, v in fields.items() if v is not None}
     for name, kind in (overrides or {}).items():
         kinds[name if "." in name else f"input.{name}"] = kind
@@ -72,8 +78,9 @@ def first_rule(wf: Workflow, raw: dict[str, Any], parse_error: bool) -> str | No
     return violations[0].rule if violations else None
 
 
-def file_batches(wf: Workflow, path: str | Path,
-                 size: int = 2000) -> Iterator[tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]]:
+def file_batches(
+    wf: Workflow, path: str | Path, size: int = 2000
+) -> Iterator[tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]]:
     """(columns, keys, raw rows, quarantine rules) per batch of a CSV/JSONL/Parquet file."""
     names = [n.split(".", 1)[1] for n in input_fields(wf)]
     batch: list[tuple[dict[str, Any], bool, str]] = []
@@ -88,20 +95,24 @@ def file_batches(wf: Workflow, path: str | Path,
         yield _file_batch(wf, names, batch)
 
 
-def _file_batch(wf: Workflow, names: list[str], batch: list[tuple[dict[str, Any], bool, str]]
-                ) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
+def _file_batch(
+    wf: Workflow, names: list[str], batch: list[tuple[dict[str, Any], bool, str]]
+) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
     cols = {f"input.{n}": [_clean(raw.get(n)) for raw, _e, _k in batch] for n in names}
     raws = [{k: v for k, v in raw.items() if k != wf.key} for raw, _e, _k in batch]
     rules = [first_rule(wf, raw, err) for raw, err, _k in batch]
     return cols, [k for _r, _e, k in batch], raws, rules
 
 
-def store_batch(wf: Workflow, rows: list[dict[str, Any]], outputs: bool
-                ) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
+def store_batch(
+    wf: Workflow, rows: list[dict[str, Any]], outputs: bool
+) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
     """Columns of a chunk of store rows (see :func:`keel.store._monitor.window_rows`)."""
     inputs = [_json.loads(r["input"]) or {} for r in rows]
     cols: dict[str, list[Any]] = {
-        name: [_clean(raw.get(name.split(".", 1)[1])) for raw in inputs] for name in input_fields(wf)}
+        name: [_clean(raw.get(name.split(".", 1)[1])) for raw in inputs]
+        for name in input_fields(wf)
+    }
     if outputs:
         outs = [(_json.loads(r["output"]) or {}) if r["output"] else {} for r in rows]
         for name in output_fields(wf):
@@ -111,8 +122,9 @@ def store_batch(wf: Workflow, rows: list[dict[str, Any]], outputs: bool
             cols[name] = [o.get(field) if isinstance(o, dict) else None for o in outs]
         cols["output.confidence"] = [r["confidence"] for r in rows]
         cols["output.disposition"] = [r["disposition"] for r in rows]
-        cols["output.review_reason"] = [r["reason"] if r["disposition"] == "in_review" else None
-                                        for r in rows]
+        cols["output.review_reason"] = [
+            r["reason"] if r["disposition"] == "in_review" else None for r in rows
+        ]
     raws = [{k: v for k, v in raw.items() if k != wf.key} for raw in inputs]
     rules = [_rule(r["violations"]) for r in rows]
     return cols, [r["key"] for r in rows], raws, rules
@@ -129,7 +141,7 @@ def _clean(value: Any) -> Any:
 
 
 def parse_window(text: str, now: float) -> Any:
-    """``all``, ``last:N``, ``run:ID``, ``since:ISO-DATE`` or a duration (``90m``, ``24h``, ``7d``)."""
+    """``all``, ``last:N``, ``run:ID``, ``since:ISO-DATE`` or a duration (``90m``, ``24h``)."""
     from datetime import datetime
 
     from keel.errors import ConfigError
@@ -151,5 +163,7 @@ def parse_window(text: str, now: float) -> Any:
     if m:
         secs = float(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
         return WindowSpec(since=now - secs, label=text)
-    raise ConfigError(f"window {text!r} is not one of: all, last:N, run:ID, since:DATE, "
-                      "or a duration like 90m, 24h, 7d")
+    raise ConfigError(
+        f"window {text!r} is not one of: all, last:N, run:ID, since:DATE, "
+        "or a duration like 90m, 24h, 7d"
+    )

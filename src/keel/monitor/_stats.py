@@ -39,9 +39,17 @@ def ks_pvalue(d: float, n: float, m: float) -> float:
     return float(min(1.0, max(0.0, special.kolmogorov(lam))))
 
 
-def numeric_shift(edges: FloatArray, ref_cdf: FloatArray, ref_n: int, ref_mean: float,
-                  ref_sd: float, cur_counts: FloatArray, cur_gap_below: float,
-                  cur_gap_above: float, cur_mean: float) -> NumericShift:
+def numeric_shift(
+    edges: FloatArray,
+    ref_cdf: FloatArray,
+    ref_n: int,
+    ref_mean: float,
+    ref_sd: float,
+    cur_counts: FloatArray,
+    cur_gap_below: float,
+    cur_gap_above: float,
+    cur_mean: float,
+) -> NumericShift:
     """Compare a current window counted into the reference's bins with the reference.
 
     ``cur_counts`` has ``len(edges) + 1`` cells: bin ``j`` holds values in
@@ -61,9 +69,12 @@ def numeric_shift(edges: FloatArray, ref_cdf: FloatArray, ref_n: int, ref_mean: 
     w1 = inner + (cur_gap_below + cur_gap_above) / m
     sd = ref_sd if ref_sd > 0 else _fallback_scale(edges)
     return NumericShift(
-        ks=ks, p_value=ks_pvalue(ks, ref_n, m),
+        ks=ks,
+        p_value=ks_pvalue(ks, ref_n, m),
         psi=psi(_coarse(np.diff(np.concatenate([[0.0], ref_cdf, [1.0]])), cur_counts / m)),
-        wasserstein_sd=w1 / sd, mean_shift_sd=(cur_mean - ref_mean) / sd)
+        wasserstein_sd=w1 / sd,
+        mean_shift_sd=(cur_mean - ref_mean) / sd,
+    )
 
 
 def _fallback_scale(edges: FloatArray) -> float:
@@ -73,8 +84,7 @@ def _fallback_scale(edges: FloatArray) -> float:
 
 def _coarse(ref_p: FloatArray, cur_p: FloatArray) -> tuple[FloatArray, FloatArray]:
     groups = coarse_groups(ref_p)
-    return (np.array([ref_p[g].sum() for g in groups]),
-            np.array([cur_p[g].sum() for g in groups]))
+    return (np.array([ref_p[g].sum() for g in groups]), np.array([cur_p[g].sum() for g in groups]))
 
 
 def coarse_groups(ref_p: FloatArray, target: float = 0.1) -> list[list[int]]:
@@ -136,7 +146,9 @@ def categorical_shift(ref: dict[str, float], cur: dict[str, float]) -> Categoric
 def _chi2_pooled(r: FloatArray, c: FloatArray, min_expected: float = 5.0) -> tuple[float, float]:
     """Chi-squared test of homogeneity; cells with small expected counts are pooled."""
     total = r + c
-    expected_small = np.minimum(total * r.sum(), total * c.sum()) / (r.sum() + c.sum()) < min_expected
+    expected_small = (
+        np.minimum(total * r.sum(), total * c.sum()) / (r.sum() + c.sum()) < min_expected
+    )
     if expected_small.any() and (~expected_small).any():
         r = np.append(r[~expected_small], r[expected_small].sum())
         c = np.append(c[~expected_small], c[expected_small].sum())

@@ -15,9 +15,13 @@ import pyarrow.compute as pc
 NUMERIC_DESCRIPTORS = ("length", "words", "digits", "upper", "punct", "non_ascii")
 #: The dominant writing system of a text, as the categorical ``field#script`` column.
 SCRIPTS = {
-    "latin": r"\p{Latin}", "cyrillic": r"\p{Cyrillic}", "greek": r"\p{Greek}",
-    "arabic": r"\p{Arabic}", "hebrew": r"\p{Hebrew}",
-    "cjk": r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]", "devanagari": r"\p{Devanagari}",
+    "latin": r"\p{Latin}",
+    "cyrillic": r"\p{Cyrillic}",
+    "greek": r"\p{Greek}",
+    "arabic": r"\p{Arabic}",
+    "hebrew": r"\p{Hebrew}",
+    "cjk": r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]",
+    "devanagari": r"\p{Devanagari}",
     "thai": r"\p{Thai}",
 }
 _WORD = r"[\p{L}\p{N}]+"
@@ -53,8 +57,12 @@ def descriptors(values: Any) -> dict[str, Any]:
     length = np.asarray(pc.utf8_length(arr).to_numpy(zero_copy_only=False), dtype=np.float64)
     denom = np.where(length > 0, length, 1.0)
     out: dict[str, Any] = {"length": length, "words": _count(arr, _WORD)}
-    for name, pattern in (("digits", r"\p{Nd}"), ("upper", r"\p{Lu}"),
-                          ("punct", r"[\p{P}\p{S}]"), ("non_ascii", r"[^\x00-\x7F]")):
+    for name, pattern in (
+        ("digits", r"\p{Nd}"),
+        ("upper", r"\p{Lu}"),
+        ("punct", r"[\p{P}\p{S}]"),
+        ("non_ascii", r"[^\x00-\x7F]"),
+    ):
         out[name] = _count(arr, pattern) / denom
     out["script"] = _scripts(arr)
     return out
@@ -67,8 +75,10 @@ def _scripts(arr: pa.Array) -> list[str | None]:
     counts = np.nan_to_num(counts)
     best = counts.argmax(0)
     letters = counts.sum(0)
-    return [None if null[i] else ("none" if letters[i] == 0 else names[best[i]])
-            for i in range(len(arr))]
+    return [
+        None if null[i] else ("none" if letters[i] == 0 else names[best[i]])
+        for i in range(len(arr))
+    ]
 
 
 def tokens(values: Any) -> pa.ListArray:
@@ -83,8 +93,9 @@ def word_counts(values: Any) -> Counter[str]:
     if len(toks) == 0:
         return Counter()
     vc = pc.value_counts(toks)
-    return Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(),
-                            strict=True)))
+    return Counter(
+        dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True))
+    )
 
 
 def prune(counter: Counter[str], cap: int = VOCAB_CAP) -> Counter[str]:
@@ -94,14 +105,20 @@ def prune(counter: Counter[str], cap: int = VOCAB_CAP) -> Counter[str]:
     return Counter(dict(counter.most_common(cap)))
 
 
-def vocabulary(counts: Counter[str], min_count: int = VOCAB_MIN_COUNT,
-               cap: int = VOCAB_CAP) -> dict[str, int]:
+def vocabulary(
+    counts: Counter[str], min_count: int = VOCAB_MIN_COUNT, cap: int = VOCAB_CAP
+) -> dict[str, int]:
     """The reference vocabulary: words seen at least ``min_count`` times, most frequent first."""
     return {w: c for w, c in counts.most_common(cap) if c >= min_count}
 
 
-def oov_rates(values: Any, vocab: dict[str, int], *, leave_one_out: bool = False,
-              min_count: int = VOCAB_MIN_COUNT) -> np.ndarray:
+def oov_rates(
+    values: Any,
+    vocab: dict[str, int],
+    *,
+    leave_one_out: bool = False,
+    min_count: int = VOCAB_MIN_COUNT,
+) -> np.ndarray:
     """Share of each text's words that are not in the reference vocabulary.
 
     With ``leave_one_out`` (texts that are themselves part of the reference) a word counts as
@@ -130,8 +147,12 @@ def _oov_vectorised(toks: pa.ListArray, vocab: dict[str, int]) -> np.ndarray:
     flat = pc.list_flatten(toks)
     parents = np.asarray(pc.list_parent_indices(toks).to_numpy(zero_copy_only=False))
     real = np.asarray(pc.not_equal(flat, "").to_numpy(zero_copy_only=False), dtype=bool)
-    known = np.asarray(pc.is_in(flat, value_set=pa.array(list(vocab), type=pa.string()))
-                       .to_numpy(zero_copy_only=False), dtype=bool)
+    known = np.asarray(
+        pc.is_in(flat, value_set=pa.array(list(vocab), type=pa.string())).to_numpy(
+            zero_copy_only=False
+        ),
+        dtype=bool,
+    )
     words = np.bincount(parents[real], minlength=n).astype(np.float64)
     unknown = np.bincount(parents[real & ~known], minlength=n).astype(np.float64)
     out = np.where(words > 0, unknown / np.where(words > 0, words, 1.0), 0.0)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,8 @@ class TextReference:
     n_index: int
     n_cal: int
     embeddings: NDArray[np.float16] | None = None
-    sample_oov: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    _runtime: TextRuntime | None = field(default=None, repr=False)
+    sample_oov: NDArray[np.float64] = dc_field(default_factory=lambda: np.zeros(0))
+    _runtime: TextRuntime | None = dc_field(default=None, repr=False)
 
     def texts(self, sample: RowSample) -> list[str]:
         return _text.non_null(sample.columns.get(self.field, []))
@@ -81,21 +82,42 @@ class TextReference:
         return self._runtime
 
     def describe(self) -> dict[str, Any]:
-        return {"embedder": self.embedder, "vocabulary": len(self.vocab),
-                "ood_threshold": self.threshold, "ood_fpr": self.fpr,
-                "calibration_texts": self.n_cal, "neighbour_texts": self.n_index}
+        return {
+            "embedder": self.embedder,
+            "vocabulary": len(self.vocab),
+            "ood_threshold": self.threshold,
+            "ood_fpr": self.fpr,
+            "calibration_texts": self.n_cal,
+            "neighbour_texts": self.n_index,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"field": self.field, "embedder": self.embedder, "vocab": self.vocab,
-                "fpr": self.fpr, "k": self.k, "threshold": self.threshold,
-                "n_index": self.n_index, "n_cal": self.n_cal,
-                "embeddings": pack(self.embeddings, "<f2") if self.embeddings is not None else None}
+        return {
+            "field": self.field,
+            "embedder": self.embedder,
+            "vocab": self.vocab,
+            "fpr": self.fpr,
+            "k": self.k,
+            "threshold": self.threshold,
+            "n_index": self.n_index,
+            "n_cal": self.n_cal,
+            "embeddings": pack(self.embeddings, "<f2") if self.embeddings is not None else None,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TextReference:
         emb = unpack(d["embeddings"]) if d.get("embeddings") else None
-        return cls(d["field"], d["embedder"], d["vocab"], d["fpr"], d["k"], d["threshold"],
-                   d["n_index"], d["n_cal"], emb)
+        return cls(
+            d["field"],
+            d["embedder"],
+            d["vocab"],
+            d["fpr"],
+            d["k"],
+            d["threshold"],
+            d["n_index"],
+            d["n_cal"],
+            emb,
+        )
 
 
 def _split(n: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
@@ -103,8 +125,9 @@ def _split(n: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     return pos[pos % CAL_EVERY == 0], pos[pos % CAL_EVERY != 0]
 
 
-def build_text_reference(name: str, sample: RowSample, words: Counter[str], *, embedder: str,
-                         fpr: float, k: int) -> TextReference:
+def build_text_reference(
+    name: str, sample: RowSample, words: Counter[str], *, embedder: str, fpr: float, k: int
+) -> TextReference:
     """Vocabulary from all rows' word counts; embedder, neighbours and threshold from the sample."""
     vocab = _text.vocabulary(words)
     raw = sample.columns.get(name, [])

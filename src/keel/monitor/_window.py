@@ -59,17 +59,26 @@ class BinCounts:
             self.gap_above += float(np.sum(vals[above] - edges[-1]))
 
     def merge(self, o: BinCounts) -> BinCounts:
-        return BinCounts(self.counts + o.counts, self.gap_below + o.gap_below,
-                         self.gap_above + o.gap_above, self.moments.merge(o.moments))
+        return BinCounts(
+            self.counts + o.counts,
+            self.gap_below + o.gap_below,
+            self.gap_above + o.gap_above,
+            self.moments.merge(o.moments),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"counts": pack(self.counts), "gap_below": self.gap_below,
-                "gap_above": self.gap_above, "moments": self.moments.to_json()}
+        return {
+            "counts": pack(self.counts),
+            "gap_below": self.gap_below,
+            "gap_above": self.gap_above,
+            "moments": self.moments.to_json(),
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BinCounts:
-        return cls(unpack(d["counts"]), d["gap_below"], d["gap_above"],
-                   Moments.from_json(d["moments"]))
+        return cls(
+            unpack(d["counts"]), d["gap_below"], d["gap_above"], Moments.from_json(d["moments"])
+        )
 
 
 @dataclass
@@ -87,25 +96,44 @@ class Window:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "numeric": {k: v.to_json() for k, v in self.numeric.items()},
-                "categories": {k: dict(v) for k, v in self.categories.items()},
-                "nulls": self.nulls, "new_keys": self.new_keys, "sample": self.sample.to_json(),
-                "schema": self.schema.to_json() if self.schema else None, "meta": self.meta}
+        return {
+            "rows": self.rows,
+            "numeric": {k: v.to_json() for k, v in self.numeric.items()},
+            "categories": {k: dict(v) for k, v in self.categories.items()},
+            "nulls": self.nulls,
+            "new_keys": self.new_keys,
+            "sample": self.sample.to_json(),
+            "schema": self.schema.to_json() if self.schema else None,
+            "meta": self.meta,
+        }
 
     @classmethod
     def from_json(cls, profile: Profile, d: dict[str, Any]) -> Window:
-        return cls(profile, d["rows"], {k: BinCounts.from_json(v) for k, v in d["numeric"].items()},
-                   {k: Counter(v) for k, v in d["categories"].items()}, d["nulls"], d["new_keys"],
-                   RowSample.from_json(d["sample"]),
-                   SchemaCounts.from_json(d["schema"]) if d.get("schema") else None, d["meta"])
+        return cls(
+            profile,
+            d["rows"],
+            {k: BinCounts.from_json(v) for k, v in d["numeric"].items()},
+            {k: Counter(v) for k, v in d["categories"].items()},
+            d["nulls"],
+            d["new_keys"],
+            RowSample.from_json(d["sample"]),
+            SchemaCounts.from_json(d["schema"]) if d.get("schema") else None,
+            d["meta"],
+        )
 
     def merge(self, o: Window) -> Window:
         """Both windows' rows together (same reference profile)."""
-        out = Window(self.profile, self.rows + o.rows, dict(self.numeric),
-                     {k: Counter(v) for k, v in self.categories.items()}, dict(self.nulls),
-                     {k: {c: list(ks) for c, ks in v.items()} for k, v in self.new_keys.items()},
-                     self.sample.merge(o.sample), _merge_schema(self.schema, o.schema),
-                     dict(self.meta))
+        out = Window(
+            self.profile,
+            self.rows + o.rows,
+            dict(self.numeric),
+            {k: Counter(v) for k, v in self.categories.items()},
+            dict(self.nulls),
+            {k: {c: list(ks) for c, ks in v.items()} for k, v in self.new_keys.items()},
+            self.sample.merge(o.sample),
+            _merge_schema(self.schema, o.schema),
+            dict(self.meta),
+        )
         for k, v in o.numeric.items():
             out.numeric[k] = out.numeric[k].merge(v) if k in out.numeric else v
         for k, c in o.categories.items():
@@ -113,8 +141,8 @@ class Window:
         for k, n in o.nulls.items():
             out.nulls[k] = out.nulls.get(k, 0) + n
         for k, cats in o.new_keys.items():
-            for c, ks in cats.items():
-                have = out.new_keys.setdefault(k, {}).setdefault(c, [])
+            for cat, ks in cats.items():
+                have = out.new_keys.setdefault(k, {}).setdefault(cat, [])
                 have.extend(ks[: NEW_CATEGORY_KEYS - len(have)])
         return out
 
@@ -128,7 +156,9 @@ def _merge_schema(a: SchemaCounts | None, b: SchemaCounts | None) -> SchemaCount
 class WindowCounter:
     """Counts batches of a current window against a profile (see :class:`ProfileBuilder`)."""
 
-    def __init__(self, profile: Profile, *, sample_size: int = 2000, seed: int | None = None) -> None:
+    def __init__(
+        self, profile: Profile, *, sample_size: int = 2000, seed: int | None = None
+    ) -> None:
         self.window = Window(profile, sample=RowSample(sample_size))
         self.profile = profile
         self.rng = np.random.default_rng(seed)
@@ -152,8 +182,9 @@ class WindowCounter:
         for raw, rule in zip(rows, rules, strict=True):
             w.schema.add(raw, rule)
 
-    def _count(self, name: str, kind: str, values: Any,
-               keys: Sequence[str] | None) -> dict[str, Any]:
+    def _count(
+        self, name: str, kind: str, values: Any, keys: Sequence[str] | None
+    ) -> dict[str, Any]:
         if kind == "numeric":
             x = as_float(values)
             self._numeric(name, x)
@@ -193,8 +224,7 @@ class WindowCounter:
         w.nulls[name] = w.nulls.get(name, 0) + nulls
         known = self.profile.categories.get(name, Counter())
         slots = w.new_keys.setdefault(name, {})
-        want = {c for c in counts if c not in known
-                and len(slots.get(c, [])) < NEW_CATEGORY_KEYS}
+        want = {c for c in counts if c not in known and len(slots.get(c, [])) < NEW_CATEGORY_KEYS}
         if want and keys is not None:
             for label, key in zip(as_labels(values), keys, strict=True):
                 if label in want and len(slots.setdefault(label, [])) < NEW_CATEGORY_KEYS:

@@ -29,14 +29,22 @@ class WindowSpec:
 def save_profile(store: Store, workflow: str, name: str, source: str, profile: str) -> str:
     pid = new_id()
     with store.tx() as conn:
-        conn.execute(t.profiles.insert().values(id=pid, workflow=workflow, name=name,
-                                                source=source, profile=profile,
-                                                created_at=time.time()))
+        conn.execute(
+            t.profiles.insert().values(
+                id=pid,
+                workflow=workflow,
+                name=name,
+                source=source,
+                profile=profile,
+                created_at=time.time(),
+            )
+        )
     return pid
 
 
-def load_profile(store: Store, workflow: str, name: str = "reference",
-                 profile_id: str | None = None) -> tuple[str, str, float] | None:
+def load_profile(
+    store: Store, workflow: str, name: str = "reference", profile_id: str | None = None
+) -> tuple[str, str, float] | None:
     """(id, profile json, created_at) of the newest profile by that name, or the one asked for."""
     p = t.profiles
     q = select(p.c.id, p.c.profile, p.c.created_at).where(p.c.workflow == workflow)
@@ -49,22 +57,37 @@ def load_profile(store: Store, workflow: str, name: str = "reference",
 
 def list_profiles(store: Store, workflow: str) -> list[dict[str, Any]]:
     p = t.profiles
-    q = (select(p.c.id, p.c.name, p.c.source, p.c.created_at).where(p.c.workflow == workflow)
-         .order_by(p.c.created_at.desc()))
+    q = (
+        select(p.c.id, p.c.name, p.c.source, p.c.created_at)
+        .where(p.c.workflow == workflow)
+        .order_by(p.c.created_at.desc())
+    )
     with store.engine.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def window_rows(store: Store, workflow: str, spec: WindowSpec,
-                chunk: int = 2000) -> Iterator[list[dict[str, Any]]]:
+def window_rows(
+    store: Store, workflow: str, spec: WindowSpec, chunk: int = 2000
+) -> Iterator[list[dict[str, Any]]]:
     """Records of ``workflow`` in the window with their decision and quarantine violations,
     ``chunk`` rows at a time (a server-side cursor on PostgreSQL)."""
     r, d, qt = t.records, t.decisions, t.quarantine
-    q = (select(r.c.key, r.c.input, r.c.created_at, d.c.disposition, d.c.reason, d.c.output,
-                d.c.confidence, qt.c.violations)
-         .select_from(r.outerjoin(d, d.c.record_id == r.c.id)
-                      .outerjoin(qt, qt.c.record_id == r.c.id))
-         .where(r.c.workflow == workflow))
+    q = (
+        select(
+            r.c.key,
+            r.c.input,
+            r.c.created_at,
+            d.c.disposition,
+            d.c.reason,
+            d.c.output,
+            d.c.confidence,
+            qt.c.violations,
+        )
+        .select_from(
+            r.outerjoin(d, d.c.record_id == r.c.id).outerjoin(qt, qt.c.record_id == r.c.id)
+        )
+        .where(r.c.workflow == workflow)
+    )
     conds = []
     if spec.since is not None:
         conds.append(r.c.created_at >= spec.since)
