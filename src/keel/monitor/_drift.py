@@ -225,6 +225,9 @@ def _numeric_examples(window: Window, name: str, plot: dict[str, Any]) -> list[d
     lo, hi = plot["bounds"][int(excess.argmax())]
     vals = as_float(window.sample.columns.get(name, []))
     hits = np.flatnonzero((vals > lo) & (vals <= hi))
+    # the most telling rows of that bin: furthest from the middle of the reference
+    middle = float(np.nanmedian(vals)) if vals.size else 0.0
+    hits = hits[np.argsort(-np.abs(vals[hits] - middle), kind="stable")]
     return [_example(window, int(i), name, float(vals[i])) for i in hits[:3]]
 
 
