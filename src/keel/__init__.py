@@ -1,10 +1,14 @@
 """keel: run an AI prototype as a governed production workflow."""
 
 from keel._api import quarantined, replay, run, status, trace
+from keel._deliveries import deliveries, retry_deliveries
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
+from keel._webhook import WebhookSink
 from keel.contracts import Check, Contract, Violation, check
 from keel.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
     KeelError,
     MalformedOutput,
     ModelError,
@@ -12,12 +16,13 @@ from keel.errors import (
     ModelUnavailable,
     NonRetryableModelError,
     RateLimited,
+    Refused,
     RetryableModelError,
     UserError,
 )
-from keel.models import FakeModel, FunctionModel, Model, Rules, SklearnModel
+from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
 from keel.monitor._detector import DriftMonitor
-from keel.resilience import RetryPolicy
+from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
 from keel.runner import Runner, RunSummary
 from keel.store import Store
 from keel.workflow import Owners, Workflow, load_workflow
@@ -25,8 +30,11 @@ from keel.workflow import Owners, Workflow, load_workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "BreakerPolicy",
     "Check",
+    "CircuitOpen",
     "Contract",
+    "DeadlineExceeded",
     "DriftMonitor",
     "FakeModel",
     "FunctionModel",
@@ -37,10 +45,14 @@ __all__ = [
     "ModelTimeout",
     "ModelUnavailable",
     "NonRetryableModelError",
+    "OpenAIModel",
     "Owners",
     "Policy",
     "Prediction",
     "RateLimited",
+    "RateLimits",
+    "Refused",
+    "Resilience",
     "RetryPolicy",
     "RetryableModelError",
     "Rules",
@@ -51,12 +63,15 @@ __all__ = [
     "Usage",
     "UserError",
     "Violation",
+    "WebhookSink",
     "Workflow",
     "__version__",
     "check",
+    "deliveries",
     "load_workflow",
     "quarantined",
     "replay",
+    "retry_deliveries",
     "run",
     "status",
     "trace",

@@ -8,7 +8,8 @@ from typing import Any
 
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
-from keel.errors import NotFoundError
+from keel._webhook import WebhookSink
+from keel.errors import NotFoundError, UserError
 from keel.resilience import RetryPolicy
 from keel.runner import ProgressFn, Runner, RunSummary
 from keel.stages.screen import Detector
@@ -22,8 +23,11 @@ def _workflow(workflow: Workflow | str | Path) -> Workflow:
 
 
 def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
-            detectors: Sequence[Detector], retry: RetryPolicy | None) -> Runner:
+            detectors: Sequence[Detector], retry: RetryPolicy | None,
+            webhook: str | WebhookSink | None = None) -> Runner:
     sinks: list[Sink] = [FileSink(out, list(wf.output.model_fields))] if out else []
+    if webhook:
+        sinks.append(webhook if isinstance(webhook, WebhookSink) else WebhookSink(webhook))
     return Runner(wf, store, batch_size=batch_size, sinks=sinks, detectors=detectors,
                   retry=retry)
 
@@ -31,32 +35,54 @@ def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
 def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None = None,
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
-        progress: ProgressFn | None = None, store: Store | None = None) -> RunSummary:
-    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary."""
+        progress: ProgressFn | None = None, store: Store | None = None,
+        webhook: str | WebhookSink | None = None) -> RunSummary:
+    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
+
+    ``out`` writes one line per decided record to a file; ``webhook`` (a URL or a
+    :class:`keel.WebhookSink`) POSTs each decision with an Idempotency-Key, retried with
+    backoff and dead-lettered after repeated failures.
+    """
     wf = _workflow(workflow)
     rows = read_rows(source)
     own = store is None
     st = store or Store.open(db)
     try:
-        runner = _runner(wf, st, out, batch_size, detectors, retry)
+        runner = _runner(wf, st, out, batch_size, detectors, retry, webhook)
         return runner.run(rows, source=str(source), progress=progress)
     finally:
         if own:
             st.close()
 
 
-def replay(workflow: Workflow | str | Path, disposition: str, *, db: str | None = None,
+def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
-           store: Store | None = None, progress: ProgressFn | None = None) -> RunSummary:
-    """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow."""
-    wf = _workflow(workflow)
+           store: Store | None = None, progress: ProgressFn | None = None,
+           webhook: str | WebhookSink | None = None) -> RunSummary:
+    """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow.
+
+    ``workflow=None`` reloads the workflow file the store last ran (when there is one).
+    """
     own = store is None
     st = store or Store.open(db)
     try:
-        return _runner(wf, st, out, batch_size, (), None).replay(disposition, progress=progress)
+        wf = _workflow(workflow if workflow is not None else _last_source(st))
+        runner = _runner(wf, st, out, batch_size, (), None, webhook)
+        return runner.replay(disposition, progress=progress)
     finally:
         if own:
             st.close()
+
+
+def _last_source(store: Store) -> str:
+    sources = q.workflow_sources(store)
+    if len(sources) != 1:
+        names = ", ".join(sorted(sources)) or "none"
+        raise UserError(f"name the workflow file to replay (workflows in this store: {names})")
+    (path,) = sources.values()
+    if not path or not Path(path).is_file():
+        raise UserError(f"the workflow file the store last ran ({path}) is gone; pass its path")
+    return path
 
 
 def status(*, db: str | None = None, workflow: str | None = None,

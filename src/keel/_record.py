@@ -17,11 +17,15 @@ DISPOSITIONS = ("accepted", "reviewed", "fallback", "quarantined", "failed", "in
 
 #: Why a record is waiting for a person.
 REVIEW_REASONS = ("low_confidence", "output_invalid", "out_of_distribution", "model_failed",
-                  "audit_sample")
+                  "audit_sample", "second_review", "manual")
 
 
 def new_id() -> str:
-    return os.urandom(8).hex()
+    """A 20-hex-char id that sorts by creation time (milliseconds) then at random.
+
+    Time-ordered ids keep the store's B-tree inserts near the end of each index.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(4).hex()}"
 
 
 @dataclass(slots=True)

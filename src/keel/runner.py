@@ -6,6 +6,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -13,9 +14,11 @@ from typing import Any
 import numpy as np
 
 from keel import _json
+from keel._breaker import CircuitBreaker
+from keel._loop import LoopThread
 from keel._record import DISPOSITIONS, Item, new_id
-from keel._sinks import Sink
-from keel.resilience import RetryPolicy, build_caller
+from keel._sinks import Sink, Written
+from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
 from keel.stages import (
     Admitter,
     ConfidenceRouter,
@@ -28,7 +31,7 @@ from keel.stages import (
 from keel.stages.predict import Step
 from keel.stages.screen import Detector
 from keel.store import Store
-from keel.store._store import SinkLedger
+from keel.store._store import BreakerBook, SinkLedger
 from keel.workflow import Workflow
 
 ProgressFn = Callable[[int], None]
@@ -51,6 +54,7 @@ class RunSummary:
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     delivered: int = 0
+    dead_letters: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"), repr=False)  # type: ignore[type-arg]
 
     @property
@@ -73,7 +77,7 @@ class RunSummary:
             "latency_ms": {"p50": self.percentile_ms(50), "p95": self.percentile_ms(95)},
             "cost_usd": round(self.cost_usd, 6), "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
-            "delivered": self.delivered,
+            "delivered": self.delivered, "dead_letters": self.dead_letters,
         }
 
     def add(self, items: Sequence[Item]) -> None:
@@ -104,7 +108,7 @@ class Runner:
 
     def __init__(self, workflow: Workflow, store: Store, *, batch_size: int = 500,
                  sinks: Sequence[Sink] = (), detectors: Sequence[Detector] = (),
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, resilience: Resilience | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.wf = workflow
@@ -112,16 +116,23 @@ class Runner:
         self.batch_size = batch_size
         self.sinks = list(sinks)
         self.ledger = SinkLedger(store)
+        self.breaker_book = BreakerBook(store)
         self.policy = workflow.policy
-        chain = [Step("primary", workflow.model, build_caller(workflow.model, retry))]
-        chain += [Step(f"fallback:{n}", m, build_caller(m, retry))
-                  for n, m in enumerate(workflow.fallback_chain, 1)]
+        self.loop = LoopThread()
+        models = [("primary", workflow.model)]
+        models += [(f"fallback:{n}", m) for n, m in enumerate(workflow.fallback_chain, 1)]
+        default = resilience or workflow.resilience
+        chain = [Step(name, m, Caller(m, resilience_for(m, default, retry), self.loop))
+                 for name, m in models]
+        self.loop.on_close = [m.aclose for _n, m in models if m.is_async]
+        self.breakers: dict[str, CircuitBreaker] = {}
         self.validator = InputValidator(workflow.input_contract)
         monitor = workflow.monitor.detector(store, workflow.name) if workflow.monitor else None
         self.screener = Screener([*detectors, monitor] if monitor else detectors)
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    lambda rows: store.write_checkpoints(rows, workflow.name))
         self.router = ConfidenceRouter(self.policy)
+        self.policy_note: str | None = None
         self._registered = False
 
     def _register(self) -> None:
@@ -133,7 +144,48 @@ class Runner:
             step.model.warm()
             self.store.register_model(wf.name, step.model.describe(),
                                       alias="champion" if n == 0 else None)
+            self._attach_breaker(step)
+        self._use_policy_in_force()
         self._registered = True
+
+    def _attach_breaker(self, step: Step) -> None:
+        caller = step.call
+        assert isinstance(caller, Caller)
+        policy = caller.resilience.breaker
+        if policy is None:
+            return
+        version = step.model.version
+        if version not in self.breakers:
+            self.breakers[version] = CircuitBreaker(version, policy)
+        caller.set_breaker(self.breakers[version])
+
+    def _load_breakers(self, *, reset: bool) -> None:
+        """Continue from the breaker states in the store (or close them all for a replay)."""
+        saved = self.breaker_book.load(list(self.breakers))
+        for version, breaker in self.breakers.items():
+            if reset:
+                breaker.reset()
+            else:
+                breaker.restore(saved.get(version))
+        self._save_breakers()
+
+    def _save_breakers(self) -> None:
+        changed = [b for b in self.breakers.values() if b.changed]
+        for b in changed:
+            b.changed = False
+        self.breaker_book.save([b.snapshot() for b in changed])
+
+    def breaker_states(self) -> list[dict[str, Any]]:
+        return [b.as_dict() for b in self.breakers.values()]
+
+    def _use_policy_in_force(self) -> None:
+        """A policy from `keel calibrate` for this model replaces the declared thresholds."""
+        from keel.review._routing import policy_in_force
+
+        policy, note = policy_in_force(self.store, self.wf.name, self.wf.model.version,
+                                       self.wf.policy)
+        self.policy = self.router.policy = self.predictor.policy = policy
+        self.policy_note = note
 
     def _open_sinks(self) -> None:
         for sink in self.sinks:
@@ -151,7 +203,9 @@ class Runner:
         self.store.start_run(summary.run_id, self.wf.name, "run", source)
         admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
         t0 = time.perf_counter()
+        self._load_breakers(reset=False)
         self._open_sinks()
+        self._writer = _Writer()
         try:
             for batch in _batches(rows, self.batch_size):
                 admitted = admitter(batch)
@@ -159,13 +213,13 @@ class Runner:
                 summary.duplicates += len(admitted.duplicates)
                 self.store.resume_state(admitted.items)
                 self._process(admitted.items, summary, run_id=summary.run_id)
-                self._redeliver([rid for _k, _w, rid in admitted.duplicates if rid], summary)
+                redo = [rid for _k, _w, rid in admitted.duplicates if rid]
+                if redo and self.sinks:
+                    self._writer.submit(self._redeliver, redo, summary)
                 if progress:
                     progress(len(batch))
         finally:
-            self._close_sinks()
-            summary.elapsed_s = time.perf_counter() - t0
-            self.store.finish_run(summary.run_id, summary.as_dict())
+            self._finish(summary, t0)
         return summary
 
     def replay(self, disposition: str, *, progress: ProgressFn | None = None) -> RunSummary:
@@ -177,7 +231,9 @@ class Runner:
         self.store.start_run(summary.run_id, self.wf.name, "replay", summary.source)
         t0 = time.perf_counter()
         rows = self.store.replayable(self.wf.name, disposition)
+        self._load_breakers(reset=True)  # a replay comes after the cause was fixed
         self._open_sinks()
+        self._writer = _Writer()
         try:
             for start in range(0, len(rows), self.batch_size):
                 items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
@@ -187,20 +243,39 @@ class Runner:
                 if progress:
                     progress(len(items))
         finally:
-            self._close_sinks()
+            self._finish(summary, t0)
+        return summary
+
+    def _finish(self, summary: RunSummary, t0: float) -> None:
+        try:
+            try:
+                self._writer.close()
+            finally:
+                self._close_sinks()
+                self.loop.close()
+                self._save_breakers()
+        finally:
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
-        return summary
 
     def _process(self, items: list[Item], summary: RunSummary, *, run_id: str,
                  replace: bool = False) -> None:
+        """Decide a batch; its outcomes are persisted by the writer while the next batch runs.
+
+        Records and model answers are committed before routing acts on them, so the only
+        work in flight at a crash is the one batch whose outcomes were not yet written.
+        """
         if not items:
             return
         self.validator(items)
         self.screener(items)
         self.store.write_admitted(self.wf.name, run_id, items)
         self.predictor(items)
+        self._save_breakers()
         self.router(items)
+        self._writer.submit(self._persist, items, summary, replace)
+
+    def _persist(self, items: list[Item], summary: RunSummary, replace: bool) -> None:
         self.store.write_outcomes(self.wf.name, items, self.policy, replace=replace)
         summary.add(items)
         if self.sinks:
@@ -208,18 +283,49 @@ class Runner:
 
     def _deliver(self, lines: list[dict[str, Any]], summary: RunSummary) -> None:
         for sink in self.sinks:
-            offset = sink.write(lines)
-            self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
-        summary.delivered += len(lines)
+            self._send(sink, lines, summary)
+
+    def _send(self, sink: Sink, lines: list[dict[str, Any]], summary: RunSummary) -> None:
+        """Write, then record in the ledger (a crash in between is undone on the next open)."""
+        done: Written = sink.write(lines)
+        self.ledger.commit(sink.name, done.offset, [line["record_id"] for line in lines],
+                           done.dead, done.attempts)
+        summary.delivered += len(lines) - len(done.dead)
+        summary.dead_letters += len(done.dead)
 
     def _redeliver(self, record_ids: list[str], summary: RunSummary) -> None:
         """Decided records a sink has not received yet (a run that stopped before delivery)."""
         for sink in self.sinks:
             lines = self.ledger.undelivered(sink.name, record_ids)
             if lines:
-                offset = sink.write(lines)
-                self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
-                summary.delivered += len(lines)
+                self._send(sink, lines, summary)
+
+
+class _Writer:
+    """One background thread persisting batch outcomes, at most one batch behind.
+
+    Writing batch N overlaps deciding batch N+1 (SQLite and PostgreSQL drivers release the
+    GIL while they work). An error in a write surfaces at the next submit or at close.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _line(i: Item) -> dict[str, Any]:

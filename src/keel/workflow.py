@@ -17,6 +17,7 @@ from keel._policy import Policy
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
 from keel.models._base import Model, Rules
+from keel.resilience import Resilience
 
 if TYPE_CHECKING:
     from keel.monitor import DriftMonitor
@@ -45,7 +46,9 @@ class Workflow:
 
     ``fallback`` is one model or rules function, or a list tried in order when the primary
     model fails or its output breaks the output contract (a function is wrapped in
-    :class:`keel.Rules`). Declaring a workflow has no side effects: models load on first use.
+    :class:`keel.Rules`). ``resilience`` sets retry, timeout, circuit breaker and rate limits
+    for every model that carries no ``resilience`` of its own. Declaring a workflow has no
+    side effects: models load on first use.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Workflow:
     input_checks: Sequence[Check] = ()
     output_checks: Sequence[Check] = ()
     train: Callable[..., Model] | None = None
+    resilience: Resilience | None = None
     description: str = ""
     source_path: str | None = None
     #: drift monitoring: ``keel.DriftMonitor()`` routes out-of-distribution records to review
@@ -82,6 +86,8 @@ class Workflow:
         else:
             items = [_as_model(chain)]  # type: ignore[arg-type]
         self.fallback_chain: tuple[Model, ...] = tuple(items)
+        for m in (self.model, *self.fallback_chain):
+            m.bind(self.output_contract)
         self._source_hash: str | None = None
 
     @property

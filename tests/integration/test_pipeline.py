@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
 
 import keel
 from keel.store import Store
-from tests._workflows import make, write_csv
-from tests.conftest import counts_balance
 
 
 def _rows(n: int) -> list[tuple[str, str]]:
@@ -100,10 +102,8 @@ def test_checkpointed_predictions_are_not_paid_again(tmp_path: Path, store: Stor
     store.write_outcomes = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
     from keel._sources import read_rows
 
-    try:
+    with contextlib.suppress(SystemExit):
         runner.run(read_rows(src))
-    except SystemExit:
-        pass
     store.write_outcomes = original  # type: ignore[method-assign]
     paid = model.calls
     assert paid == 12

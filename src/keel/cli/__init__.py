@@ -6,8 +6,11 @@ import sys
 
 import typer
 
+from keel.cli import calibrate as _calibrate
+from keel.cli import deliveries as _deliveries
 from keel.cli import drift as _drift
 from keel.cli import inspect as _inspect
+from keel.cli import review as _review
 from keel.cli import run as _run
 from keel.cli._common import console_err
 from keel.errors import KeelError
@@ -20,15 +23,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _drift):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate, _drift):
     _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a user mistake prints its message (no traceback) and exits 1."""
     try:
-        # in non-standalone mode click returns typer.Exit's code instead of raising it
-        code = app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except KeelError as exc:
         console_err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}")
         return 1
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 1
         raise
-    return code if isinstance(code, int) else 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

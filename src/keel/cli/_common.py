@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 console = Console(highlight=False)
-console_err = Console(stderr=True, highlight=False)
+console_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[
     str | None,

@@ -36,7 +36,8 @@ def render_summary(s: RunSummary) -> None:
         if count or name in ("accepted", "in_review", "quarantined", "failed"):
             table.add_row(name.replace("_", " "), f"{count:,}")
     table.add_row("already decided (skipped)", f"{s.duplicates:,}")
-    table.add_row("latency p50 / p95", f"{fmt_ms(d['latency_ms']['p50'])} / {fmt_ms(d['latency_ms']['p95'])}")
+    lat = d["latency_ms"]
+    table.add_row("latency p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${d['cost_usd']:.4f}")
     table.add_row("throughput", f"{d['records_per_s'] or 0:,.0f} records/s")
     console.print(table)
@@ -45,6 +46,9 @@ def render_summary(s: RunSummary) -> None:
         if counter:
             reasons = ", ".join(f"{k} ({v})" for k, v in counter.most_common(5))
             console.print(f"[bold]{title}:[/] {reasons}")
+    if s.dead_letters:
+        console.print(f"[yellow]{s.dead_letters} deliveries failed:[/] see `keel deliveries "
+                      "--failed`, then `keel deliveries retry`")
     if s.audit_samples:
         console.print(f"[bold]audit:[/] {s.audit_samples} accepted decisions sampled for review")
 
@@ -64,23 +68,29 @@ def _finish(summary: RunSummary, as_json: bool) -> None:
 def run_cmd(
     workflow_py: Annotated[Path, typer.Argument(help="Path to the workflow.py to run.")],
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, JSONL or Parquet file.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Write one line per record (.jsonl or .csv).")] = None,
+    out: Annotated[Path | None,
+                   typer.Option("--out", help="Write one line per record (.jsonl or .csv).")] = None,
     db: DbOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch.")] = 500,
+    webhook: Annotated[str | None, typer.Option(
+        "--webhook", help="POST each decision to this URL (Idempotency-Key, retried).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Decide every record in INPUT with the workflow; skip keys already decided."""
     with progress_bar("deciding", not as_json) as tick:
         summary = keel.run(workflow_py, input_file, db=db, out=out, batch_size=batch_size,
-                           progress=tick)
+                           progress=tick, webhook=webhook)
     _finish(summary, as_json)
 
 
 def replay_cmd(
-    workflow_py: Annotated[Path, typer.Argument(help="Path to the (fixed) workflow.py.")],
+    workflow_py: Annotated[Path | None, typer.Argument(
+        help="The (fixed) workflow.py; default: the file the store last ran.")] = None,
     quarantined: Annotated[bool, typer.Option("--quarantined", help="Replay quarantined records.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Replay failed records.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write one line per replayed record.")] = None,
+    webhook: Annotated[str | None, typer.Option(
+        "--webhook", help="POST each new decision to this URL.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -89,7 +99,7 @@ def replay_cmd(
         raise keel.UserError("say what to replay: --quarantined or --failed")
     which = "quarantined" if quarantined else "failed"
     with progress_bar(f"replaying {which}", not as_json) as tick:
-        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick)
+        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick, webhook=webhook)
     _finish(summary, as_json)
 
 

@@ -33,7 +33,8 @@ class FunctionModel(Model):
     ) -> None:
         self.fn = fn
         self.batched = batched
-        self.name = name or getattr(fn, "__name__", "function")
+        self.request_size = None if batched else 1
+        self.name = name or str(getattr(fn, "__name__", "function"))
         self.is_async = inspect.iscoroutinefunction(fn)
         self._version = version or hash_text(self.name, source_hash(fn))
 
@@ -46,7 +47,7 @@ class FunctionModel(Model):
             return asyncio.run(self.apredict(inputs))
         if self.batched:
             return self._from_batch(inputs, lambda: self.fn(list(inputs)))
-        return [self._one(lambda item=item: self.fn(item)) for item in inputs]
+        return [self._call_one(item) for item in inputs]
 
     async def apredict(self, inputs: Sequence[BaseModel]) -> list[Outcome]:
         if not self.is_async:
@@ -58,16 +59,19 @@ class FunctionModel(Model):
                 return [_as_error(exc, self.name)] * len(inputs)
             return self._from_batch(inputs, lambda: values)
         results = await asyncio.gather(*(self.fn(item) for item in inputs), return_exceptions=True)
-        return [
-            _as_error(r, self.name)
-            if isinstance(r, BaseException)
-            else self._one(lambda r=r: r)
-            for r in results
-        ]
+        return [_as_error(r, self.name) if isinstance(r, BaseException) else self._convert(r)
+                for r in results]
 
-    def _one(self, call: Callable[[], Any]) -> Outcome:
+    def _call_one(self, item: BaseModel) -> Outcome:
         try:
-            return to_prediction(call(), where=f"model {self.name!r}")
+            value = self.fn(item)
+        except Exception as exc:
+            return _as_error(exc, self.name)
+        return self._convert(value)
+
+    def _convert(self, value: Any) -> Outcome:
+        try:
+            return to_prediction(value, where=f"model {self.name!r}")
         except Exception as exc:
             return _as_error(exc, self.name)
 
@@ -81,7 +85,7 @@ class FunctionModel(Model):
                 f"model {self.name!r} returned {len(values)} results for {len(inputs)} inputs"
             )
             return [err] * len(inputs)
-        return [self._one(lambda v=v: v) for v in values]
+        return [self._convert(v) for v in values]
 
 
 def _as_error(exc: BaseException, name: str) -> ModelError:

@@ -38,7 +38,8 @@ class SklearnModel(Model):
         training_data_hash: str | None = None,
         metrics: dict[str, float] | None = None,
     ) -> None:
-        self._estimator = None if callable(estimator) and not hasattr(estimator, "predict_proba") else estimator
+        is_loader = callable(estimator) and not hasattr(estimator, "predict_proba")
+        self._estimator = None if is_loader else estimator
         self._loader = estimator if self._estimator is None else None
         self._features = features
         self._output = output

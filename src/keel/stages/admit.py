@@ -52,7 +52,10 @@ class Admitter:
         if row.data is not None:
             value = row.data.get(self.key_field)
             if value is not None and str(value).strip() != "":
-                return str(value).strip()
+                key = str(value).strip()
+                if not key.isascii():  # undecodable bytes must not reach the store's key
+                    key = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                return key
         return f"{row.source}#{row.line}"
 
     def __call__(self, rows: Iterable[RawRow]) -> Admitted:

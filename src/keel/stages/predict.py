@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from keel._policy import Policy
 from keel._prediction import Prediction
 from keel._record import Item, ReviewRequest
@@ -13,7 +15,7 @@ from keel.models._base import Model
 from keel.resilience import CallResult
 from keel.stages.check import OutputChecker
 
-Caller = Callable[[Sequence[object]], list[CallResult]]
+Caller = Callable[[Sequence[BaseModel]], list[CallResult]]
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ class Predictor:
         return idx + 1
 
     def _run_step(self, idx: int, step: Step, todo: list[Item]) -> None:
-        results = step.call([i.input for i in todo])
+        results = step.call([i.input for i in todo if i.input is not None])
         fresh: list[Checkpoint] = []
         for item, res in zip(todo, results, strict=True):
             self._log_attempts(item, step, res)
@@ -123,10 +125,15 @@ class Predictor:
                          detail={"step": step.name, "attempt": n, "error": att.error,
                                  "code": att.code})
         if step.name != "primary" and res.attempts:
-            cause = item.error or (
-                "output contract violated" if item.output_violations else "primary failed")
+            if item.error:
+                cause, code = item.error, item.error_code
+            elif item.output_violations:
+                first = item.output_violations[0]
+                cause, code = f"output contract violated: {first}", "output_invalid"
+            else:
+                cause, code = "primary failed", None
             item.log("fallback_used", model_version=step.model.version,
-                     detail={"step": step.name, "cause": cause})
+                     detail={"step": step.name, "cause": cause, "code": code})
 
     def _unanswered(self, item: Item) -> None:
         if item.output_violations:
@@ -141,7 +148,8 @@ class Predictor:
             item.log("routed", detail={"disposition": "in_review", "review_reason": "model_failed",
                                        "why": item.error})
         else:
-            item.finish("failed", item.error or "model failed")
+            code = item.error_code or "keel.model"
+            item.finish("failed", f"[{code}] {item.error or 'model failed'}")
             item.log("failed", detail={"error": item.error, "code": item.error_code,
                                        "attempts": item.attempts})
 

@@ -9,7 +9,18 @@ from sqlalchemy import func, select
 
 from keel import _json
 from keel.store import _schema as t
-from keel.store._store import Store
+from keel.store._review import guarantee_status
+from keel.store._store import BreakerBook, Store
+
+
+def _by_cause(rows: Any) -> dict[str, int]:
+    """Failed decisions counted by error code (reasons read ``[code] message``)."""
+    out: dict[str, int] = {}
+    for reason, n in rows:
+        text = reason or ""
+        code = text[1:text.index("]")] if text.startswith("[") and "]" in text else text
+        out[code or "unknown"] = out.get(code or "unknown", 0) + int(n)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def workflow_names(store: Store) -> list[str]:
@@ -19,21 +30,27 @@ def workflow_names(store: Store) -> list[str]:
     return sorted(names)
 
 
+def workflow_sources(store: Store) -> dict[str, str | None]:
+    """Workflow name -> the workflow.py it was last run from."""
+    with store.engine.connect() as conn:
+        return {n: p for n, p in conn.execute(select(t.workflows.c.name, t.workflows.c.source_path))}
+
+
 def status(store: Store, workflow: str) -> dict[str, Any]:
     r, d, rt = t.records, t.decisions, t.review_tasks
     with store.engine.connect() as conn:
-        counts = dict(conn.execute(select(d.c.disposition, func.count())
+        counts: dict[str, int] = dict(conn.execute(select(d.c.disposition, func.count())
                                    .where(d.c.workflow == workflow).group_by(d.c.disposition)).all())
         total = conn.execute(select(func.count()).select_from(r).where(r.c.workflow == workflow)).scalar_one()
         cost = conn.execute(select(func.coalesce(func.sum(d.c.cost_usd), 0.0))
                             .where(d.c.workflow == workflow)).scalar_one()
         lat = np.array([x for (x,) in conn.execute(select(d.c.latency_ms).where(
             d.c.workflow == workflow, d.c.latency_ms.is_not(None)))], dtype=np.float64)
-        backlog = dict(conn.execute(select(rt.c.reason, func.count()).where(
+        backlog: dict[str, int] = dict(conn.execute(select(rt.c.reason, func.count()).where(
             rt.c.workflow == workflow, rt.c.status == "open").group_by(rt.c.reason)).all())
         oldest = conn.execute(select(func.min(rt.c.created_at)).where(
             rt.c.workflow == workflow, rt.c.status == "open")).scalar_one()
-        failures = dict(conn.execute(
+        failures = _by_cause(conn.execute(
             select(d.c.reason, func.count()).where(d.c.workflow == workflow,
                                                    d.c.disposition == "failed")
             .group_by(d.c.reason)).all())
@@ -53,7 +70,9 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
                        "p95": float(np.percentile(lat, 95)) if lat.size else None},
         "cost_usd": round(float(cost), 6),
         "failures_by_cause": failures,
+        "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
+        **guarantee_status(store, workflow),
     }
 
 

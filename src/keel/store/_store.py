@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,18 +12,22 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from keel import _json
-from keel._prediction import Prediction, Usage
 from keel._policy import Policy
+from keel._prediction import Prediction, Usage
 from keel._record import Item, new_id
 from keel.errors import StoreError
 from keel.stages.admit import Known
 from keel.stages.predict import Checkpoint
 from keel.store import _schema as t
-from keel.store._audit import GENESIS, event_hash
+from keel.store._audit import GENESIS, chain_hash, event_hash
+from keel.store._delivery import BreakerBook, SinkLedger
 from keel.store._engine import insert_ignore, make_engine, resolve_url
 from keel.store._migrate import upgrade
 
 _CHUNK = 500  # keys per IN (...) query
+__all__ = ["BreakerBook", "SinkLedger", "Store"]
+_EVENT_COLS = ("record_id", "workflow", "seq", "kind", "at", "actor", "model_version",
+               "latency_ms", "cost_usd", "detail", "prev_hash", "hash")
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -36,6 +41,31 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._write_lock = threading.RLock()
+
+    def _insert_many(self, conn: Connection, table: Any, rows: list[dict[str, Any]],
+                     ignore: bool = False) -> None:
+        """Bulk INSERT through the driver's executemany: the hot path skips SQL compilation.
+
+        Every row must have the same keys. ``ignore`` skips rows whose key exists.
+        """
+        if not rows:
+            return
+        cols = tuple(rows[0])
+        conn.exec_driver_sql(self._insert_sql(table.name, cols, ignore),
+                             [tuple(r[c] for c in cols) for r in rows])
+
+    def _insert_sql(self, table: str, cols: tuple[str, ...], ignore: bool = False) -> str:
+        sql = self._sql.get((table, cols, ignore))
+        if sql is None:
+            names = ", ".join(f'"{c}"' for c in cols)
+            marks = ", ".join([self._placeholder] * len(cols))
+            tail = " ON CONFLICT DO NOTHING" if ignore else ""
+            sql = self._sql[(table, cols, ignore)] = (
+                f'INSERT INTO "{table}" ({names}) VALUES ({marks}){tail}')
+        return sql
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -58,8 +88,10 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
+        """A write transaction. Writers in this process take turns on a lock, so threads never
+        wait on SQLite's sleeping busy handler (other processes still do)."""
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store write failed: {exc}") from exc
@@ -138,8 +170,7 @@ class Store:
                  "input": _json.dumps(i.raw), "source": i.source, "run_id": run_id,
                  "created_at": now} for i in items if i.is_new]
         with self.tx() as conn:
-            if rows:
-                conn.execute(t.records.insert(), rows)
+            self._insert_many(conn, t.records, rows)
             self._events(conn, workflow, items)
         for i in items:
             i.is_new = False
@@ -155,7 +186,7 @@ class Store:
                  "metadata": _json.dumps(c.prediction.metadata) if c.prediction.metadata else None,
                  "created_at": now} for c in rows]
         with self.tx() as conn:
-            conn.execute(insert_ignore(self.engine, t.predictions), data)
+            self._insert_many(conn, t.predictions, data, ignore=True)
             self._events(conn, workflow, [c.item for c in rows])
 
     def write_outcomes(self, workflow: str, items: list[Item], policy: Policy,
@@ -175,32 +206,28 @@ class Store:
                 for part in _chunks(ids):
                     conn.execute(t.decisions.delete().where(t.decisions.c.record_id.in_(part)))
                     conn.execute(t.quarantine.delete().where(t.quarantine.c.record_id.in_(part)))
-            if decisions:
-                conn.execute(t.decisions.insert(), decisions)
-            if quarantined:
-                conn.execute(t.quarantine.insert(), quarantined)
-            if tasks:
-                conn.execute(t.review_tasks.insert(), tasks)
+            self._insert_many(conn, t.decisions, decisions)
+            self._insert_many(conn, t.quarantine, quarantined)
+            self._insert_many(conn, t.review_tasks, tasks)
             self._events(conn, workflow, items)
 
     def _events(self, conn: Connection, workflow: str, items: Iterable[Item]) -> None:
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for item in items:
             prev = item.last_hash or GENESIS
+            rid = item.record_id
             for ev in item.events[item.written_events:]:
                 item.seq += 1
-                row = {"record_id": item.record_id, "workflow": workflow, "seq": item.seq,
-                       "kind": ev.kind, "at": ev.at, "actor": ev.actor,
-                       "model_version": ev.model_version, "latency_ms": ev.latency_ms,
-                       "cost_usd": ev.cost_usd,
-                       "detail": _json.dumps(ev.detail) if ev.detail is not None else None,
-                       "prev_hash": prev}
-                prev = row["hash"] = event_hash(prev, row)
-                rows.append(row)
+                detail = _json.dumps(ev.detail) if ev.detail is not None else None
+                h = chain_hash(prev, rid, item.seq, ev.kind, ev.at, ev.actor, ev.model_version,
+                               ev.latency_ms, ev.cost_usd, detail)
+                rows.append((rid, workflow, item.seq, ev.kind, ev.at, ev.actor, ev.model_version,
+                             ev.latency_ms, ev.cost_usd, detail, prev, h))
+                prev = h
             item.last_hash = prev
             item.written_events = len(item.events)
         if rows:
-            conn.execute(t.events.insert(), rows)
+            conn.exec_driver_sql(self._insert_sql("events", _EVENT_COLS), rows)
 
     def append_event(self, conn: Connection, workflow: str, record_id: str, kind: str, *,
                      actor: str | None = None, detail: dict[str, Any] | None = None,
@@ -227,7 +254,7 @@ class Store:
              .where(and_(r.c.workflow == workflow, d.c.disposition == disposition))
              .order_by(r.c.created_at))
         with self.engine.connect() as conn:
-            return [tuple(x) for x in conn.execute(q)]  # type: ignore[misc]
+            return [(x[0], x[1], x[2], x[3]) for x in conn.execute(q)]
 
     def mark_replayed(self, record_ids: list[str]) -> None:
         with self.tx() as conn:
@@ -259,47 +286,3 @@ def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> dict[str, Any]
             "reason": reason, "detail": detail, "priority": pol.review_priority.get(reason, 50),
             "status": "open", "queue": "default", "created_at": now,
             "due_at": now + pol.review_sla_s.get(reason, 86400.0)}
-
-
-class SinkLedger:
-    """Which records each sink has received, and where a file sink's committed bytes end."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def offset(self, sink: str, kind: str) -> int:
-        with self.store.tx() as conn:
-            row = conn.execute(select(t.sinks.c.offset_bytes).where(t.sinks.c.name == sink)).first()
-            if row is None:
-                conn.execute(t.sinks.insert().values(name=sink, kind=kind, offset_bytes=0,
-                                                     updated_at=time.time()))
-                return 0
-            return int(row[0])
-
-    def commit(self, sink: str, offset: int, record_ids: list[str]) -> None:
-        now = time.time()
-        with self.store.tx() as conn:
-            conn.execute(update(t.sinks).where(t.sinks.c.name == sink)
-                         .values(offset_bytes=offset, updated_at=now))
-            if record_ids:
-                conn.execute(insert_ignore(self.store.engine, t.deliveries), [
-                    {"sink": sink, "record_id": rid, "status": "delivered", "attempts": 1,
-                     "updated_at": now} for rid in record_ids])
-
-    def undelivered(self, sink: str, record_ids: list[str]) -> list[dict[str, Any]]:
-        """Decision lines for records that are decided but not yet delivered to ``sink``."""
-        r, d, dl = t.records, t.decisions, t.deliveries
-        out: list[dict[str, Any]] = []
-        with self.store.engine.connect() as conn:
-            for part in _chunks(record_ids):
-                q = (select(r.c.key, r.c.id, d.c.disposition, d.c.reason, d.c.confidence,
-                            d.c.model_version, d.c.output)
-                     .select_from(r.join(d, d.c.record_id == r.c.id)
-                                  .outerjoin(dl, and_(dl.c.record_id == r.c.id, dl.c.sink == sink)))
-                     .where(r.c.id.in_(part), dl.c.record_id.is_(None)))
-                for row in conn.execute(q).mappings():
-                    line = dict(row)
-                    line["record_id"] = line.pop("id")
-                    line["output"] = _json.loads(line["output"])
-                    out.append(line)
-        return out

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def upgrade() -> None:
     sa.Column('latency_ms', sa.Float(), nullable=True),
     sa.Column('cost_usd', sa.Float(), nullable=False),
     sa.Column('decided_at', sa.Float(), nullable=False),
-    sa.PrimaryKeyConstraint('record_id')
+    sa.PrimaryKeyConstraint('record_id'),
+    sqlite_with_rowid=False
     )
     with op.batch_alter_table('decisions', schema=None) as batch_op:
         batch_op.create_index('ix_decisions_workflow_disposition', ['workflow', 'disposition'], unique=False)
@@ -119,7 +120,8 @@ def upgrade() -> None:
     sa.Column('latency_ms', sa.Float(), nullable=True),
     sa.Column('metadata', sa.Text(), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
-    sa.PrimaryKeyConstraint('record_id', 'step', name='pk_predictions')
+    sa.PrimaryKeyConstraint('record_id', 'step', name='pk_predictions'),
+    sqlite_with_rowid=False
     )
     op.create_table('profiles',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -149,7 +151,8 @@ def upgrade() -> None:
     sa.Column('run_id', sa.String(length=32), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('workflow', 'key', name='uq_records_workflow_key')
+    sa.UniqueConstraint('workflow', 'key', name='uq_records_workflow_key'),
+    sqlite_with_rowid=False
     )
     op.create_table('review_tasks',
     sa.Column('id', sa.String(length=32), nullable=False),

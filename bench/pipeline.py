@@ -1,0 +1,127 @@
+"""Pipeline throughput: the raw demo model vs keel end to end vs keel with a no-op model.
+
+    python bench/pipeline.py [--records 100000] [--memory-records 1000000]
+
+Prints one JSON line per measurement. (b)/(a) is the cost of governance around a real model;
+(c) is keel's own overhead per record; the memory run streams 1,000,000 records through the
+no-op workflow in a child process and reports its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "support_triage"
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(EXAMPLE))
+
+NOOP_WORKFLOW = '''
+from pydantic import BaseModel
+import keel
+
+class Ticket(BaseModel):
+    id: str
+    text: str
+
+class Triage(BaseModel):
+    intent: str
+
+workflow = keel.Workflow(
+    name="noop", input=Ticket, output=Triage, key="id",
+    model=keel.FakeModel({"intent": "card_arrival"}, confidence=0.99),
+    policy=keel.Policy(threshold=0.5),
+    owners=keel.Owners(business="bench", support="bench"),
+)
+'''
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def make_traffic(path: Path, n: int) -> None:
+    with (EXAMPLE / "data" / "test.csv").open(newline="") as fh:
+        texts = [r["text"] for r in csv.DictReader(fh)]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for i in range(n):
+            w.writerow([f"r{i:08d}", texts[i % len(texts)]])
+
+
+def raw_model(n: int, batch: int) -> float:
+    from triage_model import load_or_train
+
+    pipe = load_or_train()
+    with (EXAMPLE / "data" / "test.csv").open(newline="") as fh:
+        texts = [r["text"] for r in csv.DictReader(fh)]
+    data = [texts[i % len(texts)] for i in range(n)]
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        proba = pipe.predict_proba(data[i:i + batch])
+        pipe.classes_[proba.argmax(axis=1)]
+    return n / (time.perf_counter() - t0)
+
+
+def keel_run(workflow: Path, traffic: Path, db: Path, batch: int) -> dict[str, object]:
+    import keel
+
+    t0 = time.perf_counter()
+    s = keel.run(workflow, traffic, db=f"sqlite:///{db}", batch_size=batch)
+    elapsed = time.perf_counter() - t0
+    assert s.read == s.decided + s.duplicates
+    return {"records_per_s": round(s.read / elapsed, 1), "read": s.read, "elapsed_s": round(elapsed, 2)}
+
+
+def child_memory(workflow: Path, traffic: Path, db: Path, batch: int) -> None:
+    import keel
+
+    s = keel.run(workflow, traffic, db=f"sqlite:///{db}", batch_size=batch)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"read": s.read, "decided": s.decided, "peak_rss_mb": round(peak_mb, 1)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--memory-records", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--child", nargs=3)
+    args = ap.parse_args()
+    if args.child:
+        child_memory(*(Path(p) for p in args.child), args.batch_size)
+        return
+    os.environ.setdefault("KEEL_ARTIFACTS", str(ROOT / ".keel" / "artifacts"))
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        traffic = d / "traffic.csv"
+        make_traffic(traffic, args.records)
+        noop = d / "noop_workflow.py"
+        noop.write_text(NOOP_WORKFLOW)
+        a = raw_model(args.records, args.batch_size)
+        emit(measure="raw_model_predict", records=args.records, records_per_s=round(a, 1))
+        b = keel_run(EXAMPLE / "workflow.py", traffic, d / "b.db", args.batch_size)
+        emit(measure="keel_run_demo_model_sqlite", **b, ratio_to_raw_model=round(b["records_per_s"] / a, 3))  # type: ignore[operator]
+        c = keel_run(noop, traffic, d / "c.db", args.batch_size)
+        emit(measure="keel_run_noop_model_sqlite", **c)
+        if args.memory_records:
+            big = d / "big.csv"
+            make_traffic(big, args.memory_records)
+            out = subprocess.run([sys.executable, __file__, "--child", str(noop), str(big),
+                                  str(d / "m.db"), "--batch-size", str(args.batch_size)],
+                                 capture_output=True, text=True, check=True)
+            emit(measure="peak_memory_noop_1m", records=args.memory_records, **json.loads(out.stdout))
+
+
+if __name__ == "__main__":
+    main()
