@@ -126,8 +126,33 @@ def test_metrics_count_decisions(api: tuple[TestClient, dict[str, str]]) -> None
                                                    {"id": "m2", "text": "unsure"}]},
                 headers=bearer(k["submitter"]))
     text = client.get("/metrics", headers=bearer(k["admin"])).text
-    assert 'keel_serve_decisions_total{disposition="accepted",workflow="tickets"} 1.0' in text
-    assert 'keel_serve_review_backlog{workflow="tickets"} 1.0' in text
+    assert ('keel_records_total{disposition="accepted",reason="confident",workflow="tickets"} 1.0'
+            in text)
+    assert 'keel_review_backlog{reason="low_confidence",workflow="tickets"} 1.0' in text
+    assert 'keel_serve_batch_records_count{workflow="tickets"} 1.0' in text
+
+
+def test_alerts_are_evaluated_on_a_schedule(store: Store) -> None:
+    import time
+
+    from keel import FakeModel, alerts
+    from keel.server import Settings
+    from tests._workflows import make
+
+    k = keys(store)
+    broken = make(FakeModel(error_rate=1.0))  # no fallback: every record fails
+    app = app_for(store, workflow=broken, settings=Settings(alert_interval_s=0.2))
+    with TestClient(app) as client:
+        records = [{"id": f"f{i}", "text": f"text {i}"} for i in range(25)]
+        resp = client.post("/v1/decisions", json={"records": records},
+                           headers=bearer(k["submitter"]))
+        assert resp.json()["counts"] == {"failed": 25}
+        deadline = time.monotonic() + 30
+        fired: list[dict[str, object]] = []
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.2)
+            fired = [a for a in alerts.history(store, "tickets") if a["state"] == "firing"]
+    assert any("failure_rate" in str(a["rule"]) for a in fired)
 
 
 def test_dashboard_data_moves_with_decisions(api: tuple[TestClient, dict[str, str]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.sessions import SessionMiddleware
 
-from keel import __version__
+from keel import __version__, alerts
 from keel.review import ReviewQueue
 from keel.runner import Runner
 from keel.server import api, ui
@@ -24,30 +25,44 @@ from keel.server._keys import Authenticator
 from keel.server._support import PeriodicJob, ServerMetrics, Settings, run_jobs
 from keel.stages.screen import Detector
 from keel.store import Store
+from keel.telemetry import Telemetry
 from keel.workflow import Workflow, load_workflow
 
 
-def _review_queue(store: Store, workflow: Workflow) -> ReviewQueue:
-    return ReviewQueue(store, workflow=workflow)
+def _alert_check(store: Store, wf: Workflow) -> Any:
+    """Evaluate the workflow's alert rules; changes go to the log (and KEEL_ALERT_WEBHOOK)."""
+    channels: list[alerts.Channel] = [alerts.LogChannel()]
+    if os.environ.get("KEEL_ALERT_WEBHOOK"):
+        channels.append(alerts.WebhookChannel(os.environ["KEEL_ALERT_WEBHOOK"]))
+    return lambda: alerts.evaluate(store, wf, channels=channels)
 
 
 def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
                db: str | None = None, settings: Settings | None = None,
                jobs: Sequence[PeriodicJob] = (), detectors: Sequence[Detector] = (),
-               extra_metrics: Sequence[Any] = ()) -> FastAPI:
-    """The app for one workflow. ``jobs`` run on a schedule (alert and drift checks);
-    ``extra_metrics`` are callables whose Prometheus text is appended to ``/metrics``."""
+               telemetry: Telemetry | None = None, extra_metrics: Sequence[Any] = ()) -> FastAPI:
+    """The app for one workflow.
+
+    ``telemetry`` (default: from KEEL_OTEL_* settings) traces and counts the pipeline and
+    feeds ``/metrics``; alert rules are evaluated every ``settings.alert_interval_s``;
+    ``jobs`` run on a schedule beside them (a drift check, say); ``extra_metrics`` are
+    callables whose Prometheus text is appended to ``/metrics``.
+    """
     wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
     settings = settings or Settings()
-    own_store = store is None
+    own_store, own_telemetry = store is None, telemetry is None
     st = store or Store.open(db)
-    runner = Runner(wf, st, batch_size=settings.max_batch, detectors=detectors)
-    metrics = ServerMetrics(wf.name, extra_metrics)
+    tel = telemetry or Telemetry.from_options()
+    runner = Runner(wf, st, batch_size=settings.max_batch, detectors=detectors, telemetry=tel)
+    metrics = ServerMetrics(wf.name, st, tel, extra_metrics)
     batcher = DecisionBatcher(runner, st, max_batch=settings.max_batch,
                               linger_s=settings.linger_ms / 1000.0, on_batch=metrics.on_batch)
     auth = Authenticator(st, ttl_s=settings.key_cache_s)
+    review = ReviewQueue(st, workflow=wf)
     all_jobs = [PeriodicJob("api-key-usage", 30.0, auth.flush_usage),
-                PeriodicJob("routing-policy", 30.0, runner.reload_policy), *jobs]
+                PeriodicJob("routing-policy", 30.0, runner.reload_policy),
+                PeriodicJob("review-escalation", 60.0, review.escalate_overdue),
+                PeriodicJob("alerts", settings.alert_interval_s, _alert_check(st, wf)), *jobs]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +77,8 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
                 await background
             await batcher.stop()
             auth.flush_usage()
+            if own_telemetry:
+                tel.shutdown()
             if own_store:
                 st.close()
 
@@ -71,7 +88,7 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     app.state.workflow, app.state.store, app.state.runner = wf, st, runner
     app.state.batcher, app.state.auth, app.state.settings = batcher, auth, settings
     app.state.metrics, app.state.dashboard_cache = metrics, {}
-    app.state.review = _review_queue(st, wf)
+    app.state.review = review
     app.state.started_at = time.time()
     install_error_handlers(app)
     for router in api.ROUTERS:

@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from keel.store import Store
+from keel.telemetry import Telemetry, metrics_text
 
 log = logging.getLogger("keel.server")
 
@@ -28,6 +31,7 @@ class Settings:
     lease_s: float = 300.0
     dashboard_cache_s: float = 2.0
     key_cache_s: float = 5.0
+    alert_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.session_secret:  # sessions then last as long as the process
@@ -37,32 +41,31 @@ class Settings:
 
 
 class ServerMetrics:
-    """keel's own counters for ``/metrics``; ``extra`` renderers (observability) are appended."""
+    """``/metrics``: the pipeline's and the store's metrics (keel.telemetry), the server's
+    own batching metrics, and the text of any ``extra`` renderers."""
 
-    def __init__(self, workflow: str, extra: Sequence[Callable[[], str | bytes]] = ()) -> None:
+    def __init__(self, workflow: str, store: Store, telemetry: Telemetry,
+                 extra: Sequence[Callable[[], str | bytes]] = ()) -> None:
         self.workflow = workflow
+        self.store = store
+        self.telemetry = telemetry
         self.extra = list(extra)
         self.registry = CollectorRegistry()
-        self.decisions = Counter("keel_serve_decisions", "Records decided by this server",
-                                 ["workflow", "disposition"], registry=self.registry)
         self.batch_seconds = Histogram(
-            "keel_serve_batch_seconds", "Time to decide one pipeline batch", ["workflow"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry)
+            "keel_serve_batch_seconds", "Time to decide one micro-batch of requests",
+            ["workflow"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                   2.5, 5), registry=self.registry)
         self.batch_records = Histogram(
-            "keel_serve_batch_records", "Records per pipeline batch", ["workflow"],
+            "keel_serve_batch_records", "Records per micro-batch", ["workflow"],
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000), registry=self.registry)
-        self.backlog = Gauge("keel_serve_review_backlog", "Open review tasks", ["workflow"],
-                             registry=self.registry)
 
     def on_batch(self, fresh: list[dict[str, Any]], busy_s: float) -> None:
-        for answer in fresh:
-            self.decisions.labels(self.workflow, answer["disposition"] or "unknown").inc()
         self.batch_seconds.labels(self.workflow).observe(busy_s)
         self.batch_records.labels(self.workflow).observe(len(fresh))
 
     def render(self) -> bytes:
-        parts = [generate_latest(self.registry)]
+        parts = [metrics_text(self.store, self.telemetry, [self.workflow]),
+                 generate_latest(self.registry)]
         for fn in self.extra:
             text = fn()
             parts.append(text.encode() if isinstance(text, str) else text)

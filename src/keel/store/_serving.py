@@ -250,10 +250,3 @@ def output_values(store: Store, workflow: str, field: str, limit: int = 500) -> 
                     break
     return sorted(seen)
 
-
-def dashboard_backlog(store: Store, workflow: str) -> int:
-    rt = t.review_tasks
-    with store.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).where(
-            rt.c.workflow == workflow, rt.c.status == "open")).scalar_one())
-

@@ -12,6 +12,7 @@ from keel import _json
 from keel.server._http import Reader, Watcher, error_response
 from keel.server.api._models import ERRORS
 from keel.store import _serving as sq
+from keel.telemetry import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -79,7 +80,4 @@ def _costs(state: Any, now: float) -> list[dict[str, Any]]:
 @router.get("/metrics", summary="Prometheus metrics (any role)", response_class=Response,
             responses=ERRORS)
 def metrics(request: Request, who: Reader) -> Response:
-    state = request.app.state
-    backlog = sq.dashboard_backlog(state.store, state.workflow.name)
-    state.metrics.backlog.labels(state.workflow.name).set(backlog)
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
