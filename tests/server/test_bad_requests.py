@@ -94,3 +94,13 @@ def test_a_browser_session_submits_through_the_documented_route(
                            headers={"X-CSRF-Token": token.group(1)})
     assert too_many.status_code == 413
     assert too_many.json()["error"]["code"] == "keel.request.batch_too_large"
+
+
+def test_decisions_before_the_pipeline_runs_answer_503(store: Store) -> None:
+    k = keys(store)
+    client = TestClient(app_for(store))  # no `with`: the app was never started
+    resp = client.post("/v1/decisions", json={"id": "early", "text": "hello"},
+                       headers=bearer(k["submitter"]))
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "keel.not_ready"
+    assert client.get("/readyz").status_code == 503
+    client.close()

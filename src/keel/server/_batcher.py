@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel._record import Item
+from keel.errors import RequestError
 from keel.runner import Earlier, Runner, RunSummary
 from keel.store import Store
 from keel.store import _serving as sq
+
+
+class NotReady(RequestError):
+    code = "keel.not_ready"
+    status = 503
 
 
 @dataclass
@@ -78,6 +84,9 @@ class DecisionBatcher:
 
     async def submit(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Decide ``records``; one answer dict per record, in order."""
+        if not self.running:
+            raise NotReady("the pipeline is not running (starting up or shutting down); "
+                           "retry shortly")
         fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(records, fut))
         return await fut
