@@ -2,9 +2,9 @@
 
 from keel._api import quarantined, replay, run, status, trace
 from keel._deliveries import deliveries, retry_deliveries
-from keel._webhook import WebhookSink
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
+from keel._webhook import WebhookSink
 from keel.contracts import Check, Contract, Violation, check
 from keel.errors import (
     CircuitOpen,

@@ -91,6 +91,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
                 fut.set_exception(value)
 
     def work() -> None:
+        value: Any
         try:
             ok, value = True, fn()
         except BaseException as exc:  # handed to the awaiting coroutine
