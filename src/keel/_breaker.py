@@ -22,8 +22,8 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    window: int = 50
-    min_calls: int = 20
+    window: int = 100
+    min_calls: int = 50
     failure_ratio: float = 0.5
     reset_timeout_s: float = 30.0
     success_threshold: int = 3

@@ -207,7 +207,7 @@ class Limit:
         tokens: int | None = None
         if self.breaker is not None and self.breaker.state == OPEN:
             limiter.leave(None)
-            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
+            return _skipped(self.breaker, len(inputs))
         try:
             results = await self.inner(inputs, budget)
             tokens = sum(r.outcome.usage.input_tokens + r.outcome.usage.output_tokens
@@ -222,8 +222,10 @@ def unwell(outcome: Outcome) -> bool:
     return isinstance(outcome, RetryableModelError)
 
 
-def _circuit_open(breaker: CircuitBreaker) -> CircuitOpen:
-    return CircuitOpen(f"circuit open for model version {breaker.model_version}: not called")
+def _skipped(breaker: CircuitBreaker, n: int) -> list[CallResult]:
+    """The circuit is open: no call, so no attempt (the fallback records the cause)."""
+    err = CircuitOpen(f"circuit open for model version {breaker.model_version}: not called")
+    return [CallResult(err, []) for _ in range(n)]
 
 
 class Breaker:
@@ -236,7 +238,7 @@ class Breaker:
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         if not self.breaker.allow():
-            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
+            return _skipped(self.breaker, len(inputs))
         try:
             results = await self.inner(inputs, budget)
         except BaseException:
@@ -265,12 +267,12 @@ class Retry:
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         results = await self.inner(inputs, budget)
+        skipped: set[int] = set()  # found the circuit open: on to the fallback
         for attempt in range(2, self.policy.max_attempts + 1):
-            # a Retry-After longer than max_delay_s is not waited for: on to the fallback
-            # nor is a record whose last try found the circuit open
+            # a Retry-After longer than max_delay_s is not waited for either
             again = [i for i, r in enumerate(results)
                      if unwell(r.outcome) and _hint(r.outcome) <= self.policy.max_delay_s
-                     and r.attempts[-1].code != CircuitOpen.code]
+                     and i not in skipped]
             if not again:
                 break
             wait = self._wait(attempt, [results[i].outcome for i in again])
@@ -281,8 +283,10 @@ class Retry:
             await self.sleep(wait)
             retried = await self.inner([inputs[i] for i in again], budget)
             for i, res in zip(again, retried, strict=True):
-                # a circuit that opened meanwhile is not the cause: keep the real error
-                kept = results[i].outcome if isinstance(res.outcome, CircuitOpen) else res.outcome
+                kept = res.outcome
+                if isinstance(res.outcome, CircuitOpen):  # not the cause: keep the real error
+                    kept = results[i].outcome
+                    skipped.add(i)
                 results[i] = CallResult(kept, results[i].attempts + res.attempts)
         left = budget.remaining()
         if left is not None and left <= 0:

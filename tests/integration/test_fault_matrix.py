@@ -139,17 +139,17 @@ def test_primary_then_secondary_then_rules_then_review(tmp_path: Path, store: St
 
 
 def test_failures_by_cause_and_replay_after_the_fix(tmp_path: Path, store: Store) -> None:
-    src = write_csv(tmp_path / "in.csv", _rows(12))
+    src = write_csv(tmp_path / "in.csv", _rows(20))
     down = keel.FakeModel({"label": "x"}, error_rate=1.0, name="m")
     s = keel.run(make(down, resilience=keel.Resilience(retry=FAST)), src, store=store)
-    assert s.counts["failed"] == 12
+    assert s.counts["failed"] == 20
     st = keel.status(store=store)[0]
-    assert st["failures_by_cause"] == {"keel.model.unavailable": 12}
+    assert st["failures_by_cause"] == {"keel.model.unavailable": 20}
     assert st["breakers"][0]["state"] == "open"
     fixed = keel.FakeModel({"label": "x"}, name="m")  # same version: the outage is over
     assert fixed.version == down.version
     r = keel.replay(make(fixed, resilience=keel.Resilience(retry=FAST)), "failed", store=store)
-    assert r.counts["accepted"] == 12 and counts_balance(r)
+    assert r.counts["accepted"] == 20 and counts_balance(r)
     st = keel.status(store=store)[0]
     assert st["failures_by_cause"] == {} and st["dispositions"]["failed"] == 0
     assert st["breakers"][0]["state"] == "closed"
@@ -170,3 +170,18 @@ def test_attempt_costs_are_counted(tmp_path: Path, store: Store) -> None:
     s = keel.run(wf, src, store=store)
     assert s.cost_usd == pytest.approx(4 * 3 * 0.5)
     assert keel.status(store=store)[0]["cost_usd"] == pytest.approx(6.0)
+
+
+def test_keel_status_shows_breakers_and_failures_by_cause(
+        tmp_path: Path, store: Store, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from keel.cli import main
+
+    src = write_csv(tmp_path / "in.csv", _rows(30))
+    down = keel.FakeModel({"label": "x"}, timeout_rate=1.0, hang_s=30.0, name="flaky-llm")
+    wf = make(down, resilience=keel.Resilience(retry=FAST, timeout_s=0.05))
+    assert keel.run(wf, src, store=store).counts["failed"] == 30
+    capsys.readouterr()
+    assert main(["status", "--db", db_url]) == 0
+    text = capsys.readouterr().out
+    assert "failed: keel.model.timeout" in text
+    assert f"breaker flaky-llm ({down.version})" in text and "open since" in text

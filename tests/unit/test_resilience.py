@@ -199,8 +199,9 @@ def test_open_breaker_skips_the_model_and_restores_from_store_state(loop: LoopTh
     record_waits(c)
     first = c(msgs(10))
     assert br.state == OPEN
-    # the retry round found the circuit open: no second call was made
-    assert [a.code for a in first[0].attempts] == ["keel.model.timeout", "keel.model.circuit_open"]
+    # the retry round found the circuit open: no second call was made, the cause is kept
+    assert [a.code for a in first[0].attempts] == ["keel.model.timeout"]
+    assert isinstance(first[0].outcome, keel.ModelTimeout)
     calls = model.calls
     again = c(msgs(10))
     assert model.calls == calls
