@@ -102,13 +102,18 @@ LOCAL = Resilience(retry=RetryPolicy(max_attempts=1), timeout_s=None, breaker=No
 
 @dataclass(slots=True)
 class Budget:
-    """A record's latency budget at one step (``deadline`` on the monotonic clock)."""
+    """A record's latency budget at one step (``deadline`` on the monotonic clock).
+
+    ``defer``: transient errors without a Retry-After are not retried inside this call;
+    the runner sends those records again with its next batch (see :meth:`Caller.may_defer`).
+    """
 
     deadline: float | None
+    defer: bool = False
 
     @classmethod
-    def start(cls, seconds: float | None) -> Budget:
-        return cls(None if seconds is None else time.monotonic() + seconds)
+    def start(cls, seconds: float | None, defer: bool = False) -> Budget:
+        return cls(None if seconds is None else time.monotonic() + seconds, defer)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -272,7 +277,7 @@ class Retry:
             # a Retry-After longer than max_delay_s is not waited for either
             again = [i for i, r in enumerate(results)
                      if unwell(r.outcome) and _hint(r.outcome) <= self.policy.max_delay_s
-                     and i not in skipped]
+                     and i not in skipped and (_hint(r.outcome) > 0 or not budget.defer)]
             if not again:
                 break
             wait = self._wait(attempt, [results[i].outcome for i in again])
@@ -335,16 +340,34 @@ class Caller:
             layer = Breaker(layer, breaker, model.name)
         self.stack: Layer = Retry(layer, res.retry)
 
-    def __call__(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
+    def __call__(self, inputs: Sequence[BaseModel], *, defer: bool = False) -> list[CallResult]:
         if not inputs:
             return []
-        return self.loop.run(self.acall(inputs))
+        return self.loop.run(self.acall(inputs, defer=defer and self.can_defer))
 
-    async def acall(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
+    @property
+    def can_defer(self) -> bool:
+        """Retries may wait for the next batch unless a latency budget is set."""
+        return self.resilience.retry.deadline_s is None
+
+    def backoff_s(self, attempt: int) -> float:
+        """The wait before retry round ``attempt`` (for records the runner carried over)."""
+        retry = self.stack
+        assert isinstance(retry, Retry)
+        return self.resilience.retry.delay_s(attempt, retry.rng, None)
+
+    def may_defer(self, result: CallResult, attempts: int) -> bool:
+        """Should this record be sent again with the next batch rather than fall back?"""
+        out = result.outcome
+        return (self.can_defer and unwell(out) and not _hint(out)
+                and attempts < self.resilience.retry.max_attempts)
+
+    async def acall(self, inputs: Sequence[BaseModel], defer: bool = False) -> list[CallResult]:
         deadline_s = self.resilience.retry.deadline_s
         size = len(inputs) if not self.model.is_async else (self.model.request_size or len(inputs))
         chunks = [inputs[i:i + size] for i in range(0, len(inputs), size)]
-        parts = await asyncio.gather(*(self.stack(c, Budget.start(deadline_s)) for c in chunks))
+        parts = await asyncio.gather(*(self.stack(c, Budget.start(deadline_s, defer))
+                                       for c in chunks))
         return [res for part in parts for res in part]
 
 

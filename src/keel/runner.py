@@ -132,6 +132,8 @@ class Runner:
                                    lambda rows: store.write_checkpoints(rows, workflow.name))
         self.router = ConfidenceRouter(self.policy)
         self._registered = False
+        self._carry: list[Item] = []  # transient failures waiting for the next batch
+        self._defer = False
 
     def _register(self) -> None:
         if self._registered:
@@ -194,6 +196,7 @@ class Runner:
         self._load_breakers(reset=False)
         self._open_sinks()
         self._writer = _Writer()
+        self._carry, self._defer = [], True
         try:
             for batch in _batches(rows, self.batch_size):
                 admitted = admitter(batch)
@@ -206,6 +209,7 @@ class Runner:
                     self._writer.submit(self._redeliver, redo, summary)
                 if progress:
                     progress(len(batch))
+            self._flush(summary, run_id=summary.run_id)
         finally:
             self._finish(summary, t0)
         return summary
@@ -222,6 +226,7 @@ class Runner:
         self._load_breakers(reset=True)  # a replay comes after the cause was fixed
         self._open_sinks()
         self._writer = _Writer()
+        self._carry, self._defer = [], True
         try:
             for start in range(0, len(rows), self.batch_size):
                 items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
@@ -230,6 +235,7 @@ class Runner:
                 self._process(items, summary, run_id=summary.run_id, replace=True)
                 if progress:
                     progress(len(items))
+            self._flush(summary, run_id=summary.run_id, replace=True)
         finally:
             self._finish(summary, t0)
         return summary
@@ -253,15 +259,30 @@ class Runner:
         Records and model answers are committed before routing acts on them, so the only
         work in flight at a crash is the one batch whose outcomes were not yet written.
         """
-        if not items:
+        carried, self._carry = self._carry, []
+        if not items and not carried:
             return
-        self.validator(items)
-        self.screener(items)
-        self.store.write_admitted(self.wf.name, run_id, items)
-        self.predictor(items)
+        if items:
+            self.validator(items)
+            self.screener(items)
+            self.store.write_admitted(self.wf.name, run_id, items)
+        work = carried + items
+        self.predictor(work, defer=self._defer)
         self._save_breakers()
-        self.router(items)
-        self._writer.submit(self._persist, items, summary, replace)
+        self._carry = [i for i in work if i.deferred]
+        done = [i for i in work if not i.deferred] if self._carry else work
+        self.router(done)
+        self._writer.submit(self._persist, done, summary, replace)
+
+    def _flush(self, summary: RunSummary, *, run_id: str, replace: bool = False) -> None:
+        """No next batch: retry the records still waiting, in rounds with backoff."""
+        primary = self.predictor.steps[0].call if self.predictor.steps else None
+        rounds = 0
+        while self._carry:
+            rounds += 1
+            if isinstance(primary, Caller):
+                time.sleep(primary.backoff_s(rounds))
+            self._process([], summary, run_id=run_id, replace=replace)
 
     def _persist(self, items: list[Item], summary: RunSummary, replace: bool) -> None:
         self.store.write_outcomes(self.wf.name, items, self.policy, replace=replace)

@@ -185,3 +185,53 @@ def test_keel_status_shows_breakers_and_failures_by_cause(
     text = capsys.readouterr().out
     assert "failed: keel.model.timeout" in text
     assert f"breaker flaky-llm ({down.version})" in text and "open since" in text
+
+
+class BatchRecorder(keel.Model):
+    """A sync batch model that fails each record's first call with a 503."""
+
+    kind = "recorder"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.tried: set[str] = set()
+
+    @property
+    def version(self) -> str:
+        return "recorder-1"
+
+    def predict(self, inputs: Any) -> list[Any]:
+        self.batches.append([m.id for m in inputs])
+        out: list[Any] = []
+        for m in inputs:
+            first = m.id not in self.tried and int(m.id[1:]) % 5 == 0
+            self.tried.add(m.id)
+            out.append(keel.ModelUnavailable("503") if first
+                       else keel.Prediction({"label": "model"}, 0.9))
+        return out
+
+
+def test_transient_failures_ride_along_with_the_next_batch(tmp_path: Path, store: Store) -> None:
+    src = write_csv(tmp_path / "in.csv", _rows(40))
+    model = BatchRecorder()
+    s = keel.run(make(model, resilience=keel.Resilience(retry=FAST)), src, store=store,
+                 batch_size=10)
+    assert s.counts["accepted"] == 40 and counts_balance(s)
+    # k0 failed in the first batch and was answered in the second call, with k10..k19
+    assert model.batches[1] == ["k0", "k5", *[f"k{i}" for i in range(10, 20)]]
+    assert model.batches[-1] == ["k30", "k35"]  # the last batch's retries: a round of their own
+    (rec,) = keel.trace("k0", store=store)
+    tries = [(e["kind"], e["detail"]["attempt"]) for e in rec["events"]
+             if e["kind"] in ("attempt_failed", "predicted")]
+    assert tries == [("attempt_failed", 1), ("predicted", 2)]
+    assert rec["decision"]["attempts"] == 2
+
+
+def test_with_a_latency_budget_retries_stay_inside_the_call(tmp_path: Path, store: Store) -> None:
+    src = write_csv(tmp_path / "in.csv", _rows(20))
+    model = BatchRecorder()
+    budget = RetryPolicy(max_attempts=3, base_delay_s=0.001, deadline_s=30.0)
+    s = keel.run(make(model, resilience=keel.Resilience(retry=budget)), src, store=store,
+                 batch_size=10)
+    assert s.counts["accepted"] == 20
+    assert model.batches[1] == ["k0", "k5"]  # retried at once, before the next batch
