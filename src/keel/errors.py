@@ -21,7 +21,8 @@
     │   └── CircuitOpen             keel.model.circuit_open
     └── ReviewError                 keel.review
         ├── LeaseConflict           keel.review.lease
-        └── InvalidDecision         keel.review.invalid
+        ├── InvalidDecision         keel.review.invalid
+        └── CalibrationError        keel.review.calibration (no threshold can be certified)
 
 Third-party errors are mapped at the boundary with ``raise ... from exc``.
 """
@@ -125,3 +126,9 @@ class LeaseConflict(ReviewError):
 
 class InvalidDecision(ReviewError):
     code = "keel.review.invalid"
+
+
+class CalibrationError(ReviewError):
+    """No threshold could be certified: too few labels, or none accurate enough."""
+
+    code = "keel.review.calibration"

@@ -131,6 +131,7 @@ class Runner:
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    lambda rows: store.write_checkpoints(rows, workflow.name))
         self.router = ConfidenceRouter(self.policy)
+        self.policy_note: str | None = None
         self._registered = False
         self._carry: list[Item] = []  # transient failures waiting for the next batch
         self._defer = False
@@ -145,6 +146,7 @@ class Runner:
             self.store.register_model(wf.name, step.model.describe(),
                                       alias="champion" if n == 0 else None)
             self._attach_breaker(step)
+        self._use_policy_in_force()
         self._registered = True
 
     def _attach_breaker(self, step: Step) -> None:
@@ -176,6 +178,15 @@ class Runner:
 
     def breaker_states(self) -> list[dict[str, Any]]:
         return [b.as_dict() for b in self.breakers.values()]
+
+    def _use_policy_in_force(self) -> None:
+        """A policy from `keel calibrate` for this model replaces the declared thresholds."""
+        from keel.review._routing import policy_in_force
+
+        policy, note = policy_in_force(self.store, self.wf.name, self.wf.model.version,
+                                       self.wf.policy)
+        self.policy = self.router.policy = self.predictor.policy = policy
+        self.policy_note = note
 
     def _open_sinks(self) -> None:
         for sink in self.sinks:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from keel import _json
 from keel.store import _schema as t
+from keel.store._review import guarantee_status
 from keel.store._store import BreakerBook, Store
 
 
@@ -71,6 +72,7 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         "failures_by_cause": failures,
         "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
+        **guarantee_status(store, workflow),
     }
 
 
