@@ -251,14 +251,23 @@ class Runner:
             self._finish(summary, t0)
         return summary
 
+    def close(self) -> None:
+        """Stop the runner's event loop (closing HTTP clients) and save breaker states.
+
+        ``run`` and ``replay`` do this when they end; a long-lived user of the stages (a
+        server deciding one request at a time) calls it on shutdown.
+        """
+        self.loop.close()
+        self._save_breakers()
+
     def _finish(self, summary: RunSummary, t0: float) -> None:
         try:
             try:
                 self._writer.close()
             finally:
+                self._defer = False
                 self._close_sinks()
-                self.loop.close()
-                self._save_breakers()
+                self.close()
         finally:
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
