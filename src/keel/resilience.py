@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel
 
-from keel._breaker import OPEN, BreakerPolicy, CircuitBreaker
+from keel._breaker import HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker
 from keel._loop import LoopThread, in_thread
 from keel._prediction import Prediction
 from keel._ratelimit import Limiter, RateLimits
@@ -244,6 +244,7 @@ class Breaker:
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         if not self.breaker.allow():
             return _skipped(self.breaker, len(inputs))
+        probe = self.breaker.state == HALF_OPEN
         try:
             results = await self.inner(inputs, budget)
         except BaseException:
@@ -251,8 +252,8 @@ class Breaker:
             raise
         seen = [not unwell(r.outcome) for r in results if not isinstance(r.outcome, CircuitOpen)]
         if seen:
-            self.breaker.record(seen)
-        else:
+            self.breaker.record(seen, probe=probe)
+        elif probe:
             self.breaker.release()
         return results
 

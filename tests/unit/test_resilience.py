@@ -245,3 +245,16 @@ def test_fake_model_timeouts_hang_until_cut() -> None:
     model = keel.FakeModel(timeout_rate=1.0, hang_s=0.01)
     (o,) = model.predict(msgs(1))
     assert isinstance(o, keel.ModelTimeout)
+
+
+def test_a_late_result_from_before_the_breaker_opened_moves_nothing() -> None:
+    br = CircuitBreaker("v", BreakerPolicy(window=10, min_calls=4, reset_timeout_s=60.0,
+                                           success_threshold=1))
+    br.record([False] * 4)
+    assert br.state == OPEN
+    br.opened_at = time.time() - 61
+    assert br.allow() and br.state == HALF_OPEN  # the probe is out
+    br.record([True] * 10, probe=False)  # a call let through while closed ends only now
+    assert br.state == HALF_OPEN and br.probing
+    br.record([True], probe=True)
+    assert br.state == CLOSED
