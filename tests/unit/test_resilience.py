@@ -16,7 +16,14 @@ import keel
 from keel._breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, CircuitBreaker
 from keel._loop import LoopThread
 from keel._ratelimit import TokenBucket
-from keel.resilience import BreakerPolicy, Caller, RateLimits, Resilience, RetryPolicy
+from keel.resilience import (
+    BreakerPolicy,
+    Caller,
+    Limit,
+    RateLimits,
+    Resilience,
+    RetryPolicy,
+)
 
 
 @pytest.fixture
@@ -258,3 +265,18 @@ def test_a_late_result_from_before_the_breaker_opened_moves_nothing() -> None:
     assert br.state == HALF_OPEN and br.probing
     br.record([True], probe=True)
     assert br.state == CLOSED
+
+
+def test_tokens_per_minute_are_settled_with_real_usage(loop: LoopThread) -> None:
+    model = keel.FakeModel(is_async=True)  # each answer reports 10 + 2 tokens
+    limits = RateLimits(max_concurrency=1, requests_per_s=1000, tokens_per_min=600,
+                        tokens_per_call=50)
+    c = caller(model, loop, limits=limits)
+    assert all(isinstance(r.outcome, keel.Prediction) for r in c(msgs(3)))
+    layer: Any = c.stack
+    while not isinstance(layer, Limit):
+        layer = layer.inner
+    limiter = layer._limiter
+    assert limiter is not None and limiter.tokens is not None
+    # 3 calls took 50 each up front, then gave back 38 each: 600 - 36 (plus a little refill)
+    assert 564 <= limiter.tokens.level < 580
