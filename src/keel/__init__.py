@@ -5,6 +5,7 @@ from keel._deliveries import deliveries, retry_deliveries
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
 from keel._webhook import WebhookSink
+from keel.alerts import AlertRule
 from keel.contracts import Check, Contract, Violation, check
 from keel.errors import (
     CircuitOpen,
@@ -21,6 +22,7 @@ from keel.errors import (
     UserError,
 )
 from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
+from keel.monitor._detector import DriftMonitor
 from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
 from keel.runner import Runner, RunSummary
 from keel.store import Store
@@ -29,11 +31,13 @@ from keel.workflow import Owners, Workflow, load_workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertRule",
     "BreakerPolicy",
     "Check",
     "CircuitOpen",
     "Contract",
     "DeadlineExceeded",
+    "DriftMonitor",
     "FakeModel",
     "FunctionModel",
     "KeelError",

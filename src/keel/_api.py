@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
 from keel._webhook import WebhookSink
 from keel.errors import NotFoundError, UserError
+from keel.redact import for_spec
 from keel.resilience import RetryPolicy
 from keel.runner import ProgressFn, Runner, RunSummary
 from keel.stages.screen import Detector
 from keel.store import Store
 from keel.store import _queries as q
 from keel.workflow import Workflow, load_workflow
+
+if TYPE_CHECKING:
+    from keel.telemetry import Telemetry
 
 
 def _workflow(workflow: Workflow | str | Path) -> Workflow:
@@ -24,31 +28,36 @@ def _workflow(workflow: Workflow | str | Path) -> Workflow:
 
 def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
             detectors: Sequence[Detector], retry: RetryPolicy | None,
-            webhook: str | WebhookSink | None = None) -> Runner:
+            webhook: str | WebhookSink | None = None,
+            telemetry: Telemetry | None = None) -> Runner:
     sinks: list[Sink] = [FileSink(out, list(wf.output.model_fields))] if out else []
     if webhook:
         sinks.append(webhook if isinstance(webhook, WebhookSink) else WebhookSink(webhook))
     return Runner(wf, store, batch_size=batch_size, sinks=sinks, detectors=detectors,
-                  retry=retry)
+                  retry=retry, telemetry=telemetry)
 
 
 def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None = None,
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
         progress: ProgressFn | None = None, store: Store | None = None,
-        webhook: str | WebhookSink | None = None) -> RunSummary:
+        webhook: str | WebhookSink | None = None,
+        telemetry: Telemetry | None = None) -> RunSummary:
     """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
 
     ``out`` writes one line per decided record to a file; ``webhook`` (a URL or a
     :class:`keel.WebhookSink`) POSTs each decision with an Idempotency-Key, retried with
     backoff and dead-lettered after repeated failures.
+
+    ``telemetry`` (a :class:`keel.telemetry.Telemetry`) adds metrics, logs and traces; the
+    caller shuts it down.
     """
     wf = _workflow(workflow)
     rows = read_rows(source)
     own = store is None
     st = store or Store.open(db)
     try:
-        runner = _runner(wf, st, out, batch_size, detectors, retry, webhook)
+        runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
         return runner.run(rows, source=str(source), progress=progress)
     finally:
         if own:
@@ -58,7 +67,8 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
 def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
            store: Store | None = None, progress: ProgressFn | None = None,
-           webhook: str | WebhookSink | None = None) -> RunSummary:
+           webhook: str | WebhookSink | None = None,
+           telemetry: Telemetry | None = None) -> RunSummary:
     """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow.
 
     ``workflow=None`` reloads the workflow file the store last ran (when there is one).
@@ -67,7 +77,7 @@ def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str 
     st = store or Store.open(db)
     try:
         wf = _workflow(workflow if workflow is not None else _last_source(st))
-        runner = _runner(wf, st, out, batch_size, (), None, webhook)
+        runner = _runner(wf, st, out, batch_size, (), None, webhook, telemetry)
         return runner.replay(disposition, progress=progress)
     finally:
         if own:
@@ -96,11 +106,26 @@ def status(*, db: str | None = None, workflow: str | None = None,
             st.close()
 
 
+def _redacted(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with personal data masked, per their workflow's declared sensitive fields."""
+    from keel.store._monitor import workflow_specs
+
+    specs = workflow_specs(st)
+    out = []
+    for row in rows:
+        red = for_spec(specs.get(row["workflow"]))
+        out.append(red.value(row, red.known_values(row.get("input"))))
+    return out
+
+
 def trace(key: str, *, db: str | None = None, workflow: str | None = None,
-          store: Store | None = None) -> list[dict[str, Any]]:
+          store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
+    """A record's whole story. Personal data is masked unless ``raw`` (for admins)."""
     st = store or Store.open(db)
     try:
         found = q.trace(st, key, workflow)
+        if found and not raw:
+            found = _redacted(st, found)
     finally:
         if store is None:
             st.close()
@@ -110,10 +135,12 @@ def trace(key: str, *, db: str | None = None, workflow: str | None = None,
 
 
 def quarantined(*, db: str | None = None, workflow: str | None = None,
-                store: Store | None = None) -> list[dict[str, Any]]:
+                store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
+    """Open quarantine entries; personal data is masked unless ``raw``."""
     st = store or Store.open(db)
     try:
-        return q.quarantined(st, workflow)
+        rows = q.quarantined(st, workflow)
+        return rows if raw else _redacted(st, rows)
     finally:
         if store is None:
             st.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
 from keel._record import DISPOSITIONS, Item, new_id
 from keel._sinks import Sink, Written
+from keel.redact import StorageRedactor
 from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
 from keel.stages import (
     Admitter,
@@ -33,6 +34,9 @@ from keel.stages.screen import Detector
 from keel.store import Store
 from keel.store._store import BreakerBook, SinkLedger
 from keel.workflow import Workflow
+
+if TYPE_CHECKING:
+    from keel.telemetry import Telemetry
 
 ProgressFn = Callable[[int], None]
 
@@ -97,6 +101,16 @@ class RunSummary:
                 self.audit_samples += 1
 
 
+class _Marks(list[tuple[str, int]]):
+    """When each stage of a batch ended (wall clock, ns): the first mark is the batch's start."""
+
+    def __init__(self) -> None:
+        super().__init__([("start", time.time_ns())])
+
+    def __call__(self, stage: str) -> None:
+        self.append((stage, time.time_ns()))
+
+
 def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
     it = iter(rows)
     while batch := list(islice(it, size)):
@@ -108,7 +122,8 @@ class Runner:
 
     def __init__(self, workflow: Workflow, store: Store, *, batch_size: int = 500,
                  sinks: Sequence[Sink] = (), detectors: Sequence[Detector] = (),
-                 retry: RetryPolicy | None = None, resilience: Resilience | None = None) -> None:
+                 retry: RetryPolicy | None = None, resilience: Resilience | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.wf = workflow
@@ -126,15 +141,23 @@ class Runner:
                  for name, m in models]
         self.loop.on_close = [m.aclose for _n, m in models if m.is_async]
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.telemetry = telemetry
+        self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
         self.validator = InputValidator(workflow.input_contract)
-        self.screener = Screener(detectors)
+        monitor = workflow.monitor.detector(store, workflow.name) if workflow.monitor else None
+        self.screener = Screener([*detectors, monitor] if monitor else detectors)
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
-                                   lambda rows: store.write_checkpoints(rows, workflow.name))
+                                   self._checkpoint)
         self.router = ConfidenceRouter(self.policy)
         self.policy_note: str | None = None
         self._registered = False
         self._carry: list[Item] = []  # transient failures waiting for the next batch
         self._defer = False
+
+    def _checkpoint(self, rows: list[Any]) -> None:
+        if self.scrubber is not None:
+            self.scrubber([c.item for c in rows])
+        self.store.write_checkpoints(rows, self.wf.name)
 
     def _register(self) -> None:
         if self._registered:
@@ -210,11 +233,13 @@ class Runner:
         self._carry, self._defer = [], True
         try:
             for batch in _batches(rows, self.batch_size):
+                marks = _Marks()
                 admitted = admitter(batch)
                 summary.read += len(batch)
                 summary.duplicates += len(admitted.duplicates)
                 self.store.resume_state(admitted.items)
-                self._process(admitted.items, summary, run_id=summary.run_id)
+                marks("admit")
+                self._process(admitted.items, summary, run_id=summary.run_id, marks=marks)
                 redo = [rid for _k, _w, rid in admitted.duplicates if rid]
                 if redo and self.sinks:
                     self._writer.submit(self._redeliver, redo, summary)
@@ -240,10 +265,12 @@ class Runner:
         self._carry, self._defer = [], True
         try:
             for start in range(0, len(rows), self.batch_size):
+                marks = _Marks()
                 items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
                 summary.read += len(items)
                 self.store.resume_state(items)
-                self._process(items, summary, run_id=summary.run_id, replace=True)
+                marks("admit")
+                self._process(items, summary, run_id=summary.run_id, replace=True, marks=marks)
                 if progress:
                     progress(len(items))
             self._flush(summary, run_id=summary.run_id, replace=True)
@@ -273,7 +300,7 @@ class Runner:
             self.store.finish_run(summary.run_id, summary.as_dict())
 
     def _process(self, items: list[Item], summary: RunSummary, *, run_id: str,
-                 replace: bool = False) -> None:
+                 replace: bool = False, marks: _Marks | None = None) -> None:
         """Decide a batch; its outcomes are persisted by the writer while the next batch runs.
 
         Records and model answers are committed before routing acts on them, so the only
@@ -282,17 +309,28 @@ class Runner:
         carried, self._carry = self._carry, []
         if not items and not carried:
             return
+        mark = marks if marks is not None else _Marks()
         if items:
             self.validator(items)
+            mark("validate")
             self.screener(items)
+            mark("screen")
+            if self.scrubber is not None:
+                self.scrubber(items)
             self.store.write_admitted(self.wf.name, run_id, items)
+            mark("store.admitted")
         work = carried + items
         self.predictor(work, defer=self._defer)
+        mark("predict")
         self._save_breakers()
         self._carry = [i for i in work if i.deferred]
         done = [i for i in work if not i.deferred] if self._carry else work
         self.router(done)
-        self._writer.submit(self._persist, done, summary, replace)
+        mark("route")
+        if self.scrubber is not None:
+            self.scrubber(done)
+            self.scrubber.done(done)
+        self._writer.submit(self._persist, done, summary, replace, run_id, mark)
 
     def _flush(self, summary: RunSummary, *, run_id: str, replace: bool = False) -> None:
         """No next batch: retry the records still waiting, in rounds with backoff."""
@@ -304,9 +342,13 @@ class Runner:
                 time.sleep(primary.backoff_s(rounds))
             self._process([], summary, run_id=run_id, replace=replace)
 
-    def _persist(self, items: list[Item], summary: RunSummary, replace: bool) -> None:
+    def _persist(self, items: list[Item], summary: RunSummary, replace: bool, run_id: str,
+                 mark: _Marks) -> None:
         self.store.write_outcomes(self.wf.name, items, self.policy, replace=replace)
+        mark("store.outcomes")
         summary.add(items)
+        if self.telemetry is not None:
+            self.telemetry.on_batch(self.wf, run_id, items, mark)
         if self.sinks:
             self._deliver([_line(i) for i in items], summary)
 

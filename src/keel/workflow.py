@@ -9,15 +9,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from keel._policy import Policy
+from keel.alerts import AlertRule
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
 from keel.models._base import Model, Rules
 from keel.resilience import Resilience
+
+if TYPE_CHECKING:
+    from keel.monitor import DriftMonitor
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,12 @@ class Workflow:
     :class:`keel.Rules`). ``resilience`` sets retry, timeout, circuit breaker and rate limits
     for every model that carries no ``resilience`` of its own. Declaring a workflow has no
     side effects: models load on first use.
+
+    ``sensitive_fields`` name input (or output) fields holding personal data: their values are
+    masked in logs, traces, exports and ``keel trace``. ``storage`` says what the store keeps
+    of each input: ``"raw"``, ``"redacted"`` (personal data masked) or ``"hash"`` (replaced by
+    keyed hashes, so equal values still match). ``alerts`` are the rules ``keel alerts check``
+    and ``keel serve`` evaluate (None: :data:`keel.alerts.DEFAULT_RULES`).
     """
 
     name: str
@@ -62,6 +72,11 @@ class Workflow:
     resilience: Resilience | None = None
     description: str = ""
     source_path: str | None = None
+    sensitive_fields: Sequence[str] = ()
+    storage: str = "raw"
+    alerts: Sequence[AlertRule] | None = None
+    #: drift monitoring: ``keel.DriftMonitor()`` routes out-of-distribution records to review
+    monitor: DriftMonitor | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -71,6 +86,7 @@ class Workflow:
                 f"key field {self.key!r} is not a field of {self.input.__name__}; "
                 f"fields are {sorted(self.input.model_fields)}"
             )
+        self._check_privacy()
         self.input_contract = Contract(self.input, self.input_checks)
         self.output_contract = Contract(self.output, self.output_checks)
         chain = self.fallback
@@ -84,6 +100,25 @@ class Workflow:
         for m in (self.model, *self.fallback_chain):
             m.bind(self.output_contract)
         self._source_hash: str | None = None
+
+    def _check_privacy(self) -> None:
+        from keel.redact import STORAGE_POLICIES
+
+        if self.storage not in STORAGE_POLICIES:
+            raise ValueError(f"storage {self.storage!r}: use one of {', '.join(STORAGE_POLICIES)}")
+        if isinstance(self.sensitive_fields, str):
+            raise ValueError("sensitive_fields is a list of field names, e.g. ['email']")
+        known = set(self.input.model_fields) | set(self.output.model_fields)
+        unknown = sorted(set(self.sensitive_fields) - known)
+        if unknown:
+            raise ValueError(f"sensitive_fields {unknown} are not fields of {self.input.__name__} "
+                             f"or {self.output.__name__}; fields are {sorted(known)}")
+        if self.key in self.sensitive_fields:
+            raise ValueError(f"the key field {self.key!r} cannot be sensitive: keel stores keys to "
+                             "deduplicate; key records by an id instead")
+        for rule in self.alerts or ():
+            if not isinstance(rule, AlertRule):
+                raise ValueError(f"alerts takes keel.AlertRule objects, got {type(rule).__name__}")
 
     @property
     def version(self) -> str:
@@ -110,6 +145,9 @@ class Workflow:
             "policy": self.policy.as_dict(),
             "input_checks": [c.name for c in self.input_checks],
             "output_checks": [c.name for c in self.output_checks],
+            "sensitive_fields": list(self.sensitive_fields),
+            "storage": self.storage,
+            "alerts": None if self.alerts is None else [r.as_dict() for r in self.alerts],
         }
 
 

@@ -10,6 +10,9 @@ from rich.table import Table
 import keel
 from keel.cli._common import DbOption, JsonOption, console, fmt_ms, fmt_time, print_json
 
+RawOption = Annotated[bool, typer.Option(
+    "--raw", help="Show personal data unmasked (admins only: the output is not redacted).")]
+
 
 def status_cmd(
     workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Only this workflow.")] = None,
@@ -103,9 +106,10 @@ def trace_cmd(
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    raw: RawOption = False,
 ) -> None:
-    """The full story of one record: every event in order."""
-    found = keel.trace(key, db=db, workflow=workflow)
+    """The full story of one record: every event in order (personal data masked)."""
+    found = keel.trace(key, db=db, workflow=workflow, raw=raw)
     if as_json:
         print_json(found if len(found) > 1 else found[0])
         return
@@ -129,9 +133,10 @@ def quarantine_cmd(
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    raw: RawOption = False,
 ) -> None:
     """Quarantined records with the reasons; fix, then `keel replay WORKFLOW_PY --quarantined`."""
-    rows = keel.quarantined(db=db, workflow=workflow)
+    rows = keel.quarantined(db=db, workflow=workflow, raw=raw)
     if as_json:
         print_json(rows)
         return

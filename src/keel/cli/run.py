@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 import keel
+from keel.cli import _telemetry as tel
 from keel.cli._common import DbOption, JsonOption, console, fmt_ms, print_json
 from keel.runner import ProgressFn, RunSummary
 
@@ -54,6 +55,7 @@ def render_summary(s: RunSummary) -> None:
 
 
 def _finish(summary: RunSummary, as_json: bool) -> None:
+    tel.log_summary(summary)
     if as_json:
         print_json(summary.as_dict())
     else:
@@ -75,11 +77,18 @@ def run_cmd(
     webhook: Annotated[str | None, typer.Option(
         "--webhook", help="POST each decision to this URL (Idempotency-Key, retried).")] = None,
     as_json: JsonOption = False,
+    otel: tel.OtelOption = None,
+    otel_endpoint: tel.OtelEndpointOption = None,
+    metrics_file: tel.MetricsFileOption = None,
+    pushgateway: tel.PushgatewayOption = None,
+    log_format: tel.LogFormatOption = "auto",
+    log_level: tel.LogLevelOption = None,
 ) -> None:
     """Decide every record in INPUT with the workflow; skip keys already decided."""
-    with progress_bar("deciding", not as_json) as tick:
+    opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
+    with tel.session(opts, db) as telemetry, progress_bar("deciding", not as_json) as tick:
         summary = keel.run(workflow_py, input_file, db=db, out=out, batch_size=batch_size,
-                           progress=tick, webhook=webhook)
+                           progress=tick, webhook=webhook, telemetry=telemetry)
     _finish(summary, as_json)
 
 
@@ -93,13 +102,21 @@ def replay_cmd(
         "--webhook", help="POST each new decision to this URL.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    otel: tel.OtelOption = None,
+    otel_endpoint: tel.OtelEndpointOption = None,
+    metrics_file: tel.MetricsFileOption = None,
+    pushgateway: tel.PushgatewayOption = None,
+    log_format: tel.LogFormatOption = "auto",
+    log_level: tel.LogLevelOption = None,
 ) -> None:
     """Re-process quarantined or failed records after the cause is fixed."""
     if quarantined == failed:
         raise keel.UserError("say what to replay: --quarantined or --failed")
     which = "quarantined" if quarantined else "failed"
-    with progress_bar(f"replaying {which}", not as_json) as tick:
-        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick, webhook=webhook)
+    opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
+    with tel.session(opts, db) as telemetry, progress_bar(f"replaying {which}", not as_json) as tick:
+        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick,
+                              telemetry=telemetry, webhook=webhook)
     _finish(summary, as_json)
 
 

@@ -1,0 +1,213 @@
+"""Prometheus metrics: what the pipeline did (counters, histograms) and what the store holds.
+
+Labels are always bounded: workflow, disposition, a reason *class* (review reason, error code,
+contract rule), stage, model version. Never a key, an id, an input value or a message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PCounter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from keel._record import Item
+
+if TYPE_CHECKING:
+    from keel.store import Store
+
+_RECORD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0)
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                  5.0, 10.0, 30.0)
+
+#: ``fn(store, workflow) -> {feature: score}``; registered by drift monitoring.
+DriftSource = Callable[["Store", str], Mapping[str, float]]
+_DRIFT_SOURCES: list[DriftSource] = []
+
+
+def register_drift_source(fn: DriftSource) -> None:
+    """Let drift monitoring feed ``keel_drift_score`` gauges and the ``drift_score`` alert rule."""
+    if fn not in _DRIFT_SOURCES:
+        _DRIFT_SOURCES.append(fn)
+
+
+def drift_scores(store: Store, workflow: str) -> dict[str, float]:
+    """Every registered source's scores for ``workflow`` (a failing source is skipped)."""
+    out: dict[str, float] = {}
+    for source in list(_DRIFT_SOURCES):
+        try:
+            out.update({str(k): float(v) for k, v in source(store, workflow).items()})
+        except Exception:  # drift is advisory; a broken source must not break a scrape
+            continue
+    return out
+
+
+def reason_class(item: Item) -> str:
+    """A bounded label for why a record ended where it did (never free text)."""
+    disp = item.disposition
+    if disp == "in_review" and item.review is not None:
+        return item.review.reason
+    if disp == "quarantined":
+        return item.violations[0].rule if item.violations else "unknown"
+    if disp == "failed":
+        return item.error_code or "unknown"
+    if disp == "fallback":
+        return item.error_code or ("output_invalid" if item.output_violations else "fallback")
+    return "audit_sample" if item.audit else "confident"
+
+
+class PipelineMetrics:
+    """Counters and histograms the runner feeds once per batch."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.records = PCounter("keel_records", "Records decided, by disposition and reason class.",
+                                ["workflow", "disposition", "reason"], registry=r)
+        self.latency = Histogram("keel_record_latency_seconds",
+                                 "Admission to persisted decision, per record.",
+                                 ["workflow", "disposition"], buckets=_RECORD_BUCKETS, registry=r)
+        self.stage = Histogram("keel_stage_duration_seconds", "Time a batch spent in each stage.",
+                               ["workflow", "stage"], buckets=_STAGE_BUCKETS, registry=r)
+        self.model_calls = PCounter("keel_model_calls", "Model attempts, by outcome.",
+                                    ["workflow", "model_version", "outcome"], registry=r)
+        self.model_errors = PCounter("keel_model_errors", "Failed model attempts, by error class.",
+                                     ["workflow", "model_version", "error"], registry=r)
+        self.retries = PCounter("keel_model_retries", "Model attempts beyond the first per record.",
+                                ["workflow", "model_version"], registry=r)
+        self.model_latency = Histogram("keel_model_call_seconds", "Model attempt latency per record.",
+                                       ["workflow", "model_version"], buckets=_RECORD_BUCKETS,
+                                       registry=r)
+        self.tokens = PCounter("keel_model_tokens", "Tokens used, by direction.",
+                               ["workflow", "model_version", "direction"], registry=r)
+        self.cost = PCounter("keel_cost_usd", "Money spent on model calls.",
+                             ["workflow", "model_version"], registry=r)
+        self.spans_exported = PCounter("keel_telemetry_spans_exported", "Spans handed to the exporter.",
+                                       registry=r)
+        self.spans_dropped = PCounter("keel_telemetry_spans_dropped",
+                                      "Spans dropped instead of slowing a decision, by reason.",
+                                      ["reason"], registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: PCounter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (the lookup costs more than the observation)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_batch(self, workflow: str, items: Sequence[Item],
+                      marks: Sequence[tuple[str, int]]) -> None:
+        child = self._child
+        for n in range(1, len(marks)):
+            child(self.stage, workflow, marks[n][0]).observe((marks[n][1] - marks[n - 1][1]) / 1e9)
+        records: Counter[tuple[str, str]] = Counter()
+        for item in items:
+            disp = item.disposition or "failed"
+            records[disp, reason_class(item)] += 1
+            child(self.latency, workflow, disp).observe(item.latency_ms / 1000.0)
+        for (disp, reason), count in records.items():
+            child(self.records, workflow, disp, reason).inc(count)
+        self._observe_models(workflow, items)
+
+    def _observe_models(self, workflow: str, items: Sequence[Item]) -> None:
+        counts: Counter[tuple[PCounter, str, str]] = Counter()
+        cost: dict[str, float] = {}
+        child = self._child
+        for item in items:
+            if not item.attempts:
+                continue
+            for ev in item.events:
+                kind = ev.kind
+                if kind != "predicted" and kind != "attempt_failed":
+                    continue
+                mv = ev.model_version or "unknown"
+                d = ev.detail or {}
+                if kind == "predicted":
+                    counts[self.model_calls, mv, "ok"] += 1
+                    counts[self.tokens, mv, "input"] += d.get("input_tokens") or 0
+                    counts[self.tokens, mv, "output"] += d.get("output_tokens") or 0
+                else:
+                    counts[self.model_calls, mv, "error"] += 1
+                    counts[self.model_errors, mv, str(d.get("code") or "unknown")] += 1
+                if (d.get("attempt") or 1) > 1:
+                    counts[self.retries, mv, ""] += 1
+                if ev.latency_ms is not None:
+                    child(self.model_latency, workflow, mv).observe(ev.latency_ms / 1000.0)
+                if ev.cost_usd:
+                    cost[mv] = cost.get(mv, 0.0) + ev.cost_usd
+        for (metric, mv, label), n in counts.items():
+            if n:
+                target = child(metric, workflow, mv, label) if label else child(metric, workflow, mv)
+                target.inc(n)
+        for mv, usd in cost.items():
+            child(self.cost, workflow, mv).inc(usd)
+
+    def dropped(self, reason: str, spans: int) -> None:
+        self.spans_dropped.labels(reason).inc(spans)
+
+    def exported(self, spans: int) -> None:
+        self.spans_exported.inc(spans)
+
+
+class _Chain(Collector):
+    """Exposes another registry's metrics inside this one."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.inner = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.inner.collect()
+
+
+class StoreCollector(Collector):
+    """Gauges read from the store at scrape time: backlog, accuracy, breakers, drift, alerts."""
+
+    def __init__(self, store: Store, workflows: Sequence[str] | None = None) -> None:
+        self.store = store
+        self.workflows = workflows
+
+    def collect(self) -> Iterator[Metric]:
+        from keel.store import _monitor as mon
+
+        snap = mon.snapshot(self.store, self.workflows)
+        names = list(snap["workflows"])
+        yield _gauge("keel_decisions_stored", "Decisions in the store, by disposition.",
+                     ["workflow", "disposition"],
+                     ((wf, d, n) for wf in names for d, n in snap["workflows"][wf]["dispositions"].items()))
+        yield _gauge("keel_review_backlog", "Open review tasks, by reason.", ["workflow", "reason"],
+                     ((wf, r, n) for wf in names for r, n in snap["workflows"][wf]["backlog"].items()))
+        yield _gauge("keel_review_oldest_task_age_seconds", "Age of the oldest open review task.",
+                     ["workflow"], ((wf, snap["workflows"][wf]["oldest_age_s"]) for wf in names
+                                    if snap["workflows"][wf]["oldest_age_s"] is not None))
+        yield _gauge("keel_review_overdue", "Open review tasks past their due time.", ["workflow"],
+                     ((wf, snap["workflows"][wf]["overdue"]) for wf in names))
+        yield _gauge("keel_realized_accuracy", "Share of audited automatic decisions a person confirmed.",
+                     ["workflow"], ((wf, snap["workflows"][wf]["accuracy"]) for wf in names
+                                    if snap["workflows"][wf]["accuracy"] is not None))
+        yield _gauge("keel_audits_decided", "Audit-sample review tasks decided by a person.",
+                     ["workflow"], ((wf, snap["workflows"][wf]["audits"]) for wf in names))
+        yield _gauge("keel_breaker_state", "Circuit breaker state per model version (1 = current).",
+                     ["model_version", "state"], ((mv, st, 1) for mv, st in snap["breakers"].items()))
+        yield _gauge("keel_alerts_firing", "Alert rules currently firing.", ["workflow", "rule"],
+                     ((wf, rule, 1) for wf, rule in snap["firing"]))
+        yield _gauge("keel_drift_score", "Latest drift score per feature (from drift monitoring).",
+                     ["workflow", "feature"],
+                     ((wf, f, v) for wf in names for f, v in drift_scores(self.store, wf).items()))
+
+
+def _gauge(name: str, doc: str, labels: list[str], rows: Iterable[tuple[object, ...]]) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=labels)
+    for row in rows:
+        g.add_metric([str(x) for x in row[:-1]], float(row[-1]))  # type: ignore[arg-type]
+    return g
+
+
+def chain(registry: CollectorRegistry) -> Collector:
+    return _Chain(registry)

@@ -1,0 +1,175 @@
+"""Records full of personal data: no raw value reaches logs, traces, metrics, exports or trace output."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import MetaData, select
+from tests._workflows import write_csv
+
+import keel
+from keel import audit
+from keel.store import Store
+from keel.telemetry import Telemetry, configure_logging, metrics_text
+
+NAME, EMAIL, PHONE = "Annabel Lee-Smith", "annabel.lee@example.org", "+44 20 7946 0958"
+CARD, IBAN = "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32"
+SECRETS = (NAME, EMAIL, PHONE, CARD, IBAN, CARD.replace(" ", ""), IBAN.replace(" ", ""),
+           "annabel.lee", "7946 0958", "5698 7654")
+
+WORKFLOW = textwrap.dedent('''
+    from pydantic import BaseModel, Field
+    import keel
+
+    class Customer(BaseModel):
+        id: str
+        name: str = Field(max_length=40)
+        email: str
+        text: str
+
+    class Label(BaseModel):
+        label: str
+
+    def answer(c):
+        if "refund" in c.text:
+            raise keel.ModelUnavailable(f"upstream refused message from {c.email}: {c.text}")
+        prompt = f"Customer {c.name} <{c.email}> wrote: {c.text}"
+        return keel.Prediction({"label": "card"}, 0.3 if "unsure" in c.text else 0.95,
+                               metadata={"prompt": prompt})
+
+    workflow = keel.Workflow(
+        name="pii", input=Customer, output=Label, key="id",
+        model=keel.FunctionModel(answer),
+        fallback=lambda c: {"label": "rules"} if "refund" in c.text and "x" in c.id else None,
+        sensitive_fields=["name"], storage=STORAGE,
+        policy=keel.Policy(threshold=0.8, audit_rate=0.0),
+        owners=keel.Owners(business="ops@example.com", support="ml@example.com"),
+    )
+''')
+
+
+def _rows() -> list[tuple[str, ...]]:
+    text = f"My card {CARD} and IBAN {IBAN}, call me on {PHONE} or mail {EMAIL}"
+    return [
+        ("c1", NAME, EMAIL, text),
+        ("c2", NAME, EMAIL, f"unsure: {text}"),
+        ("c3", NAME, EMAIL, f"refund please, {text}"),      # model error quoting the input
+        ("c4x", NAME, EMAIL, f"refund now {PHONE}"),         # error, then the fallback decides
+        ("c5", NAME + " " + "x" * 40, EMAIL, text),          # name too long: quarantined
+    ]
+
+
+def _setup(tmp_path: Path, storage: str) -> tuple[Path, Path]:
+    wf = tmp_path / "workflow.py"
+    wf.write_text(WORKFLOW.replace("STORAGE", repr(storage)))
+    src = write_csv(tmp_path / "in.csv", _rows(), header="id,name,email,text")
+    return wf, src
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+@pytest.fixture
+def log_buffer() -> Iterator[io.StringIO]:
+    buf = io.StringIO()
+    configure_logging("json", "debug", stream=buf)
+    yield buf
+    logger = logging.getLogger("keel")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
+def test_no_raw_personal_data_in_logs_traces_metrics_or_exports(
+        tmp_path: Path, store: Store, log_buffer: io.StringIO) -> None:
+    wf, src = _setup(tmp_path, "raw")
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry(exporter=exporter)
+    summary = keel.run(wf, src, store=store, telemetry=telemetry)
+    telemetry.shutdown()
+    assert summary.counts == {**summary.counts, "accepted": 1, "in_review": 1, "failed": 1,
+                              "fallback": 1, "quarantined": 1}
+    spans = exporter.get_finished_spans()
+    assert len(spans) > 20
+    assert _leaks("\n".join(s.to_json() for s in spans)) == []
+    logs = log_buffer.getvalue()
+    assert '"event":"record decided"' in logs and _leaks(logs) == []
+    assert _leaks(metrics_text(store, telemetry).decode()) == []
+    exported = io.StringIO()
+    assert audit.export(exported, store=store) > 20
+    assert _leaks(exported.getvalue()) == []
+    assert "[EMAIL]" in exported.getvalue() and "[REDACTED]" in exported.getvalue()
+    for key in ("c1", "c3", "c5"):
+        (story,) = keel.trace(key, store=store)
+        assert _leaks(json.dumps(story, default=str)) == []
+    assert _leaks(json.dumps(keel.quarantined(store=store), default=str)) == []
+    # the store keeps raw input under storage="raw", and admins can still see it
+    (raw_story,) = keel.trace("c3", store=store, raw=True)
+    assert raw_story["input"]["name"] == NAME and EMAIL in json.dumps(raw_story)
+    raw_export = io.StringIO()
+    audit.export(raw_export, store=store, raw=True)
+    assert EMAIL in raw_export.getvalue()
+
+
+def _dump(store: Store) -> str:
+    meta = MetaData()
+    meta.reflect(store.engine)
+    out = []
+    with store.engine.connect() as conn:
+        for table in meta.sorted_tables:
+            out += [repr(tuple(row)) for row in conn.execute(select(table))]
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("storage", ["redacted", "hash"])
+def test_storage_policy_keeps_personal_data_out_of_the_store(tmp_path: Path, store: Store,
+                                                             storage: str) -> None:
+    wf, src = _setup(tmp_path, storage)
+    summary = keel.run(wf, src, store=store)
+    assert summary.read == summary.decided == 5
+    dumped = _dump(store)
+    assert _leaks(dumped) == []
+    marker = "[EMAIL]" if storage == "redacted" else "[EMAIL:"
+    assert marker in dumped
+    (story,) = keel.trace("c1", store=store, raw=True)
+    assert story["decision"]["output"] == {"label": "card"}  # the business result is kept
+    if storage == "hash":  # equal values hash equal, so records can still be matched
+        (other,) = keel.trace("c2", store=store, raw=True)
+        assert story["input"]["name"] == other["input"]["name"] != "[REDACTED]"
+    assert audit.verify(store=store).ok  # the chain is over what was stored
+
+
+def test_keel_trace_cli_masks_unless_raw(tmp_path: Path) -> None:
+    wf, src = _setup(tmp_path, "raw")
+    env = {**os.environ, "KEEL_LOG_LEVEL": "warning"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "keel", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    assert cli("run", str(wf), str(src), "--json").returncode == 2
+    masked = cli("trace", "c3", "--json")
+    assert masked.returncode == 0 and _leaks(masked.stdout) == []
+    assert json.loads(masked.stdout)["input"]["name"] == "[REDACTED]"
+    shown = cli("trace", "c3", "--json", "--raw")
+    assert json.loads(shown.stdout)["input"]["name"] == NAME
+    table = cli("trace", "c1")
+    assert table.returncode == 0 and _leaks(table.stdout) == []
+    quarantine = cli("quarantine", "--json")
+    assert _leaks(quarantine.stdout) == [] and "c5" in quarantine.stdout
+    exported = cli("audit", "export", "--out", str(tmp_path / "events.jsonl"))
+    assert exported.returncode == 0
+    assert _leaks((tmp_path / "events.jsonl").read_text()) == []

@@ -1,0 +1,129 @@
+"""OpenTelemetry: a trace per record with a span per stage and GenAI model-call spans."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from tests._workflows import make, write_csv
+from tests.conftest import counts_balance
+
+import keel
+from keel.store import Store
+from keel.telemetry import Telemetry
+
+
+def _traces(spans: tuple[ReadableSpan, ...]) -> dict[int, list[ReadableSpan]]:
+    by_trace: dict[int, list[ReadableSpan]] = defaultdict(list)
+    for s in spans:
+        assert s.context is not None
+        by_trace[s.context.trace_id].append(s)
+    return by_trace
+
+
+def _record_traces(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    out = {}
+    for group in _traces(spans).values():
+        roots = [s for s in group if s.parent is None]
+        assert len(roots) == 1, "each trace has exactly one root"
+        if roots[0].name == "keel.record":
+            out[str(roots[0].attributes["keel.record.key"])] = group  # type: ignore[index]
+    return out
+
+
+def _run(tmp_path: Path, store: Store, wf: keel.Workflow, rows: list[tuple[str, str]],
+         **kw: Any) -> tuple[keel.RunSummary, tuple[ReadableSpan, ...]]:
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry(exporter=exporter, **kw)
+    src = write_csv(tmp_path / "in.csv", rows)
+    summary = keel.run(wf, src, store=store, batch_size=4, telemetry=telemetry)
+    assert telemetry.flush(10.0)
+    telemetry.shutdown()
+    return summary, exporter.get_finished_spans()
+
+
+def test_each_record_is_a_trace_with_a_span_per_stage(tmp_path: Path, store: Store) -> None:
+    rows = [(f"k{i}", "unsure" if i == 3 else f"message {i}") for i in range(6)] + [("bad", "")]
+    summary, spans = _run(tmp_path, store, make(), rows)
+    assert counts_balance(summary)
+    records = _record_traces(spans)
+    assert set(records) == {f"k{i}" for i in range(6)} | {"bad"}
+    k0 = records["k0"]
+    root = next(s for s in k0 if s.parent is None)
+    assert root.attributes["keel.disposition"] == "accepted"  # type: ignore[index]
+    assert root.attributes["keel.confidence"] == 0.95  # type: ignore[index]
+    assert root.attributes["keel.workflow"] == "tickets"  # type: ignore[index]
+    children = {s.name for s in k0 if s.parent is not None and s.parent.span_id == root.context.span_id}
+    assert children == {"keel.admit", "keel.validate", "keel.screen", "keel.store.admitted",
+                        "keel.predict", "keel.route", "keel.store.outcomes"}
+    for s in k0:  # every span lies inside its record's root span
+        assert root.start_time <= s.start_time <= s.end_time <= root.end_time
+    unsure = next(s for s in records["k3"] if s.parent is None)
+    assert unsure.attributes["keel.disposition"] == "in_review"  # type: ignore[index]
+    assert unsure.attributes["keel.review.reason"] == "low_confidence"  # type: ignore[index]
+    bad = {s.name for s in records["bad"]}
+    assert "keel.predict" not in bad and "keel.validate" in bad  # quarantined: never reached a model
+
+
+def test_model_calls_follow_genai_conventions(tmp_path: Path, store: Store) -> None:
+    model = keel.FakeModel({"label": "x"}, name="triage-llm", cost_usd=0.002)
+    _summary, spans = _run(tmp_path, store, make(model), [("a", "hello there")])
+    (group,) = _record_traces(spans).values()
+    predict = next(s for s in group if s.name == "keel.predict")
+    (call,) = [s for s in group if s.parent is not None and s.parent.span_id == predict.context.span_id]
+    assert call.name == "predict triage-llm"
+    assert call.kind is SpanKind.CLIENT
+    attrs = call.attributes
+    assert attrs is not None
+    assert attrs["gen_ai.operation.name"] == "predict"
+    assert attrs["gen_ai.request.model"] == "triage-llm"
+    assert attrs["gen_ai.response.model"] == model.version
+    assert attrs["gen_ai.usage.input_tokens"] == 10
+    assert attrs["gen_ai.usage.output_tokens"] == 2
+    assert attrs["keel.cost_usd"] == 0.002
+    assert attrs["keel.confidence"] == 0.9
+
+
+def test_retries_and_fallback_show_as_failed_calls_then_the_fallback(tmp_path: Path, store: Store) -> None:
+    wf = make(keel.FakeModel(error_rate=1.0), fallback=lambda m: {"label": "rules"})
+    summary, spans = _run(tmp_path, store, wf, [("r1", "text one")])
+    assert summary.counts["fallback"] == 1
+    (group,) = _record_traces(spans).values()
+    root = next(s for s in group if s.parent is None)
+    assert root.attributes["keel.disposition"] == "fallback"  # type: ignore[index]
+    assert root.attributes["keel.retries"] == 2  # type: ignore[index]
+    calls = sorted((s for s in group if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    failed = [s for s in calls if s.status.status_code is StatusCode.ERROR]
+    assert len(failed) == 3
+    assert {s.attributes["error.type"] for s in failed} == {"keel.model.unavailable"}  # type: ignore[index]
+    assert calls[-1].attributes["keel.step"] == "fallback:1"  # type: ignore[index]
+    assert calls[-1].status.status_code is StatusCode.UNSET
+
+
+def test_record_traces_link_to_their_batch(tmp_path: Path, store: Store) -> None:
+    _summary, spans = _run(tmp_path, store, make(), [(f"k{i}", f"message {i}") for i in range(10)])
+    batches = [s for s in spans if s.name == "keel.batch"]
+    assert [b.attributes["keel.batch.size"] for b in batches] == [4, 4, 2]  # type: ignore[index]
+    batch_ids = {b.context.span_id for b in batches}
+    roots = [s for s in spans if s.name == "keel.record"]
+    assert len(roots) == 10
+    assert all(len(r.links) == 1 and r.links[0].context.span_id in batch_ids for r in roots)
+
+
+def test_sampling_keeps_batches_and_a_share_of_records(tmp_path: Path, store: Store) -> None:
+    rows = [(f"k{i}", f"message {i}") for i in range(200)]
+    _summary, spans = _run(tmp_path, store, make(), rows, sample_ratio=0.25)
+    roots = [s for s in spans if s.name == "keel.record"]
+    assert 20 < len(roots) < 90
+    assert len([s for s in spans if s.name == "keel.batch"]) == 50
+
+
+def test_no_telemetry_means_no_spans_and_the_same_decisions(tmp_path: Path, store: Store) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"k{i}", f"message {i}") for i in range(8)])
+    plain = keel.run(make(), src, store=store)
+    assert plain.counts["accepted"] == 8
+    assert keel.Runner(make(), store).telemetry is None
