@@ -110,10 +110,13 @@ class Budget:
 
     deadline: float | None
     defer: bool = False
+    #: attempts each record of the call already made (in earlier calls), by position
+    prior: Sequence[int] = ()
 
     @classmethod
-    def start(cls, seconds: float | None, defer: bool = False) -> Budget:
-        return cls(None if seconds is None else time.monotonic() + seconds, defer)
+    def start(cls, seconds: float | None, defer: bool = False,
+              prior: Sequence[int] = ()) -> Budget:
+        return cls(None if seconds is None else time.monotonic() + seconds, defer, prior)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -274,11 +277,13 @@ class Retry:
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         results = await self.inner(inputs, budget)
         skipped: set[int] = set()  # found the circuit open: on to the fallback
+        prior = list(budget.prior) or [0] * len(inputs)
         for attempt in range(2, self.policy.max_attempts + 1):
             # a Retry-After longer than max_delay_s is not waited for either
             again = [i for i, r in enumerate(results)
                      if unwell(r.outcome) and _hint(r.outcome) <= self.policy.max_delay_s
-                     and i not in skipped and (_hint(r.outcome) > 0 or not budget.defer)]
+                     and i not in skipped and (_hint(r.outcome) > 0 or not budget.defer)
+                     and prior[i] + len(r.attempts) < self.policy.max_attempts]
             if not again:
                 break
             wait = self._wait(attempt, [results[i].outcome for i in again])
@@ -287,7 +292,8 @@ class Retry:
                 self._give_up(results, again)
                 break
             await self.sleep(wait)
-            retried = await self.inner([inputs[i] for i in again], budget)
+            retried = await self.inner([inputs[i] for i in again],
+                                       replace(budget, prior=[prior[i] for i in again]))
             for i, res in zip(again, retried, strict=True):
                 kept = res.outcome
                 if isinstance(res.outcome, CircuitOpen):  # not the cause: keep the real error
@@ -341,10 +347,12 @@ class Caller:
             layer = Breaker(layer, breaker, model.name)
         self.stack: Layer = Retry(layer, res.retry)
 
-    def __call__(self, inputs: Sequence[BaseModel], *, defer: bool = False) -> list[CallResult]:
+    def __call__(self, inputs: Sequence[BaseModel], *, defer: bool = False,
+                 prior: Sequence[int] = ()) -> list[CallResult]:
+        """``prior``: attempts each record made in earlier calls (records carried over)."""
         if not inputs:
             return []
-        return self.loop.run(self.acall(inputs, defer=defer and self.can_defer))
+        return self.loop.run(self.acall(inputs, defer=defer and self.can_defer, prior=prior))
 
     @property
     def can_defer(self) -> bool:
@@ -363,12 +371,15 @@ class Caller:
         return (self.can_defer and unwell(out) and not _hint(out)
                 and attempts < self.resilience.retry.max_attempts)
 
-    async def acall(self, inputs: Sequence[BaseModel], defer: bool = False) -> list[CallResult]:
+    async def acall(self, inputs: Sequence[BaseModel], defer: bool = False,
+                    prior: Sequence[int] = ()) -> list[CallResult]:
         deadline_s = self.resilience.retry.deadline_s
         size = len(inputs) if not self.model.is_async else (self.model.request_size or len(inputs))
-        chunks = [inputs[i:i + size] for i in range(0, len(inputs), size)]
-        parts = await asyncio.gather(*(self.stack(c, Budget.start(deadline_s, defer))
-                                       for c in chunks))
+        tried = list(prior) or [0] * len(inputs)
+        starts = range(0, len(inputs), size)
+        parts = await asyncio.gather(*(
+            self.stack(inputs[i:i + size], Budget.start(deadline_s, defer, tried[i:i + size]))
+            for i in starts))
         return [res for part in parts for res in part]
 
 

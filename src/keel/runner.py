@@ -111,6 +111,15 @@ class _Marks(list[tuple[str, int]]):
         self.append((stage, time.time_ns()))
 
 
+def _with_last(batches: Iterator[list[RawRow]]) -> Iterator[tuple[list[RawRow], bool]]:
+    """Each batch with whether it is the last one."""
+    current = next(batches, None)
+    while current is not None:
+        following = next(batches, None)
+        yield current, following is None
+        current = following
+
+
 def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
     it = iter(rows)
     while batch := list(islice(it, size)):
@@ -232,7 +241,8 @@ class Runner:
         self._writer = _Writer()
         self._carry, self._defer = [], True
         try:
-            for batch in _batches(rows, self.batch_size):
+            for batch, last in _with_last(_batches(rows, self.batch_size)):
+                self._defer = not last  # the last batch retries in the call: no next batch
                 marks = _Marks()
                 admitted = admitter(batch)
                 summary.read += len(batch)
@@ -265,6 +275,7 @@ class Runner:
         self._carry, self._defer = [], True
         try:
             for start in range(0, len(rows), self.batch_size):
+                self._defer = start + self.batch_size < len(rows)
                 marks = _Marks()
                 items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
                 summary.read += len(items)

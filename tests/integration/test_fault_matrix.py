@@ -235,3 +235,18 @@ def test_with_a_latency_budget_retries_stay_inside_the_call(tmp_path: Path, stor
                  batch_size=10)
     assert s.counts["accepted"] == 20
     assert model.batches[1] == ["k0", "k5"]  # retried at once, before the next batch
+
+
+def test_a_carried_record_gets_only_its_remaining_attempts(tmp_path: Path, store: Store) -> None:
+    def answer(msg: Any) -> Any:
+        if msg.id == "k0":
+            raise keel.ModelUnavailable("503 for k0, always")
+        return {"label": "model"}, 0.9
+
+    src = write_csv(tmp_path / "in.csv", _rows(30))
+    wf = make(keel.FunctionModel(answer), resilience=keel.Resilience(retry=FAST))
+    s = keel.run(wf, src, store=store, batch_size=10)
+    assert s.counts["failed"] == 1 and s.counts["accepted"] == 29
+    (rec,) = keel.trace("k0", store=store)
+    tries = [e["detail"]["attempt"] for e in rec["events"] if e["kind"] == "attempt_failed"]
+    assert tries == [1, 2, 3] and rec["decision"]["attempts"] == 3

@@ -85,8 +85,13 @@ class Predictor:
 
     def _run_step(self, idx: int, step: Step, todo: list[Item], *, defer: bool = False) -> None:
         inputs = [i.input for i in todo if i.input is not None]
-        caller = step.call if defer and isinstance(step.call, LayeredCaller) else None
-        results = caller(inputs, defer=True) if caller else step.call(inputs)
+        layered = step.call if isinstance(step.call, LayeredCaller) else None
+        caller = layered if defer else None
+        if layered is not None:  # records carried over keep count of their attempts
+            prior = [i.attempts for i in todo] if idx == 0 else []
+            results = layered(inputs, defer=defer, prior=prior)
+        else:
+            results = step.call(inputs)
         fresh: list[Checkpoint] = []
         for item, res in zip(todo, results, strict=True):
             self._log_attempts(item, step, res)
