@@ -153,7 +153,7 @@ def test_cli_reference_then_report_with_html(tmp_path: Path, demo_env: Path) -> 
     assert ref["rows"] == 10_003 and ref["text"]["input.text"]["ood_threshold"] > 0
     ran = keel_cli("run", str(WORKFLOW), str(DATA / "ood.csv"), "--json")
     assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout)["review_reasons"]["out_of_distribution"] > 150
+    assert json.loads(ran.stdout)["review_reasons"]["out_of_distribution"] > 100  # of 325
     page = tmp_path / "drift.html"
     rep = keel_cli("drift", str(WORKFLOW), "--window", "all", "--html", str(page), "--json")
     assert rep.returncode == 0, rep.stderr
