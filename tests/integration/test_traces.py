@@ -127,3 +127,17 @@ def test_no_telemetry_means_no_spans_and_the_same_decisions(tmp_path: Path, stor
     plain = keel.run(make(), src, store=store)
     assert plain.counts["accepted"] == 8
     assert keel.Runner(make(), store).telemetry is None
+
+
+def test_batch_stage_spans_keep_records_to_their_root_and_model_calls(tmp_path: Path,
+                                                                       store: Store) -> None:
+    _summary, spans = _run(tmp_path, store, make(), [(f"k{i}", f"message {i}") for i in range(3)],
+                           stage_spans="batch")
+    records = _record_traces(spans)
+    assert len(records) == 3
+    for group in records.values():
+        assert sorted(s.name for s in group) == ["keel.record", "predict fake"]
+    (batch,) = [g for g in _traces(spans).values() if any(s.name == "keel.batch" for s in g)]
+    assert {s.name for s in batch} == {"keel.batch", "keel.admit", "keel.validate", "keel.screen",
+                                       "keel.store.admitted", "keel.predict", "keel.route",
+                                       "keel.store.outcomes"}
