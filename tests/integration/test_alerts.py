@@ -176,3 +176,17 @@ def test_cli_check_uses_the_rules_the_workflow_declared(tmp_path: Path, db_url: 
     assert row["rule"] == "failure_rate_above_0.25" and row["state"] == "firing"
     table = cli("alerts", "list")
     assert "failure_rate_above_0.25" in table.stdout
+
+
+def test_the_scheduler_evaluates_until_stopped(tmp_path: Path, store: Store) -> None:
+    _faulty(tmp_path, store)
+    with recording_server() as hook:
+        sched = alerts.AlertScheduler(store, make(alerts=[RULE]), channels=[WebhookChannel(hook.url)],
+                                      interval_s=0.05).start()
+        deadline = time.monotonic() + 20
+        while not hook.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sched.stop()
+        sent = len(hook.requests)
+    assert sent == 1  # fired once, then deduplicated on every later tick
+    assert sched.last is not None and sched.last.statuses[0].state == "firing"
