@@ -1,86 +1,83 @@
-"""Servers on 127.0.0.1 for telemetry tests: one that records requests, one that never answers."""
+"""A tiny HTTP server on 127.0.0.1 for tests: a function decides each response."""
 
 from __future__ import annotations
 
-import socket
+import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
-class Captured:
+class Request:
     method: str
     path: str
-    body: bytes
     headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass
-class Recorder:
-    url: str
-    requests: list[Captured] = field(default_factory=list)
+class Reply:
     status: int = 200
+    body: Any = None  # dict/list -> JSON; bytes as they are
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+Handler = Callable[[Request], Reply]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
 
 
 @contextmanager
-def recording_server() -> Iterator[Recorder]:
-    """An HTTP server that answers ``status`` to everything and remembers each request."""
-    rec = Recorder(url="")
+def serve(handler: Handler) -> Iterator[tuple[str, list[Request]]]:
+    """Start a server whose replies come from ``handler``; yields (base URL, requests seen)."""
+    seen: list[Request] = []
+    lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            size = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(size) if size else b""
-            rec.requests.append(Captured(self.command, self.path, body, dict(self.headers)))
-            self.send_response(rec.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
 
-        do_POST = do_PUT = do_GET = do_DELETE = _any
-
-        def log_message(self, format: str, *args: object) -> None:
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
+        def do_POST(self) -> None:
+            n = int(self.headers.get("Content-Length") or 0)
+            req = Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
+                          self.rfile.read(n))
+            with lock:
+                seen.append(req)
+            reply = handler(req)
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
+            body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            try:
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:  # the client gave up (a timeout test)
+                pass
+
+    server = _Server(("127.0.0.1", 0), H)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield rec
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(5)
-
-
-@contextmanager
-def black_hole() -> Iterator[str]:
-    """A loopback port that accepts connections and never answers (a hung collector)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        listener.close()
+        thread.join()

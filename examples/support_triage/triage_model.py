@@ -50,17 +50,38 @@ def cache_dir() -> Path:
 
 def load_or_train() -> Any:
     """The fitted pipeline, from the artifact cache or trained now (about 5 s)."""
-    path = cache_dir() / f"support_triage-{training_data_hash()}.pkl"
+    return _cached_fit(training_data_hash(), *read_labelled(DATA / "train.csv"))
+
+
+def _cached_fit(name: str, texts: list[str], labels: list[str]) -> Any:
+    path = cache_dir() / f"support_triage-{name}.pkl"
     if path.exists():
         with path.open("rb") as fh:
             return pickle.load(fh)  # noqa: S301 - keel's own artifact cache
-    model = fit(*read_labelled(DATA / "train.csv"))
+    model = fit(texts, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as fh:
         pickle.dump(model, fh, protocol=5)
     tmp.replace(path)
     return model
+
+
+def retrain_with(labels: list[dict[str, Any]]) -> tuple[Any, str]:
+    """Fit on Banking77's train split plus reviewed examples; (pipeline, training data hash).
+
+    ``labels`` are keel's labelled examples:
+    ``{"input": {"text": ...}, "output": {"intent": ...}}``.
+    Labels whose intent is not one of the 77 are left out.
+    """
+    texts, cats = read_labelled(DATA / "train.csv")
+    extra = [(x["input"]["text"], x["output"]["intent"]) for x in labels
+             if x["output"].get("intent") in INTENTS and x["input"].get("text")]
+    digest = hashlib.sha256(training_data_hash().encode())
+    digest.update(json.dumps(sorted(extra), ensure_ascii=False).encode())
+    data_hash = digest.hexdigest()[:12]
+    model = _cached_fit(data_hash, texts + [t for t, _ in extra], cats + [c for _, c in extra])
+    return model, data_hash
 
 
 # Keyword rules: the fallback when the model is unavailable. They know a few intents well

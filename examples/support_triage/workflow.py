@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 import keel
-from triage_model import INTENTS, keyword_rules, load_or_train, training_data_hash
+from triage_model import INTENTS, keyword_rules, load_or_train, retrain_with, training_data_hash
 
 
 class Ticket(BaseModel):
@@ -18,6 +18,13 @@ class Ticket(BaseModel):
 
 class Triage(BaseModel):
     intent: str
+
+
+def train(labels: list[dict]) -> keel.Model:
+    """`keel retrain`: the same model fitted on the train split plus the reviewed labels."""
+    estimator, data_hash = retrain_with(labels)
+    return keel.SklearnModel(estimator, features="text", output="intent", name="tfidf-logreg",
+                             training_data_hash=data_hash)
 
 
 workflow = keel.Workflow(
@@ -37,6 +44,7 @@ workflow = keel.Workflow(
     model=keel.SklearnModel(load_or_train, features="text", output="intent",
                             name="tfidf-logreg", training_data_hash=training_data_hash()),
     fallback=keel.Rules(keyword_rules),
+    train=train,
     policy=keel.Policy(threshold=0.6, audit_rate=0.02),
     owners=keel.Owners(business="head-of-support@example.com",
                        support="ml-platform@example.com"),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
+from keel._webhook import WebhookSink
 from keel.errors import NotFoundError, UserError
 from keel.redact import for_spec
 from keel.resilience import RetryPolicy
@@ -27,8 +28,11 @@ def _workflow(workflow: Workflow | str | Path) -> Workflow:
 
 def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
             detectors: Sequence[Detector], retry: RetryPolicy | None,
+            webhook: str | WebhookSink | None = None,
             telemetry: Telemetry | None = None) -> Runner:
     sinks: list[Sink] = [FileSink(out, list(wf.output.model_fields))] if out else []
+    if webhook:
+        sinks.append(webhook if isinstance(webhook, WebhookSink) else WebhookSink(webhook))
     return Runner(wf, store, batch_size=batch_size, sinks=sinks, detectors=detectors,
                   retry=retry, telemetry=telemetry)
 
@@ -37,18 +41,21 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
         progress: ProgressFn | None = None, store: Store | None = None,
+        webhook: str | WebhookSink | None = None,
         telemetry: Telemetry | None = None) -> RunSummary:
     """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
 
-    ``telemetry`` (a :class:`keel.telemetry.Telemetry`) adds metrics, logs and traces; the
-    caller shuts it down.
+    ``out`` writes one line per decided record to a file; ``webhook`` (a URL or a
+    :class:`keel.WebhookSink`) POSTs each decision with an Idempotency-Key, retried with
+    backoff and dead-lettered after repeated failures. ``telemetry`` (a
+    :class:`keel.telemetry.Telemetry`) adds metrics, logs and traces; the caller shuts it down.
     """
     wf = _workflow(workflow)
     rows = read_rows(source)
     own = store is None
     st = store or Store.open(db)
     try:
-        runner = _runner(wf, st, out, batch_size, detectors, retry, telemetry)
+        runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
         return runner.run(rows, source=str(source), progress=progress)
     finally:
         if own:
@@ -58,6 +65,7 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
 def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,
            out: str | Path | None = None, batch_size: int = 500,
            store: Store | None = None, progress: ProgressFn | None = None,
+           webhook: str | WebhookSink | None = None,
            telemetry: Telemetry | None = None) -> RunSummary:
     """Re-process ``quarantined`` or ``failed`` records with the (fixed) workflow.
 
@@ -67,7 +75,7 @@ def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str 
     st = store or Store.open(db)
     try:
         wf = _workflow(workflow if workflow is not None else _last_source(st))
-        runner = _runner(wf, st, out, batch_size, (), None, telemetry)
+        runner = _runner(wf, st, out, batch_size, (), None, webhook, telemetry)
         return runner.replay(disposition, progress=progress)
     finally:
         if own:

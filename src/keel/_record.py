@@ -17,7 +17,7 @@ DISPOSITIONS = ("accepted", "reviewed", "fallback", "quarantined", "failed", "in
 
 #: Why a record is waiting for a person.
 REVIEW_REASONS = ("low_confidence", "output_invalid", "out_of_distribution", "model_failed",
-                  "audit_sample")
+                  "audit_sample", "second_review", "manual")
 
 
 def new_id() -> str:

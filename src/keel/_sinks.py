@@ -1,10 +1,15 @@
-"""Sinks: where decisions go. The file sink delivers each record exactly once, across crashes."""
+"""Sinks: where decisions go, each record exactly once across crashes.
+
+The file sink keeps a committed byte offset; the webhook sink (``_webhook.py``) sends an
+Idempotency-Key so a receiver can drop the copy a crash between sending and recording made.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,13 +17,24 @@ from keel import _json
 from keel.errors import UserError
 
 
+@dataclass
+class Written:
+    """What a sink did with a batch: its new offset (file sinks), what could not be sent."""
+
+    offset: int | None = None
+    #: record id -> (attempts, last error) for deliveries given up on (dead letters)
+    dead: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: record id -> attempts it took, where more than one
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
 class Sink(Protocol):
     name: str
 
     def open(self, committed_offset: int) -> None: ...
 
-    def write(self, lines: list[dict[str, Any]]) -> int:
-        """Write and flush; return the new committed offset."""
+    def write(self, lines: list[dict[str, Any]]) -> Written:
+        """Write (and flush) the lines; say what happened."""
         ...
 
     def close(self) -> None: ...
@@ -63,7 +79,7 @@ class FileSink:
         csv.DictWriter(buf, self.columns, extrasaction="ignore", lineterminator="\n").writerows(rows)
         return buf.getvalue().encode("utf-8", "backslashreplace")
 
-    def write(self, lines: list[dict[str, Any]]) -> int:
+    def write(self, lines: list[dict[str, Any]]) -> Written:
         assert self._fh is not None
         if self.fmt == "jsonl":
             data = b"".join(_json.dumpb(line) + b"\n" for line in lines)
@@ -78,7 +94,7 @@ class FileSink:
         self._raw(data)
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        return self._fh.tell()
+        return Written(offset=self._fh.tell())
 
     def close(self) -> None:
         if self._fh is not None:

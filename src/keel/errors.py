@@ -16,10 +16,13 @@
     │   │   └── ModelUnavailable    keel.model.unavailable (5xx, connection refused)
     │   ├── NonRetryableModelError  keel.model.fatal    (4xx, oversized payload)
     │   ├── MalformedOutput         keel.model.malformed
+    │   ├── Refused                 keel.model.refused  (the model declined to answer)
+    │   ├── DeadlineExceeded        keel.model.deadline (the record's latency budget ran out)
     │   └── CircuitOpen             keel.model.circuit_open
     └── ReviewError                 keel.review
         ├── LeaseConflict           keel.review.lease
-        └── InvalidDecision         keel.review.invalid
+        ├── InvalidDecision         keel.review.invalid
+        └── CalibrationError        keel.review.calibration (no threshold can be certified)
 
 Third-party errors are mapped at the boundary with ``raise ... from exc``.
 """
@@ -69,9 +72,11 @@ class ModelError(KeelError):
     code = "keel.model"
     retryable = False
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None,
+                 cost_usd: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.cost_usd = cost_usd  # what a failed call still cost (a paid re-ask, say)
 
 
 class RetryableModelError(ModelError):
@@ -99,6 +104,14 @@ class MalformedOutput(ModelError):
     code = "keel.model.malformed"
 
 
+class Refused(ModelError):
+    code = "keel.model.refused"
+
+
+class DeadlineExceeded(ModelError):
+    code = "keel.model.deadline"
+
+
 class CircuitOpen(ModelError):
     code = "keel.model.circuit_open"
 
@@ -113,3 +126,9 @@ class LeaseConflict(ReviewError):
 
 class InvalidDecision(ReviewError):
     code = "keel.review.invalid"
+
+
+class CalibrationError(ReviewError):
+    """No threshold could be certified: too few labels, or none accurate enough."""
+
+    code = "keel.review.calibration"

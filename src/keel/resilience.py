@@ -1,20 +1,39 @@
-"""Layers around a model call: retry with backoff (more layers stack the same way).
+"""Layers around a model call, each with one job, stacked like httpx's transports::
 
-A caller takes a batch of inputs and returns one :class:`CallResult` per input: the final
-outcome plus every attempt made, so retries are visible in the audit trail and in cost.
+    Retry -> Breaker -> Limit -> Timeout -> Direct -> model
+
+``Direct`` calls the model once (a sync model on a thread that can be abandoned, an async
+model on the runner's event loop); ``Timeout`` cuts a call that takes too long; ``Limit``
+holds async calls to an in-flight limit, requests/s and tokens/min; ``Breaker`` skips the call
+while the model's circuit is open; ``Retry`` tries retryable failures again with backoff,
+honouring Retry-After, within the record's latency budget.
+
+Every layer takes a batch of inputs and returns one :class:`CallResult` per input: the final
+outcome plus every attempt made, so retries show in the audit trail and in cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel
 
+from keel._breaker import OPEN, BreakerPolicy, CircuitBreaker
+from keel._loop import LoopThread, in_thread
 from keel._prediction import Prediction
-from keel.errors import ModelError
+from keel._ratelimit import Limiter, RateLimits
+from keel.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    ModelError,
+    ModelTimeout,
+    NonRetryableModelError,
+    RetryableModelError,
+)
 from keel.models._base import Model, Outcome
 
 
@@ -36,70 +55,313 @@ class CallResult:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter; only retryable model errors are retried."""
+    """Exponential backoff with full jitter; only retryable model errors are retried.
+
+    ``deadline_s`` is the latency budget of one record at one step of the chain: attempts,
+    waits between them and time queued for a rate limit all count; when it is spent the
+    record moves on to the fallback chain. A Retry-After longer than ``max_delay_s`` is not
+    waited for: the record moves on.
+    """
 
     max_attempts: int = 3
     base_delay_s: float = 0.05
     max_delay_s: float = 5.0
+    deadline_s: float | None = None
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
 
     def delay_s(self, attempt: int, rng: random.Random, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
-            return min(retry_after_s, self.max_delay_s)
+            return retry_after_s
         cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         return rng.uniform(0, cap)
 
 
-class Direct:
-    """The innermost layer: call the model once, time it, attach per-record attempts."""
+@dataclass(frozen=True)
+class Resilience:
+    """How one model is called. ``timeout_s`` is per call: a whole batch for a sync model,
+    one request for an async model. ``limits`` apply to async models only (sync models get
+    batches). ``breaker=None`` or ``timeout_s=None`` switch that layer off."""
 
-    def __init__(self, model: Model) -> None:
-        self.model = model
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float | None = 60.0
+    breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
+    limits: RateLimits | None = field(default_factory=RateLimits)
 
-    def __call__(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
-        t0 = time.perf_counter()
-        try:
-            outcomes = self.model.predict(inputs)
-        except ModelError as exc:
-            outcomes = [exc] * len(inputs)
-        except Exception as exc:  # a model crash fails this batch's records, never the run
-            err = ModelError(f"model {self.model.name!r} raised {type(exc).__name__}: {exc}")
-            err.__cause__ = exc
-            outcomes = [err] * len(inputs)
-        per_record_ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(inputs))
-        return [CallResult(o, [_attempt(o, per_record_ms)]) for o in outcomes]
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive (or None for no timeout)")
+
+
+#: Local rules: one plain call, nothing around it.
+LOCAL = Resilience(retry=RetryPolicy(max_attempts=1), timeout_s=None, breaker=None, limits=None)
+
+
+@dataclass(slots=True)
+class Budget:
+    """A record's latency budget at one step (``deadline`` on the monotonic clock)."""
+
+    deadline: float | None
+
+    @classmethod
+    def start(cls, seconds: float | None) -> Budget:
+        return cls(None if seconds is None else time.monotonic() + seconds)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+Layer = Callable[[Sequence[BaseModel], Budget], Awaitable[list[CallResult]]]
+
+
+def _failed(err: ModelError, n: int, latency_ms: float) -> list[CallResult]:
+    share = latency_ms / max(1, n)
+    return [CallResult(err, [Attempt(err.message, err.code, share, err.cost_usd)])
+            for _ in range(n)]
 
 
 def _attempt(outcome: Outcome, latency_ms: float) -> Attempt:
     if isinstance(outcome, Prediction):
         return Attempt(None, None, latency_ms, outcome.usage.cost_usd)
-    return Attempt(outcome.message, outcome.code, latency_ms)
+    return Attempt(outcome.message, outcome.code, latency_ms, outcome.cost_usd)
 
 
-class Retry:
-    """Retries the records whose outcome is a retryable error, with backoff between rounds."""
+class Direct:
+    """The innermost layer: call the model once, time it, attach per-record attempts."""
 
-    def __init__(self, inner: Direct, policy: RetryPolicy) -> None:
+    def __init__(self, model: Model, *, threaded: bool) -> None:
+        self.model = model
+        self.threaded = threaded
+
+    async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
+        model = self.model
+        t0 = time.perf_counter()
+        try:
+            if model.is_async:
+                outcomes = await model.apredict(inputs)
+            elif self.threaded:
+                outcomes = await in_thread(lambda: model.predict(inputs))
+            else:
+                outcomes = model.predict(inputs)
+        except ModelError as exc:
+            outcomes = [exc] * len(inputs)
+        except Exception as exc:  # a model crash fails this call's records, never the run
+            err = ModelError(f"model {model.name!r} raised {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            outcomes = [err] * len(inputs)
+        if len(outcomes) != len(inputs):
+            outcomes = [NonRetryableModelError(
+                f"model {model.name!r} returned {len(outcomes)} results for {len(inputs)} inputs"
+            )] * len(inputs)
+        per_record_ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(inputs))
+        return [CallResult(o, [_attempt(o, per_record_ms)]) for o in outcomes]
+
+
+class Timeout:
+    """Cuts a call after ``timeout_s`` (or what is left of the budget, if less)."""
+
+    def __init__(self, inner: Layer, timeout_s: float | None, model_name: str) -> None:
         self.inner = inner
-        self.policy = policy
-        self.rng = random.Random(policy.seed)
+        self.timeout_s = timeout_s
+        self.model_name = model_name
 
-    def __call__(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
-        results = self.inner(inputs)
-        for attempt in range(2, self.policy.max_attempts + 1):
-            again = [i for i, r in enumerate(results)
-                     if isinstance(r.outcome, ModelError) and r.outcome.retryable]
-            if not again:
-                break
-            waits = [r.outcome.retry_after_s for r in (results[i] for i in again)
-                     if isinstance(r.outcome, ModelError)]
-            hint = max((w for w in waits if w is not None), default=None)
-            time.sleep(self.policy.delay_s(attempt - 1, self.rng, hint))
-            retried = self.inner([inputs[i] for i in again])
-            for i, res in zip(again, retried, strict=True):
-                results[i] = CallResult(res.outcome, results[i].attempts + res.attempts)
+    async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
+        left = budget.remaining()
+        limit = self.timeout_s if left is None else min(left, self.timeout_s or left)
+        if limit is None:
+            return await self.inner(inputs, budget)
+        if limit <= 0:
+            return _failed(ModelTimeout(f"model {self.model_name!r}: no time left in the "
+                                        "latency budget"), len(inputs), 0.0)
+        t0 = time.perf_counter()
+        try:
+            return await asyncio.wait_for(self.inner(inputs, budget), limit)
+        except TimeoutError:
+            err = ModelTimeout(f"model {self.model_name!r} did not answer within {limit:.3g} s")
+            return _failed(err, len(inputs), (time.perf_counter() - t0) * 1000.0)
+
+
+class Limit:
+    """In-flight limit, requests/s and tokens/min for an async model (state per event loop)."""
+
+    def __init__(self, inner: Layer, limits: RateLimits,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.inner = inner
+        self.limits = limits
+        self.breaker = breaker  # checked again once a slot is free: it may have opened
+        self._limiter: Limiter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def limiter(self) -> Limiter:
+        loop = asyncio.get_running_loop()
+        if self._limiter is None or self._loop is not loop:
+            self._limiter, self._loop = Limiter(self.limits), loop
+        return self._limiter
+
+    async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
+        limiter = self.limiter()
+        await limiter.enter()
+        tokens: int | None = None
+        if self.breaker is not None and self.breaker.state == OPEN:
+            limiter.leave(None)
+            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
+        try:
+            results = await self.inner(inputs, budget)
+            tokens = sum(r.outcome.usage.input_tokens + r.outcome.usage.output_tokens
+                         for r in results if isinstance(r.outcome, Prediction))
+            return results
+        finally:
+            limiter.leave(tokens)
+
+
+def unwell(outcome: Outcome) -> bool:
+    """Does this outcome say the model is unwell (timeouts, 5xx, 429)?"""
+    return isinstance(outcome, RetryableModelError)
+
+
+def _circuit_open(breaker: CircuitBreaker) -> CircuitOpen:
+    return CircuitOpen(f"circuit open for model version {breaker.model_version}: not called")
+
+
+class Breaker:
+    """Skips the call while the model's circuit is open; feeds every call's outcome to it."""
+
+    def __init__(self, inner: Layer, breaker: CircuitBreaker, model_name: str) -> None:
+        self.inner = inner
+        self.breaker = breaker
+        self.model_name = model_name
+
+    async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
+        if not self.breaker.allow():
+            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
+        try:
+            results = await self.inner(inputs, budget)
+        except BaseException:
+            self.breaker.release()
+            raise
+        seen = [not unwell(r.outcome) for r in results if not isinstance(r.outcome, CircuitOpen)]
+        if seen:
+            self.breaker.record(seen)
+        else:
+            self.breaker.release()
         return results
 
 
-def build_caller(model: Model, retry: RetryPolicy | None = None) -> Retry:
-    return Retry(Direct(model), retry or RetryPolicy())
+def _hint(outcome: Outcome) -> float:
+    return (outcome.retry_after_s or 0.0) if isinstance(outcome, ModelError) else 0.0
+
+
+class Retry:
+    """Tries records whose outcome is a retryable error again, with backoff between rounds."""
+
+    def __init__(self, inner: Layer, policy: RetryPolicy) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.rng = random.Random(policy.seed)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests record waits
+
+    async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
+        results = await self.inner(inputs, budget)
+        for attempt in range(2, self.policy.max_attempts + 1):
+            # a Retry-After longer than max_delay_s is not waited for: on to the fallback
+            # nor is a record whose last try found the circuit open
+            again = [i for i, r in enumerate(results)
+                     if unwell(r.outcome) and _hint(r.outcome) <= self.policy.max_delay_s
+                     and r.attempts[-1].code != CircuitOpen.code]
+            if not again:
+                break
+            wait = self._wait(attempt, [results[i].outcome for i in again])
+            left = budget.remaining()
+            if left is not None and wait >= left:
+                self._give_up(results, again)
+                break
+            await self.sleep(wait)
+            retried = await self.inner([inputs[i] for i in again], budget)
+            for i, res in zip(again, retried, strict=True):
+                # a circuit that opened meanwhile is not the cause: keep the real error
+                kept = results[i].outcome if isinstance(res.outcome, CircuitOpen) else res.outcome
+                results[i] = CallResult(kept, results[i].attempts + res.attempts)
+        left = budget.remaining()
+        if left is not None and left <= 0:
+            self._give_up(results, [i for i, r in enumerate(results) if unwell(r.outcome)])
+        return results
+
+    def _wait(self, attempt: int, outcomes: list[Outcome]) -> float:
+        """Seconds to wait before the next round: the longest Retry-After, else backoff."""
+        hints = [_hint(o) for o in outcomes if isinstance(o, ModelError) and o.retry_after_s]
+        return self.policy.delay_s(attempt - 1, self.rng, max(hints, default=None))
+
+    def _give_up(self, results: list[CallResult], idx: list[int]) -> None:
+        for i in idx:
+            res = results[i]
+            last = res.outcome
+            assert isinstance(last, ModelError)
+            msg = (f"latency budget of {self.policy.deadline_s:.3g} s spent after "
+                   f"{len(res.attempts)} attempt(s); last error: {last.message}")
+            results[i] = CallResult(DeadlineExceeded(msg), res.attempts)
+
+
+class Caller:
+    """One step's model with its layers, run on the runner's event loop.
+
+    Sync models get the whole batch in one call; async models get one request per
+    ``model.request_size`` records (1 by default), sent concurrently within the limits.
+    """
+
+    def __init__(self, model: Model, resilience: Resilience, loop: LoopThread,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.model = model
+        self.resilience = resilience
+        self.loop = loop
+        self.set_breaker(breaker)
+
+    def set_breaker(self, breaker: CircuitBreaker | None) -> None:
+        """(Re)build the stack, with the model version's breaker once it is known."""
+        model, res = self.model, self.resilience
+        self.breaker = breaker
+        layer: Layer = Direct(model, threaded=res.timeout_s is not None)
+        if res.timeout_s is not None:
+            layer = Timeout(layer, res.timeout_s, model.name)
+        if model.is_async and res.limits is not None:
+            layer = Limit(layer, res.limits, breaker)
+        if breaker is not None:
+            layer = Breaker(layer, breaker, model.name)
+        self.stack: Layer = Retry(layer, res.retry)
+
+    def __call__(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
+        if not inputs:
+            return []
+        return self.loop.run(self.acall(inputs))
+
+    async def acall(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
+        deadline_s = self.resilience.retry.deadline_s
+        size = len(inputs) if not self.model.is_async else (self.model.request_size or len(inputs))
+        chunks = [inputs[i:i + size] for i in range(0, len(inputs), size)]
+        parts = await asyncio.gather(*(self.stack(c, Budget.start(deadline_s)) for c in chunks))
+        return [res for part in parts for res in part]
+
+
+def resilience_for(model: Model, default: Resilience | None = None,
+                   retry: RetryPolicy | None = None) -> Resilience:
+    """The model's own settings, else the workflow's; local rules get a plain call."""
+    chosen: Resilience | None = getattr(model, "resilience", None)
+    if chosen is None:
+        chosen = LOCAL if model.kind == "rules" else (default or Resilience())
+    if retry is not None:
+        chosen = replace(chosen, retry=retry)
+    return chosen
+
+
+def build_caller(model: Model, retry: RetryPolicy | None = None, *,
+                 resilience: Resilience | None = None, loop: LoopThread | None = None,
+                 breaker: CircuitBreaker | None = None) -> Caller:
+    """A caller for ``model`` (its own event loop unless one is given; no breaker unless given)."""
+    return Caller(model, resilience_for(model, resilience, retry), loop or LoopThread(), breaker)
+
+
+__all__ = ["Attempt", "BreakerPolicy", "CallResult", "Caller", "CircuitBreaker", "RateLimits",
+           "Resilience", "RetryPolicy", "build_caller", "resilience_for"]
+

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel import _json
+from keel._breaker import CircuitBreaker
+from keel._loop import LoopThread
 from keel._record import DISPOSITIONS, Item, new_id
-from keel._sinks import Sink
+from keel._sinks import Sink, Written
 from keel.redact import StorageRedactor
-from keel.resilience import RetryPolicy, build_caller
+from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
 from keel.stages import (
     Admitter,
     ConfidenceRouter,
@@ -30,7 +32,7 @@ from keel.stages import (
 from keel.stages.predict import Step
 from keel.stages.screen import Detector
 from keel.store import Store
-from keel.store._store import SinkLedger
+from keel.store._store import BreakerBook, SinkLedger
 from keel.workflow import Workflow
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class RunSummary:
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     delivered: int = 0
+    dead_letters: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"), repr=False)  # type: ignore[type-arg]
 
     @property
@@ -78,7 +81,7 @@ class RunSummary:
             "latency_ms": {"p50": self.percentile_ms(50), "p95": self.percentile_ms(95)},
             "cost_usd": round(self.cost_usd, 6), "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
-            "delivered": self.delivered,
+            "delivered": self.delivered, "dead_letters": self.dead_letters,
         }
 
     def add(self, items: Sequence[Item]) -> None:
@@ -119,7 +122,8 @@ class Runner:
 
     def __init__(self, workflow: Workflow, store: Store, *, batch_size: int = 500,
                  sinks: Sequence[Sink] = (), detectors: Sequence[Detector] = (),
-                 retry: RetryPolicy | None = None, telemetry: Telemetry | None = None) -> None:
+                 retry: RetryPolicy | None = None, resilience: Resilience | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.wf = workflow
@@ -127,10 +131,16 @@ class Runner:
         self.batch_size = batch_size
         self.sinks = list(sinks)
         self.ledger = SinkLedger(store)
+        self.breaker_book = BreakerBook(store)
         self.policy = workflow.policy
-        chain = [Step("primary", workflow.model, build_caller(workflow.model, retry))]
-        chain += [Step(f"fallback:{n}", m, build_caller(m, retry))
-                  for n, m in enumerate(workflow.fallback_chain, 1)]
+        self.loop = LoopThread()
+        models = [("primary", workflow.model)]
+        models += [(f"fallback:{n}", m) for n, m in enumerate(workflow.fallback_chain, 1)]
+        default = resilience or workflow.resilience
+        chain = [Step(name, m, Caller(m, resilience_for(m, default, retry), self.loop))
+                 for name, m in models]
+        self.loop.on_close = [m.aclose for _n, m in models if m.is_async]
+        self.breakers: dict[str, CircuitBreaker] = {}
         self.telemetry = telemetry
         self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
         self.validator = InputValidator(workflow.input_contract)
@@ -138,6 +148,7 @@ class Runner:
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    self._checkpoint)
         self.router = ConfidenceRouter(self.policy)
+        self.policy_note: str | None = None
         self._registered = False
 
     def _checkpoint(self, rows: list[Any]) -> None:
@@ -154,7 +165,48 @@ class Runner:
             step.model.warm()
             self.store.register_model(wf.name, step.model.describe(),
                                       alias="champion" if n == 0 else None)
+            self._attach_breaker(step)
+        self._use_policy_in_force()
         self._registered = True
+
+    def _attach_breaker(self, step: Step) -> None:
+        caller = step.call
+        assert isinstance(caller, Caller)
+        policy = caller.resilience.breaker
+        if policy is None:
+            return
+        version = step.model.version
+        if version not in self.breakers:
+            self.breakers[version] = CircuitBreaker(version, policy)
+        caller.set_breaker(self.breakers[version])
+
+    def _load_breakers(self, *, reset: bool) -> None:
+        """Continue from the breaker states in the store (or close them all for a replay)."""
+        saved = self.breaker_book.load(list(self.breakers))
+        for version, breaker in self.breakers.items():
+            if reset:
+                breaker.reset()
+            else:
+                breaker.restore(saved.get(version))
+        self._save_breakers()
+
+    def _save_breakers(self) -> None:
+        changed = [b for b in self.breakers.values() if b.changed]
+        for b in changed:
+            b.changed = False
+        self.breaker_book.save([b.snapshot() for b in changed])
+
+    def breaker_states(self) -> list[dict[str, Any]]:
+        return [b.as_dict() for b in self.breakers.values()]
+
+    def _use_policy_in_force(self) -> None:
+        """A policy from `keel calibrate` for this model replaces the declared thresholds."""
+        from keel.review._routing import policy_in_force
+
+        policy, note = policy_in_force(self.store, self.wf.name, self.wf.model.version,
+                                       self.wf.policy)
+        self.policy = self.router.policy = self.predictor.policy = policy
+        self.policy_note = note
 
     def _open_sinks(self) -> None:
         for sink in self.sinks:
@@ -172,6 +224,7 @@ class Runner:
         self.store.start_run(summary.run_id, self.wf.name, "run", source)
         admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
         t0 = time.perf_counter()
+        self._load_breakers(reset=False)
         self._open_sinks()
         self._writer = _Writer()
         try:
@@ -189,10 +242,7 @@ class Runner:
                 if progress:
                     progress(len(batch))
         finally:
-            self._writer.close()
-            self._close_sinks()
-            summary.elapsed_s = time.perf_counter() - t0
-            self.store.finish_run(summary.run_id, summary.as_dict())
+            self._finish(summary, t0)
         return summary
 
     def replay(self, disposition: str, *, progress: ProgressFn | None = None) -> RunSummary:
@@ -204,6 +254,7 @@ class Runner:
         self.store.start_run(summary.run_id, self.wf.name, "replay", summary.source)
         t0 = time.perf_counter()
         rows = self.store.replayable(self.wf.name, disposition)
+        self._load_breakers(reset=True)  # a replay comes after the cause was fixed
         self._open_sinks()
         self._writer = _Writer()
         try:
@@ -217,11 +268,20 @@ class Runner:
                 if progress:
                     progress(len(items))
         finally:
-            self._writer.close()
-            self._close_sinks()
+            self._finish(summary, t0)
+        return summary
+
+    def _finish(self, summary: RunSummary, t0: float) -> None:
+        try:
+            try:
+                self._writer.close()
+            finally:
+                self._close_sinks()
+                self.loop.close()
+                self._save_breakers()
+        finally:
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
-        return summary
 
     def _process(self, items: list[Item], summary: RunSummary, *, run_id: str,
                  replace: bool = False, marks: _Marks | None = None) -> None:
@@ -242,6 +302,7 @@ class Runner:
         self.store.write_admitted(self.wf.name, run_id, items)
         mark("store.admitted")
         self.predictor(items)
+        self._save_breakers()
         mark("predict")
         self.router(items)
         mark("route")
@@ -262,18 +323,22 @@ class Runner:
 
     def _deliver(self, lines: list[dict[str, Any]], summary: RunSummary) -> None:
         for sink in self.sinks:
-            offset = sink.write(lines)
-            self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
-        summary.delivered += len(lines)
+            self._send(sink, lines, summary)
+
+    def _send(self, sink: Sink, lines: list[dict[str, Any]], summary: RunSummary) -> None:
+        """Write, then record in the ledger (a crash in between is undone on the next open)."""
+        done: Written = sink.write(lines)
+        self.ledger.commit(sink.name, done.offset, [line["record_id"] for line in lines],
+                           done.dead, done.attempts)
+        summary.delivered += len(lines) - len(done.dead)
+        summary.dead_letters += len(done.dead)
 
     def _redeliver(self, record_ids: list[str], summary: RunSummary) -> None:
         """Decided records a sink has not received yet (a run that stopped before delivery)."""
         for sink in self.sinks:
             lines = self.ledger.undelivered(sink.name, record_ids)
             if lines:
-                offset = sink.write(lines)
-                self.ledger.commit(sink.name, offset, [line["record_id"] for line in lines])
-                summary.delivered += len(lines)
+                self._send(sink, lines, summary)
 
 
 class _Writer:

@@ -18,6 +18,7 @@ from keel.alerts import AlertRule
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
 from keel.models._base import Model, Rules
+from keel.resilience import Resilience
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class Workflow:
 
     ``fallback`` is one model or rules function, or a list tried in order when the primary
     model fails or its output breaks the output contract (a function is wrapped in
-    :class:`keel.Rules`). Declaring a workflow has no side effects: models load on first use.
+    :class:`keel.Rules`). ``resilience`` sets retry, timeout, circuit breaker and rate limits
+    for every model that carries no ``resilience`` of its own. Declaring a workflow has no
+    side effects: models load on first use.
 
     ``sensitive_fields`` name input (or output) fields holding personal data: their values are
     masked in logs, traces, exports and ``keel trace``. ``storage`` says what the store keeps
@@ -63,6 +66,7 @@ class Workflow:
     input_checks: Sequence[Check] = ()
     output_checks: Sequence[Check] = ()
     train: Callable[..., Model] | None = None
+    resilience: Resilience | None = None
     description: str = ""
     source_path: str | None = None
     sensitive_fields: Sequence[str] = ()
@@ -88,6 +92,8 @@ class Workflow:
         else:
             items = [_as_model(chain)]  # type: ignore[arg-type]
         self.fallback_chain: tuple[Model, ...] = tuple(items)
+        for m in (self.model, *self.fallback_chain):
+            m.bind(self.output_contract)
         self._source_hash: str | None = None
 
     def _check_privacy(self) -> None:

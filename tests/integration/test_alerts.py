@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests._loopback import recording_server
+from tests._telemetry_servers import recording_server
 from tests._workflows import make, write_csv
 
 import keel

@@ -50,6 +50,7 @@ def test_readme_commands_run(tmp_path: Path, demo_env: Path) -> None:
     """Every keel command in the README, in order, in a fresh directory."""
     cwd = tmp_path / "user"
     cwd.mkdir()
+    (cwd / "examples").symlink_to(ROOT / "examples")  # as in a clone of the repository
     (cwd / "workflow.py").write_text(blocks("python")[0])
     (cwd / "tickets.csv").write_text(
         "id,text\nt1,my card was stolen yesterday\nt2,\nt3,where is my new card\n")

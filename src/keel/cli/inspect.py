@@ -51,7 +51,38 @@ def render_status(st: dict[str, Any]) -> None:
     table.add_row("cost", f"${st['cost_usd']:.4f}")
     for cause, n in st["failures_by_cause"].items():
         table.add_row(f"failed: {cause}", f"{n:,}")
+    for br in st.get("breakers") or []:
+        since = f" since {fmt_time(br['opened_at'])}" if br["state"] != "closed" else ""
+        table.add_row(f"breaker {br['name']} ({br['model_version']})",
+                      f"{br['state'].replace('_', '-')}{since}")
+    if "guarantee" in st:
+        _guarantee_rows(table, st)
     console.print(table)
+
+
+def _guarantee_rows(table: Table, st: dict[str, Any]) -> None:
+    g, real = st["guarantee"], st["realized_accuracy"]
+    if g is None:
+        table.add_row("guarantee", "none: thresholds as declared (`keel calibrate` certifies one)")
+    else:
+        thr = "never" if g["threshold"] is None else f"{g['threshold']:.3f}"
+        extra = f" + {g['per_class']} per-class" if g["per_class"] else ""
+        table.add_row("guarantee", f"accuracy >= {g['target_accuracy']:.1%} w.p. >= "
+                      f"{1 - g['delta']:.0%} (policy {g['version']})")
+        table.add_row("  threshold", f"{thr}{extra} ({g['method']}, {g['labels']:,} labels)")
+        table.add_row("  expected coverage", f"{g['expected_coverage']:.1%}")
+        if not g["in_force"]:
+            table.add_row("  [yellow]not in force[/]", f"[yellow]calibrated for "
+                          f"{g['model_version']}, live model is {g['live_model_version']}[/]")
+    n = real["audited"]
+    label = "realized accuracy (audits" + (f" under {real['policy_version']})" if
+                                           real["policy_version"] else ")")
+    if n:
+        lo, hi = real["ci95"]
+        table.add_row(label, f"{real['accuracy']:.1%} ({real['correct']}/{n}), "
+                      f"95% CI {lo:.1%}-{hi:.1%}")
+    else:
+        table.add_row(label, "no audited decisions reviewed yet")
 
 
 def _event_line(ev: dict[str, Any]) -> str:

@@ -47,6 +47,9 @@ def render_summary(s: RunSummary) -> None:
         if counter:
             reasons = ", ".join(f"{k} ({v})" for k, v in counter.most_common(5))
             console.print(f"[bold]{title}:[/] {reasons}")
+    if s.dead_letters:
+        console.print(f"[yellow]{s.dead_letters} deliveries failed:[/] see `keel deliveries "
+                      "--failed`, then `keel deliveries retry`")
     if s.audit_samples:
         console.print(f"[bold]audit:[/] {s.audit_samples} accepted decisions sampled for review")
 
@@ -71,6 +74,8 @@ def run_cmd(
                    typer.Option("--out", help="Write one line per record (.jsonl or .csv).")] = None,
     db: DbOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch.")] = 500,
+    webhook: Annotated[str | None, typer.Option(
+        "--webhook", help="POST each decision to this URL (Idempotency-Key, retried).")] = None,
     as_json: JsonOption = False,
     otel: tel.OtelOption = None,
     otel_endpoint: tel.OtelEndpointOption = None,
@@ -83,7 +88,7 @@ def run_cmd(
     opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
     with tel.session(opts, db) as telemetry, progress_bar("deciding", not as_json) as tick:
         summary = keel.run(workflow_py, input_file, db=db, out=out, batch_size=batch_size,
-                           progress=tick, telemetry=telemetry)
+                           progress=tick, webhook=webhook, telemetry=telemetry)
     _finish(summary, as_json)
 
 
@@ -93,6 +98,8 @@ def replay_cmd(
     quarantined: Annotated[bool, typer.Option("--quarantined", help="Replay quarantined records.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Replay failed records.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write one line per replayed record.")] = None,
+    webhook: Annotated[str | None, typer.Option(
+        "--webhook", help="POST each new decision to this URL.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     otel: tel.OtelOption = None,
@@ -108,7 +115,7 @@ def replay_cmd(
     which = "quarantined" if quarantined else "failed"
     opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
     with tel.session(opts, db) as telemetry, progress_bar(f"replaying {which}", not as_json) as tick:
-        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick,
+        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick, webhook=webhook,
                               telemetry=telemetry)
     _finish(summary, as_json)
 

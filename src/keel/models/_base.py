@@ -7,12 +7,16 @@ import hashlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from keel._prediction import Prediction
 from keel.errors import MalformedOutput, ModelError
+
+if TYPE_CHECKING:
+    from keel.contracts import Contract
+    from keel.resilience import Resilience
 
 #: What a model returns for each input: a prediction, or the error for that one record.
 Outcome = Prediction | ModelError
@@ -28,6 +32,10 @@ class Model(ABC):
     name: str = "model"
     kind: str = "model"
     is_async: bool = False
+    #: Records per request for an async model (None: the whole batch in one request).
+    request_size: int | None = 1
+    #: How this model is called (retry, timeout, breaker, limits); None: the workflow's.
+    resilience: Resilience | None = None
 
     @property
     @abstractmethod
@@ -47,6 +55,12 @@ class Model(ABC):
 
     def warm(self) -> None:  # noqa: B027 - optional hook, most models need none
         """Load artifacts ahead of the first batch (training the demo model, say)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what async calls opened on the current event loop (HTTP clients)."""
+
+    def bind(self, output_contract: Contract) -> None:  # noqa: B027 - optional hook
+        """Told the workflow's output contract (an LLM adapter asks for that shape)."""
 
 
 def hash_text(*parts: str | bytes, length: int = 12) -> str:

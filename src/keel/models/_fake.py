@@ -22,7 +22,9 @@ class FakeModel(Model):
     ``error_rate`` (5xx-like, retryable), ``timeout_rate`` (the call hangs for ``hang_s``;
     a resilience timeout must cut it), ``malformed_rate`` (an output that breaks the output
     contract), ``rate_limit_rate`` (429 with ``retry_after_s``). ``latency_ms`` is added per
-    call: a number, or ``(mean, sd)`` for a normal distribution clipped at zero.
+    call: a number, ``(mean, sd)`` for a normal distribution clipped at zero, or a function
+    of a ``random.Random`` (``lambda r: r.lognormvariate(3, 0.5)``) for any other shape.
+    A sync call hangs as a whole when any of its records hangs (one batch is one request).
     ``is_async=True`` makes it an async model. ``calls`` counts records sent to it.
     """
 
@@ -40,7 +42,7 @@ class FakeModel(Model):
         malformed_rate: float = 0.0,
         rate_limit_rate: float = 0.0,
         retry_after_s: float = 0.01,
-        latency_ms: float | tuple[float, float] = 0.0,
+        latency_ms: float | tuple[float, float] | Callable[[random.Random], float] = 0.0,
         hang_s: float = 30.0,
         cost_usd: float = 0.0,
         is_async: bool = False,
@@ -68,6 +70,8 @@ class FakeModel(Model):
         return self._version
 
     def _delay_s(self) -> float:
+        if callable(self.latency_ms):
+            return max(0.0, float(self.latency_ms(self.rng))) / 1000.0
         if isinstance(self.latency_ms, tuple):
             mean, sd = self.latency_ms
             return max(0.0, self.rng.gauss(mean, sd)) / 1000.0

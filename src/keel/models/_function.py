@@ -33,6 +33,7 @@ class FunctionModel(Model):
     ) -> None:
         self.fn = fn
         self.batched = batched
+        self.request_size = None if batched else 1
         self.name = name or str(getattr(fn, "__name__", "function"))
         self.is_async = inspect.iscoroutinefunction(fn)
         self._version = version or hash_text(self.name, source_hash(fn))

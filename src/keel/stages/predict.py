@@ -125,10 +125,15 @@ class Predictor:
                          detail={"step": step.name, "attempt": n, "error": att.error,
                                  "code": att.code})
         if step.name != "primary" and res.attempts:
-            cause = item.error or (
-                "output contract violated" if item.output_violations else "primary failed")
+            if item.error:
+                cause, code = item.error, item.error_code
+            elif item.output_violations:
+                first = item.output_violations[0]
+                cause, code = f"output contract violated: {first}", "output_invalid"
+            else:
+                cause, code = "primary failed", None
             item.log("fallback_used", model_version=step.model.version,
-                     detail={"step": step.name, "cause": cause})
+                     detail={"step": step.name, "cause": cause, "code": code})
 
     def _unanswered(self, item: Item) -> None:
         if item.output_violations:
@@ -143,7 +148,8 @@ class Predictor:
             item.log("routed", detail={"disposition": "in_review", "review_reason": "model_failed",
                                        "why": item.error})
         else:
-            item.finish("failed", item.error or "model failed")
+            code = item.error_code or "keel.model"
+            item.finish("failed", f"[{code}] {item.error or 'model failed'}")
             item.log("failed", detail={"error": item.error, "code": item.error_code,
                                        "attempts": item.attempts})
 

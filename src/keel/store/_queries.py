@@ -9,7 +9,18 @@ from sqlalchemy import func, select
 
 from keel import _json
 from keel.store import _schema as t
-from keel.store._store import Store
+from keel.store._review import guarantee_status
+from keel.store._store import BreakerBook, Store
+
+
+def _by_cause(rows: Any) -> dict[str, int]:
+    """Failed decisions counted by error code (reasons read ``[code] message``)."""
+    out: dict[str, int] = {}
+    for reason, n in rows:
+        text = reason or ""
+        code = text[1:text.index("]")] if text.startswith("[") and "]" in text else text
+        out[code or "unknown"] = out.get(code or "unknown", 0) + int(n)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def workflow_names(store: Store) -> list[str]:
@@ -39,7 +50,7 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
             rt.c.workflow == workflow, rt.c.status == "open").group_by(rt.c.reason)).all())
         oldest = conn.execute(select(func.min(rt.c.created_at)).where(
             rt.c.workflow == workflow, rt.c.status == "open")).scalar_one()
-        failures: dict[str, int] = dict(conn.execute(
+        failures = _by_cause(conn.execute(
             select(d.c.reason, func.count()).where(d.c.workflow == workflow,
                                                    d.c.disposition == "failed")
             .group_by(d.c.reason)).all())
@@ -59,7 +70,9 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
                        "p95": float(np.percentile(lat, 95)) if lat.size else None},
         "cost_usd": round(float(cost), 6),
         "failures_by_cause": failures,
+        "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
+        **guarantee_status(store, workflow),
     }
 
 

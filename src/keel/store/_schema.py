@@ -230,3 +230,28 @@ profiles = Table(
     Column("profile", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# Migration 0002_review: every review and audit decision is a labelled example with lineage.
+labels = Table(
+    "labels", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("record_id", String(32), nullable=False),
+    Column("task_id", String(32), nullable=False),
+    Column("key", String(500), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("model_output", Text),          # what the model said (None when it failed)
+    Column("label", Text),                 # the accepted or corrected output; None on reject
+    Column("decision", String(20), nullable=False),  # accept | correct | reject
+    Column("model_correct", Boolean, nullable=False),
+    Column("confidence", Float),
+    Column("model_version", String(200)),
+    Column("policy_version", String(100)),
+    Column("reason", String(50), nullable=False),    # why the task existed
+    Column("sampled", Boolean, nullable=False),      # in the uniform audit sample of traffic
+    Column("reviewer", String(200), nullable=False),
+    Column("decided_at", Float, nullable=False),
+    Column("note", Text),
+    UniqueConstraint("task_id", name="uq_labels_task"),
+    Index("ix_labels_workflow_at", "workflow", "decided_at"),
+)

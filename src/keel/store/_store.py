@@ -20,10 +20,12 @@ from keel.stages.admit import Known
 from keel.stages.predict import Checkpoint
 from keel.store import _schema as t
 from keel.store._audit import GENESIS, chain_hash, event_hash
+from keel.store._delivery import BreakerBook, SinkLedger
 from keel.store._engine import insert_ignore, make_engine, resolve_url
 from keel.store._migrate import upgrade
 
 _CHUNK = 500  # keys per IN (...) query
+__all__ = ["BreakerBook", "SinkLedger", "Store"]
 _EVENT_COLS = ("record_id", "workflow", "seq", "kind", "at", "actor", "model_version",
                "latency_ms", "cost_usd", "detail", "prev_hash", "hash")
 
@@ -284,47 +286,3 @@ def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> dict[str, Any]
             "reason": reason, "detail": detail, "priority": pol.review_priority.get(reason, 50),
             "status": "open", "queue": "default", "created_at": now,
             "due_at": now + pol.review_sla_s.get(reason, 86400.0)}
-
-
-class SinkLedger:
-    """Which records each sink has received, and where a file sink's committed bytes end."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def offset(self, sink: str, kind: str) -> int:
-        with self.store.tx() as conn:
-            row = conn.execute(select(t.sinks.c.offset_bytes).where(t.sinks.c.name == sink)).first()
-            if row is None:
-                conn.execute(t.sinks.insert().values(name=sink, kind=kind, offset_bytes=0,
-                                                     updated_at=time.time()))
-                return 0
-            return int(row[0])
-
-    def commit(self, sink: str, offset: int, record_ids: list[str]) -> None:
-        now = time.time()
-        with self.store.tx() as conn:
-            conn.execute(update(t.sinks).where(t.sinks.c.name == sink)
-                         .values(offset_bytes=offset, updated_at=now))
-            if record_ids:
-                conn.execute(insert_ignore(self.store.engine, t.deliveries), [
-                    {"sink": sink, "record_id": rid, "status": "delivered", "attempts": 1,
-                     "updated_at": now} for rid in record_ids])
-
-    def undelivered(self, sink: str, record_ids: list[str]) -> list[dict[str, Any]]:
-        """Decision lines for records that are decided but not yet delivered to ``sink``."""
-        r, d, dl = t.records, t.decisions, t.deliveries
-        out: list[dict[str, Any]] = []
-        with self.store.engine.connect() as conn:
-            for part in _chunks(record_ids):
-                q = (select(r.c.key, r.c.id, d.c.disposition, d.c.reason, d.c.confidence,
-                            d.c.model_version, d.c.output)
-                     .select_from(r.join(d, d.c.record_id == r.c.id)
-                                  .outerjoin(dl, and_(dl.c.record_id == r.c.id, dl.c.sink == sink)))
-                     .where(r.c.id.in_(part), dl.c.record_id.is_(None)))
-                for row in conn.execute(q).mappings():
-                    line = dict(row)
-                    line["record_id"] = line.pop("id")
-                    line["output"] = _json.loads(line["output"])
-                    out.append(line)
-        return out

@@ -1,0 +1,109 @@
+"""The webhook sink: POST each decision as JSON with an Idempotency-Key.
+
+Failed posts are retried in rounds with exponential backoff (honouring Retry-After, capped);
+a delivery still failing after ``max_attempts`` (or refused with a 4xx that retrying cannot
+fix) becomes a dead letter: ``keel deliveries --failed`` lists it, ``keel deliveries retry``
+sends it again. The key is a hash of the decision line, so the copy a crash between sending
+and recording may produce carries the same key and the receiver can drop it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from keel import _json
+from keel._http import retry_after
+from keel._sinks import Written
+from keel.errors import UserError
+
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def idempotency_key(line: dict[str, Any]) -> str:
+    return hashlib.sha256(_json.dumpb(line)).hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    ok: bool
+    retryable: bool
+    error: str = ""
+    retry_after_s: float | None = None
+
+
+class WebhookSink:
+    def __init__(self, url: str, *, max_attempts: int = 5, base_delay_s: float = 0.2,
+                 max_delay_s: float = 5.0, timeout_s: float = 10.0, concurrency: int = 8,
+                 headers: dict[str, str] | None = None, seed: int | None = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise UserError(f"--webhook {url!r}: give an http:// or https:// URL")
+        if max_attempts < 1:
+            raise UserError("webhook max_attempts must be at least 1")
+        self.url = url
+        self.name = f"webhook:{url}"
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.timeout_s = timeout_s
+        self.concurrency = concurrency
+        self.headers = dict(headers or {})
+        self.rng = random.Random(seed)
+        self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def open(self, committed_offset: int) -> None:
+        self._client = httpx.Client(timeout=self.timeout_s, headers=self.headers)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="keel-webhook")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _post(self, line: dict[str, Any]) -> _Result:
+        assert self._client is not None
+        headers = {"Idempotency-Key": idempotency_key(line), "Content-Type": "application/json"}
+        try:
+            resp = self._client.post(self.url, content=_json.dumpb(line), headers=headers)
+        except httpx.HTTPError as exc:
+            return _Result(False, True, f"{type(exc).__name__}: {exc}")
+        if resp.is_success:
+            return _Result(True, False)
+        text = resp.text[:200]
+        return _Result(False, resp.status_code in _RETRY_STATUS,
+                       f"HTTP {resp.status_code}: {text}",
+                       retry_after(resp.headers.get("retry-after")))
+
+    def write(self, lines: list[dict[str, Any]]) -> Written:
+        assert self._pool is not None, "open the sink first"
+        out = Written()
+        todo = {line["record_id"]: line for line in lines}
+        for attempt in range(1, self.max_attempts + 1):
+            ids = list(todo)
+            results = list(self._pool.map(lambda rid: self._post(todo[rid]), ids))
+            hints: list[float] = []
+            for rid, res in zip(ids, results, strict=True):
+                if attempt > 1:
+                    out.attempts[rid] = attempt
+                if res.ok:
+                    del todo[rid]
+                elif not res.retryable or attempt == self.max_attempts:
+                    out.dead[rid] = (attempt, res.error)
+                    del todo[rid]
+                elif res.retry_after_s is not None:
+                    hints.append(res.retry_after_s)
+            if not todo:
+                break
+            cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+            time.sleep(min(self.max_delay_s, max([self.rng.uniform(0, cap), *hints])))
+        return out

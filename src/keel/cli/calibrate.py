@@ -1,0 +1,129 @@
+"""keel calibrate, keel retrain, keel labels export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel import review
+from keel.cli._common import DbOption, JsonOption, console, print_json
+from keel.store import Store
+from keel.workflow import load_workflow
+
+labels_app = typer.Typer(help="Labelled examples from review and audit decisions.",
+                         no_args_is_help=True)
+
+WorkflowPy = Annotated[Path, typer.Argument(help="Path to the workflow.py.")]
+
+
+def calibrate_cmd(
+    workflow_py: WorkflowPy,
+    target_accuracy: Annotated[float, typer.Option(
+        help="Accuracy to guarantee among automated decisions.")] = 0.98,
+    delta: Annotated[float, typer.Option(
+        help="Allowed probability that the guarantee fails (0.05: holds w.p. 95%).")] = 0.05,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels",
+        help="Labelled file (CSV/JSONL/Parquet); default: the store's audit labels.")] = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="Column holding the right output (one-field outputs), e.g. category.")] = None,
+    per_class: Annotated[bool, typer.Option(
+        "--per-class", help="A threshold per predicted class where labels allow.")] = False,
+    class_field: Annotated[str | None, typer.Option(
+        help="Output field naming the class (per-class; default: the only field).")] = None,
+    method: Annotated[str, typer.Option(help="binomial (Clopper-Pearson) or hb "
+                                        "(Hoeffding-Bentkus).")] = "binomial",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Report only; keep the routing policy in force.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Certify a confidence threshold from labels; from then on runs route with it."""
+    wf = load_workflow(workflow_py)
+    store = Store.open(db)
+    try:
+        res = review.calibrate(wf, store, labels_file=labels, label_column=label_column,
+                               target_accuracy=target_accuracy, delta=delta, method=method,
+                               per_class=per_class, class_field=class_field,
+                               activate=not dry_run)
+    finally:
+        store.close()
+    if as_json:
+        print_json(res.as_dict())
+        return
+    _render(res)
+
+
+def _render(res: review.CalibrationResult) -> None:
+    table = Table(title=f"{res.workflow}: calibrated threshold", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    thr = "never" if res.threshold in (None, float("inf")) else f"{res.threshold:.3f}"
+    classes = f" (+{len(res.per_class)} per-class)" if res.per_class else ""
+    table.add_row("threshold", thr + classes)
+    table.add_row("guarantee", f"accuracy >= {res.target_accuracy:.1%} with probability "
+                  f">= {1 - res.delta:.0%}")
+    table.add_row("bound", f"accuracy above threshold >= {res.accuracy_bound:.2%} "
+                  f"(error <= {res.error_bound:.2%}, {res.method})")
+    table.add_row("expected coverage", f"{res.coverage:.1%} automated")
+    table.add_row("sample size", f"{res.used:,} labels ({res.accepted:,} above threshold, "
+                  f"{res.errors:,} wrong)")
+    table.add_row("model", res.model_version)
+    table.add_row("labels from", res.source)
+    for why, n in res.skipped.items():
+        table.add_row(f"  skipped: {why}", f"{n:,}")
+    console.print(table)
+    if res.class_field and not res.per_class:
+        console.print(f"no class has the {res.class_min_labels:,} labels a threshold of its own "
+                      "needs at this guarantee; all classes share the pooled threshold")
+    if res.version:
+        console.print(f"routing policy [bold]{res.version}[/] is now in force for "
+                      f"{res.workflow}; `keel status` shows it")
+    else:
+        console.print("dry run: the routing policy in force is unchanged")
+
+
+def retrain_cmd(workflow_py: WorkflowPy, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Train a new model version on the original data plus the labels; register it as candidate."""
+    wf = load_workflow(workflow_py)
+    store = Store.open(db)
+    try:
+        with console.status("training"):
+            out = review.retrain(wf, store)
+    finally:
+        store.close()
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"trained [bold]{out['version']}[/] on the original data plus "
+                  f"{out['label_examples']:,} labels in {out['train_s']:.1f} s")
+    if out["already_registered"]:
+        console.print(f"this version was already registered (alias {out['alias'] or '-'}); "
+                      "nothing new to try")
+    else:
+        console.print(f"registered as [bold]candidate[/] (not live: {wf.name} still runs "
+                      f"{out['live_version']})")
+
+
+def export_cmd(
+    file: Annotated[Path, typer.Argument(help="Where to write: .csv or .parquet.")],
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    db: DbOption = None,
+) -> None:
+    """Every review and audit decision as a labelled example, with lineage."""
+    store = Store.open(db)
+    try:
+        n = review.export_labels(store, file, workflow)
+    finally:
+        store.close()
+    console.print(f"wrote {n:,} labelled examples to {file}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_cmd)
+    app.command("retrain")(retrain_cmd)
+    labels_app.command("export")(export_cmd)
+    app.add_typer(labels_app, name="labels")

@@ -1,0 +1,66 @@
+"""keel deliveries: what the sinks received, the dead letters, and retrying them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import keel
+from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
+
+group = typer.Typer(help="Deliveries to sinks (--out file, --webhook): list, retry dead letters.",
+                    no_args_is_help=False, invoke_without_command=True)
+
+
+@group.callback()
+def list_cmd(
+    ctx: typer.Context,
+    failed: Annotated[bool, typer.Option("--failed", help="Only dead letters.")] = False,
+    sink: Annotated[str | None, typer.Option("--sink", help="Only this sink.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List deliveries, newest first (`keel deliveries retry` sends dead letters again)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = keel.deliveries(db=db, failed=failed, sink=sink)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no failed deliveries" if failed else "no deliveries yet")
+        return
+    table = Table("sink", "key", "status", "attempts", "last error", "when")
+    for r in rows:
+        table.add_row(r["sink"], r["key"] or r["record_id"], r["status"], str(r["attempts"]),
+                      (r["last_error"] or "")[:80], fmt_time(r["updated_at"]))
+    console.print(table)
+    dead = sum(1 for r in rows if r["status"] == "dead")
+    if dead:
+        console.print(f"{dead} dead letter(s); fix the receiver, then `keel deliveries retry`")
+
+
+@group.command("retry")
+def retry_cmd(
+    sink: Annotated[str | None, typer.Option("--sink", help="Only this sink.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send dead-lettered webhook deliveries again."""
+    done = keel.retry_deliveries(db=db, sink=sink)
+    if as_json:
+        print_json(done)
+    else:
+        if not done["sinks"]:
+            console.print("no webhook sinks in this store")
+        for s in done["sinks"]:
+            console.print(f"{s['sink']}: {s['retried']} retried, {s['delivered']} delivered, "
+                          f"{s['dead']} still dead")
+    if any(s["dead"] for s in done["sinks"]):
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(group, name="deliveries")

@@ -1,0 +1,268 @@
+"""keel calibrate: certify a confidence threshold from labels and make it the routing policy.
+
+Labels come from a file (input columns plus the right output) or from the store's review and
+audit decisions. The workflow's current model answers every labelled input again, so the
+threshold is certified for the model that will use it, whatever model the labels came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from keel._policy import NEVER
+from keel._prediction import Prediction
+from keel._sources import read_rows
+from keel.errors import CalibrationError, ConfigError
+from keel.review import _risk
+from keel.store import Store
+from keel.store import _review as sql
+from keel.workflow import Workflow
+
+_BATCH = 256
+
+
+@dataclass
+class Example:
+    input: BaseModel
+    label: dict[str, Any] | None     # None: a reviewer rejected every output
+
+
+@dataclass
+class CalibrationResult:
+    workflow: str
+    model_version: str
+    source: str
+    method: str
+    target_accuracy: float
+    delta: float
+    labels: int                       # examples read
+    used: int                         # examples with a model answer to judge
+    threshold: float | None
+    per_class: dict[str, float | None] = field(default_factory=dict)
+    class_field: str | None = None
+    coverage: float = 0.0             # share of the labelled inputs that would be automated
+    accepted: int = 0
+    errors: int = 0
+    error_bound: float = 1.0          # with prob >= 1 - delta, error above threshold <= this
+    skipped: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    class_min_labels: int | None = None  # per-class: labels a class needs for its own threshold
+    version: str | None = None        # the stored routing policy, when activated
+
+    @property
+    def accuracy_bound(self) -> float:
+        return 1.0 - self.error_bound
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items()}
+        out["threshold"] = None if self.threshold in (None, NEVER) else self.threshold
+        out["accuracy_bound"] = self.accuracy_bound
+        out["empirical_accuracy"] = (1 - self.errors / self.accepted) if self.accepted else None
+        return out
+
+
+# -- labelled examples ---------------------------------------------------------------------
+def _input_of(wf: Workflow, data: dict[str, Any]) -> BaseModel | None:
+    fields = wf.input_contract.fields
+    raw = {f: data[f"input.{f}"] if f"input.{f}" in data else data.get(f) for f in fields
+           if f in data or f"input.{f}" in data}
+    value, problems = wf.input_contract.validate(raw)
+    return None if problems else value
+
+
+def _label_columns(wf: Workflow, columns: Sequence[str],
+                   label_column: str | None) -> dict[str, str]:
+    """Which column holds each output field."""
+    outs = list(wf.output_contract.fields)
+    if label_column is not None:
+        if len(outs) != 1:
+            raise ConfigError(f"--label-column works for a one-field output; {wf.output.__name__} "
+                              f"has {outs}: name columns label.<field> instead")
+        if label_column not in columns:
+            raise ConfigError(f"label column {label_column!r} is not in the file; "
+                              f"columns are {list(columns)}")
+        return {outs[0]: label_column}
+    found = {f: (f"label.{f}" if f"label.{f}" in columns else f) for f in outs}
+    missing = [c for c in found.values() if c not in columns]
+    if missing:
+        raise ConfigError(f"the labels file has no column for {missing}; name the right output "
+                          f"in columns label.<field> (or <field>), or pass --label-column")
+    return found
+
+
+def examples_from_file(wf: Workflow, path: str | Path, label_column: str | None,
+                       skipped: Counter[str]) -> list[Example]:
+    out: list[Example] = []
+    mapping: dict[str, str] | None = None
+    for row in read_rows(path):
+        if row.data is None:
+            skipped["unreadable row"] += 1
+            continue
+        if mapping is None:
+            mapping = _label_columns(wf, list(row.data), label_column)
+        value = _input_of(wf, row.data)
+        if value is None:
+            skipped["input breaks the input contract"] += 1
+            continue
+        if str(row.data.get("decision", "")).strip() == "reject":
+            out.append(Example(value, None))
+            continue
+        label, problems = wf.output_contract.validate({f: row.data[c] for f, c in mapping.items()})
+        if label is None or problems:
+            skipped["label breaks the output contract"] += 1
+            continue
+        out.append(Example(value, label.model_dump(mode="json")))
+    return out
+
+
+def examples_from_store(wf: Workflow, store: Store, skipped: Counter[str]) -> list[Example]:
+    """The store's labels from the uniform audit sample (the latest label per record)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in sql.labels(store, wf.name):
+        if not row["sampled"]:
+            skipped["not in the uniform audit sample"] += 1
+            continue
+        if row["record_id"] in latest:
+            skipped["superseded by a later label"] += 1
+        latest[row["record_id"]] = row
+    out = []
+    for row in latest.values():
+        value = _input_of(wf, row["input"])
+        if value is None:
+            skipped["input breaks the input contract"] += 1
+            continue
+        out.append(Example(value, row["label"]))
+    return out
+
+
+# -- the model's answers ---------------------------------------------------------------------
+def _predict(wf: Workflow, inputs: list[BaseModel]) -> list[Any]:
+    model = wf.model
+    out: list[Any] = []
+    for start in range(0, len(inputs), _BATCH):
+        batch = inputs[start:start + _BATCH]
+        if model.is_async:
+            out.extend(asyncio.run(model.apredict(batch)))
+        else:
+            out.extend(model.predict(batch))
+    return out
+
+
+def judge(wf: Workflow, examples: list[Example],
+          skipped: Counter[str]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """(confidence, model right?, output) for each example the model answered validly."""
+    conf, right, outputs = [], [], []
+    for ex, outcome in zip(examples, _predict(wf, [e.input for e in examples]), strict=True):
+        if not isinstance(outcome, Prediction):
+            skipped["model failed (never automated)"] += 1
+            continue
+        value, problems = wf.output_contract.validate(outcome.output)
+        if value is None or problems:
+            skipped["output breaks the contract (never automated)"] += 1
+            continue
+        out = value.model_dump(mode="json")
+        conf.append(outcome.confidence)
+        right.append(ex.label is not None and out == ex.label)
+        outputs.append(out)
+    return np.asarray(conf, dtype=np.float64), np.asarray(right, dtype=bool), outputs
+
+
+# -- calibrate -------------------------------------------------------------------------------
+def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = None,
+              label_column: str | None = None, target_accuracy: float = 0.98,
+              delta: float = 0.05, method: str = "binomial", per_class: bool = False,
+              class_field: str | None = None, activate: bool = True) -> CalibrationResult:
+    """Certify a threshold (or per-class thresholds) and, with ``activate``, put it in force."""
+    _check_args(target_accuracy, delta, method)
+    skipped: Counter[str] = Counter()
+    if labels_file is not None:
+        examples = examples_from_file(wf, labels_file, label_column, skipped)
+        source = f"file:{labels_file}"
+    else:
+        examples = examples_from_store(wf, store, skipped)
+        source = "store:audit-sample"
+    wf.model.warm()
+    conf, right, outputs = judge(wf, examples, skipped)
+    res = CalibrationResult(workflow=wf.name, model_version=wf.model.version, source=source,
+                            method=method, target_accuracy=target_accuracy, delta=delta,
+                            labels=len(examples), used=int(conf.size), threshold=None,
+                            skipped=dict(skipped))
+    if per_class:
+        _per_class(wf, res, conf, right, outputs, class_field)
+    else:
+        _global(res, conf, right, labels_file is None, wf.policy.audit_rate)
+    if activate:
+        res.version = sql.save_routing_policy(store, wf.name, _params(res), res.as_dict())
+    return res
+
+
+def _check_args(target: float, delta: float, method: str) -> None:
+    if not 0.5 <= target < 1.0:
+        raise ConfigError(f"--target-accuracy must be in [0.5, 1), got {target}")
+    if not 0.0 < delta < 0.5:
+        raise ConfigError(f"--delta must be in (0, 0.5), got {delta}")
+    if method not in _risk.METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(_risk.METHODS)}, got {method!r}")
+
+
+def _global(res: CalibrationResult, conf: np.ndarray, right: np.ndarray, from_store: bool,
+            audit_rate: float) -> None:
+    choice = _risk.learn_then_test(conf, right, target_accuracy=res.target_accuracy,
+                                   delta=res.delta, method=res.method)
+    if choice.threshold is None:
+        hint = (f"; from the store only the uniform audit sample counts (audit_rate "
+                f"{audit_rate:g}): pass --labels FILE or raise audit_rate" if from_store else
+                "; label more examples, lower --target-accuracy, or improve the model")
+        raise CalibrationError(f"cannot calibrate {res.workflow}: {choice.refusal}{hint}")
+    res.threshold, res.accepted, res.errors = choice.threshold, choice.accepted, choice.errors
+    res.coverage, res.error_bound = choice.coverage, choice.bound
+    res.groups["*"] = choice.as_dict()
+
+
+def _per_class(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np.ndarray,
+               outputs: list[dict[str, Any]], class_field: str | None) -> None:
+    fields = list(wf.output_contract.fields)
+    name = class_field or (fields[0] if len(fields) == 1 else None)
+    if name is None or name not in fields:
+        raise ConfigError(f"per-class thresholds need the output field that names the class; "
+                          f"pass --class-field (one of {fields})")
+    predicted = [str(o.get(name)) for o in outputs]
+    grouped = _risk.per_class_thresholds(conf, right, predicted, delta=res.delta,
+                                         target_accuracy=res.target_accuracy, method=res.method)
+    assert grouped.rest is not None
+    choices = [*grouped.groups.values(), grouped.rest]
+    if all(c.threshold is None for c in choices):
+        raise CalibrationError(f"cannot calibrate {res.workflow} per class: {grouped.rest.refusal}")
+    res.class_field, res.per_class = name, dict(grouped.per_class)
+    res.class_min_labels = grouped.class_min_labels
+    res.threshold = grouped.rest.threshold if grouped.rest.threshold is not None else NEVER
+    lam = np.asarray([_threshold(res, p) for p in predicted], dtype=np.float64)
+    auto = conf >= lam
+    res.accepted, res.errors = int(auto.sum()), int((auto & ~right).sum())
+    res.coverage = float(auto.mean()) if auto.size else 0.0
+    res.error_bound = max(c.bound for c in choices if c.threshold is not None)
+    res.groups = {**{k: v.as_dict() for k, v in grouped.groups.items()},
+                  "*rest": grouped.rest.as_dict(), "delta_each": {"value": grouped.delta_each}}
+
+
+def _threshold(res: CalibrationResult, cls: str) -> float:
+    if cls in res.per_class:
+        value = res.per_class[cls]
+        return NEVER if value is None else value
+    return res.threshold if res.threshold is not None else NEVER
+
+
+def _params(res: CalibrationResult) -> dict[str, Any]:
+    return {"threshold": None if res.threshold in (None, NEVER) else res.threshold,
+            "per_class": res.per_class, "class_field": res.class_field,
+            "target_accuracy": res.target_accuracy, "delta": res.delta, "method": res.method,
+            "model_version": res.model_version, "calibrated_at": time.time()}

@@ -1,0 +1,142 @@
+"""`keel run` killed with SIGKILL at random points, then run again with the same arguments:
+no record lost, none decided twice, no duplicate line in --out, no checkpointed call paid twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from keel.store import _schema as t
+
+WORKFLOW = textwrap.dedent('''
+    import os
+    import time
+
+    from pydantic import BaseModel, Field
+
+    import keel
+
+    CALLS = os.environ["KEEL_CALLS_FILE"]
+
+    class Msg(BaseModel):
+        id: str
+        text: str = Field(min_length=1)
+
+    class Label(BaseModel):
+        label: str
+
+    def answer(batch):
+        with open(CALLS, "a") as fh:  # every record sent to the model, paid or not
+            fh.write("".join(m.id + "\\n" for m in batch))
+        time.sleep(0.02)
+        return [({"label": "long" if len(m.text) > 12 else "short"},
+                 0.3 if m.id.endswith("7") else 0.95) for m in batch]
+
+    workflow = keel.Workflow(
+        name="crashy", input=Msg, output=Label, key="id",
+        model=keel.FunctionModel(answer, batched=True),
+        policy=keel.Policy(threshold=0.8, audit_rate=0.1),
+        owners=keel.Owners(business="ops@example.com", support="ml@example.com"),
+    )
+''')
+
+N = 5000
+BATCH = 25
+KILLS = 20
+
+
+def _input(path: Path) -> set[str]:
+    keys = set()
+    with path.open("w") as fh:
+        fh.write("id,text\n")
+        for i in range(N):
+            key = f"r{i - 1}" if i % 100 == 99 else f"r{i}"  # a duplicate key now and then
+            text = "" if i % 50 == 0 else f"message number {i} about my card"
+            fh.write(f"{key},{text}\n")
+            keys.add(key)
+    return keys
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    wf = tmp_path / "workflow.py"
+    wf.write_text(WORKFLOW)
+    src = tmp_path / "in.csv"
+    keys = _input(src)
+    out, db, calls = tmp_path / "out.jsonl", tmp_path / "keel.db", tmp_path / "calls.txt"
+    env = {**os.environ, "KEEL_CALLS_FILE": str(calls)}
+    cmd = [sys.executable, "-m", "keel", "run", str(wf), str(src), "--out", str(out),
+           "--db", str(db), "--batch-size", str(BATCH), "--json"]
+    rng = random.Random(20240611)
+    kills, deadline = 0, time.monotonic() + 240
+    while kills < KILLS and time.monotonic() < deadline:
+        before = _lines(calls)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        if rng.random() < 0.2:  # sometimes while it starts up or reads the store
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:  # mostly once it is deciding: mid-batch, mid-commit, mid-write
+            while _lines(calls) == before and proc.poll() is None:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.25))
+        if proc.poll() is not None:
+            break  # it finished before we got to kill it
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills >= KILLS, f"only {kills} kills before the run finished; make the input bigger"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["read"] == N
+    assert summary["read"] == sum(summary["dispositions"].values()) + summary["already_decided"]
+
+    # --out: one whole line per record, none twice
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    per_key = Counter(line["key"] for line in lines)
+    assert set(per_key) == keys and max(per_key.values()) == 1
+
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            n_records = conn.execute(select(func.count()).select_from(t.records)).scalar_one()
+            n_decided = conn.execute(select(func.count()).select_from(t.decisions)).scalar_one()
+            n_preds = conn.execute(select(func.count()).select_from(t.predictions)).scalar_one()
+            predicted = Counter(r for (r,) in conn.execute(
+                select(t.events.c.record_id).where(t.events.c.kind == "predicted")))
+            seqs: dict[str, list[int]] = {}
+            for rid, seq in conn.execute(select(t.events.c.record_id, t.events.c.seq)):
+                seqs.setdefault(rid, []).append(seq)
+            quarantined = conn.execute(select(func.count()).select_from(t.decisions).where(
+                t.decisions.c.disposition == "quarantined")).scalar_one()
+            tasks = Counter(r for (r,) in conn.execute(select(t.review_tasks.c.record_id)))
+    finally:
+        engine.dispose()
+    assert n_records == n_decided == len(keys)  # nothing lost, nothing decided twice
+    assert n_preds == len(keys) - quarantined  # one checkpoint per record sent to the model
+    assert set(predicted.values()) == {1} and len(predicted) == n_preds
+    assert all(sorted(s) == list(range(1, len(s) + 1)) for s in seqs.values())
+    assert not tasks or max(tasks.values()) == 1  # no review task opened twice
+
+    # at most the in-flight batch of each killed run was sent to the model again
+    paid = Counter(calls.read_text().split())
+    assert len(paid) == n_preds  # every valid record was sent, quarantined ones never
+    redone = sum(paid.values()) - len(paid)
+    assert redone <= kills * BATCH
