@@ -190,3 +190,20 @@ def test_the_scheduler_evaluates_until_stopped(tmp_path: Path, store: Store) -> 
         sent = len(hook.requests)
     assert sent == 1  # fired once, then deduplicated on every later tick
     assert sched.last is not None and sched.last.statuses[0].state == "firing"
+
+
+def test_realized_accuracy_below_target_fires_from_real_audits(tmp_path: Path, store: Store) -> None:
+    from keel.review import ReviewQueue
+
+    wf = make(policy=keel.Policy(threshold=0.8, audit_rate=1.0))
+    keel.run(wf, write_csv(tmp_path / "in.csv", _rows("a", 24)), store=store)
+    queue = ReviewQueue(store)
+    for n, task in enumerate(queue.list(reason="audit_sample")[:20]):
+        queue.claim(task["id"], "rita")
+        if n % 4:
+            queue.decide(task["id"], "rita", "accept")
+        else:
+            queue.decide(task["id"], "rita", "correct", output={"label": "other"})
+    (status,) = alerts.evaluate(store, "tickets", rules=[
+        AlertRule("realized_accuracy", below=0.9, window_s=86400)]).statuses
+    assert (status.state, status.value, status.count) == ("firing", 0.75, 20)

@@ -14,6 +14,7 @@ from tests._telemetry_servers import recording_server
 from tests._workflows import WORKFLOW_FILE, conf_of, make, write_csv, write_workflow
 
 import keel
+from keel.review import ReviewQueue
 from keel.store import Store
 from keel.telemetry import Telemetry, metrics_text, register_drift_source
 from keel.telemetry import _metrics as tm
@@ -66,14 +67,18 @@ def test_store_gauges_show_backlog_age_accuracy_breakers_and_drift(tmp_path: Pat
     wf = make(policy=keel.Policy(threshold=0.8, audit_rate=1.0))
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", f"message {i}") for i in range(10)])
     keel.run(wf, src, store=store)
+    queue = ReviewQueue(store)
+    audits = queue.list(reason="audit_sample")
+    for n, task in enumerate(audits[:5]):  # five audits decided by a person: four confirmed
+        queue.claim(task["id"], "rita")
+        if n:
+            queue.decide(task["id"], "rita", "accept")
+        else:
+            queue.decide(task["id"], "rita", "correct", output={"label": "other"})
     now = time.time()
-    with store.engine.begin() as conn:  # five audits decided by a person: four confirmed
-        ids = [r[0] for r in conn.execute(text("select id from review_tasks order by id"))][:5]
-        for n, tid in enumerate(ids):
-            conn.execute(text("update review_tasks set status='decided', decision=:d, decided_at=:t,"
-                              " created_at=:c where id=:i"),
-                         {"d": "accept" if n else "correct", "t": now, "c": now - 3600, "i": tid})
-        conn.execute(text("update review_tasks set created_at=:c where status='open'"), {"c": now - 7200})
+    with store.engine.begin() as conn:
+        conn.execute(text("update review_tasks set created_at=:c where status='open'"),
+                     {"c": now - 7200})
         conn.execute(text("insert into breakers (model_version, state, failures, updated_at) "
                           "values ('fake-abc', 'open', 5, :t)"), {"t": now})
 
