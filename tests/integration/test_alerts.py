@@ -34,7 +34,8 @@ def _faulty(tmp_path: Path, store: Store, n: int = 40) -> None:
 
 
 def _healthy(tmp_path: Path, store: Store, n: int) -> keel.Workflow:
-    wf = make(keel.FakeModel(), alerts=[RULE])
+    """The fix deployed: a new model version (the faulty one's breaker may still be open)."""
+    wf = make(keel.FakeModel(name="fixed"), alerts=[RULE])
     keel.run(wf, write_csv(tmp_path / f"good{n}.csv", _rows(f"good{n}-", n)), store=store)
     return wf
 
@@ -48,7 +49,7 @@ def test_injected_faults_fire_once_then_recovery_resolves(tmp_path: Path, store:
         assert status.state == "firing" and status.value is not None and status.value > 0.2
         again = alerts.evaluate(store, "tickets", channels=channels)
         assert again.statuses[0].state == "firing" and again.notifications == []  # deduplicated
-        wf = _healthy(tmp_path, store, 400)
+        wf = _healthy(tmp_path, store, 600)
         resolved = alerts.evaluate(store, wf, channels=channels)
         sent = [json.loads(r.body) for r in hook.requests]
     assert resolved.statuses[0].state == "resolved"
@@ -64,7 +65,7 @@ def test_injected_faults_fire_once_then_recovery_resolves(tmp_path: Path, store:
 def test_hysteresis_keeps_firing_until_the_clear_level(tmp_path: Path, store: Store) -> None:
     _faulty(tmp_path, store)
     assert alerts.evaluate(store, "tickets", rules=[RULE]).statuses[0].state == "firing"
-    _healthy(tmp_path, store, 150)  # the rate falls under the threshold but not under clear
+    _healthy(tmp_path, store, 250)  # the rate falls under the threshold but not under clear
     result = alerts.evaluate(store, "tickets", rules=[RULE])
     (status,) = result.statuses
     assert status.value is not None and 0.1 < status.value < 0.2
@@ -88,7 +89,7 @@ def test_a_breach_that_does_not_last_leaves_no_history(tmp_path: Path, store: St
     rule = AlertRule("error_rate", above=0.2, clear=0.1, window_s=3600, for_s=300, min_count=20)
     t0 = time.time()
     assert alerts.evaluate(store, "tickets", rules=[rule], now=t0).statuses[0].state == "pending"
-    _healthy(tmp_path, store, 400)
+    _healthy(tmp_path, store, 600)
     later = alerts.evaluate(store, "tickets", rules=[rule], now=time.time())
     assert later.statuses[0].state == "ok" and later.notifications == []
     assert alerts.history(store) == []
