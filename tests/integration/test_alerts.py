@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from tests._cli import Result, keel_cli
 from tests._telemetry_servers import recording_server
 from tests._workflows import make, write_csv
 
@@ -153,15 +151,16 @@ WORKFLOW = textwrap.dedent('''
 ''')
 
 
-def test_cli_check_uses_the_rules_the_workflow_declared(tmp_path: Path, db_url: str) -> None:
+def test_cli_check_uses_the_rules_the_workflow_declared(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     wf = tmp_path / "workflow.py"
     wf.write_text(WORKFLOW)
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", "boom" if i % 2 else "fine") for i in range(10)])
-    env = {**os.environ, "KEEL_LOG_LEVEL": "warning", "COLUMNS": "200"}
+    monkeypatch.setenv("COLUMNS", "200")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "keel", *args, "--db", db_url], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
+    def cli(*args: str) -> Result:
+        return keel_cli(capsys, *args, "--db", db_url)
 
     assert cli("run", str(wf), str(src)).returncode == 2
     with recording_server() as hook:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from tests._cli import keel_cli
 from tests._telemetry_servers import recording_server
 from tests._workflows import WORKFLOW_FILE, conf_of, make, write_csv, write_workflow
 
@@ -99,19 +98,15 @@ def test_store_gauges_show_backlog_age_accuracy_breakers_and_drift(tmp_path: Pat
     assert _get(m, "keel_decisions_stored", workflow="tickets", disposition="accepted") == 10
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keel", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "KEEL_LOG_FORMAT": "json"}, timeout=120)
-
-
-def test_batch_run_writes_a_textfile_and_pushes_to_a_gateway(tmp_path: Path, db_url: str) -> None:
+def test_batch_run_writes_a_textfile_and_pushes_to_a_gateway(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     wf = write_workflow(tmp_path, WORKFLOW_FILE)
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", "boom" if i == 1 else f"message {i}")
                                           for i in range(12)])
     prom = tmp_path / "keel.prom"
     with recording_server() as gateway:
-        done = _cli("run", str(wf), str(src), "--db", db_url, "--json", "--metrics-file",
-                    str(prom), "--pushgateway", gateway.url, cwd=tmp_path)
+        done = keel_cli(capsys, "run", str(wf), str(src), "--db", db_url, "--json",
+                        "--metrics-file", str(prom), "--pushgateway", gateway.url)
         pushed = list(gateway.requests)
     assert done.returncode == 2, done.stderr  # one record failed
     m = _samples(prom.read_text())
@@ -124,11 +119,13 @@ def test_batch_run_writes_a_textfile_and_pushes_to_a_gateway(tmp_path: Path, db_
     assert b"keel_records_total" in pushed[0].body
 
 
-def test_a_gateway_that_is_down_costs_only_a_warning(tmp_path: Path) -> None:
+def test_a_gateway_that_is_down_costs_only_a_warning(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     wf = write_workflow(tmp_path, WORKFLOW_FILE)
     src = write_csv(tmp_path / "in.csv", [("k1", "message one")])
     with recording_server() as gateway:
         url = gateway.url
-    done = _cli("run", str(wf), str(src), "--json", "--pushgateway", url, cwd=tmp_path)
+    done = keel_cli(capsys, "run", str(wf), str(src), "--json", "--log-format", "json",
+                    "--pushgateway", url)
     assert done.returncode == 0, done.stderr
     assert '"event":"metrics push failed"' in done.stderr

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests._cli import keel_cli
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
 EMAIL = "jo.baker@example.com"
@@ -19,8 +20,8 @@ def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", DOC, flags=re.S)
 
 
-@pytest.mark.slow
-def test_observability_guide_runs(tmp_path: Path) -> None:
+def test_observability_guide_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     workflow, program = _blocks("python")
     (tmp_path / "workflow.py").write_text(workflow)
     (tmp_path / "tickets.csv").write_text(
@@ -29,14 +30,13 @@ def test_observability_guide_runs(tmp_path: Path) -> None:
         "t2,Sam Li,refund my fee\n"
         "t3,Ann Wu,refund please\n"
         "t4,Lee Ho,refund now\n")
-    env = {**os.environ, "COLUMNS": "200"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
     outputs = {}
     for block in _blocks("bash"):
         for line in filter(None, (x.strip() for x in block.splitlines())):
-            args = shlex.split(line)
-            assert args[0] == "keel", line
-            done = subprocess.run([sys.executable, "-m", "keel", *args[1:]], cwd=tmp_path,
-                                  env=env, capture_output=True, text=True, timeout=300)
+            assert line.startswith("keel "), line
+            done = keel_cli(capsys, *shlex.split(line))
             assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
             outputs[line] = done
     run = next(v for k, v in outputs.items() if k.startswith("keel run"))
@@ -49,6 +49,7 @@ def test_observability_guide_runs(tmp_path: Path) -> None:
     for line in ("keel trace t1", "keel trace t1 --raw"):  # storage="redacted": never stored
         assert EMAIL not in outputs[line].stdout and "Jo Baker" not in outputs[line].stdout
     assert EMAIL not in (tmp_path / "events.jsonl").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     py = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=env,
                         capture_output=True, text=True, timeout=300)
     assert py.returncode == 0, py.stderr
