@@ -46,6 +46,9 @@ workflow = keel.Workflow(
     fallback=keel.Rules(keyword_rules),
     train=train,
     policy=keel.Policy(threshold=0.6, audit_rate=0.02),
+    # After `keel drift reference workflow.py --from data/train.csv`, messages unlike the
+    # training data go to review as out_of_distribution, whatever the model's confidence.
+    monitor=keel.DriftMonitor(),
     owners=keel.Owners(business="head-of-support@example.com",
                        support="ml-platform@example.com"),
 )

@@ -22,6 +22,7 @@ from keel.errors import (
     UserError,
 )
 from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
+from keel.monitor._detector import DriftMonitor
 from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
 from keel.runner import Runner, RunSummary
 from keel.store import Store
@@ -36,6 +37,7 @@ __all__ = [
     "CircuitOpen",
     "Contract",
     "DeadlineExceeded",
+    "DriftMonitor",
     "FakeModel",
     "FunctionModel",
     "KeelError",

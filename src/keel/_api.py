@@ -47,8 +47,10 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
 
     ``out`` writes one line per decided record to a file; ``webhook`` (a URL or a
     :class:`keel.WebhookSink`) POSTs each decision with an Idempotency-Key, retried with
-    backoff and dead-lettered after repeated failures. ``telemetry`` (a
-    :class:`keel.telemetry.Telemetry`) adds metrics, logs and traces; the caller shuts it down.
+    backoff and dead-lettered after repeated failures.
+
+    ``telemetry`` (a :class:`keel.telemetry.Telemetry`) adds metrics, logs and traces; the
+    caller shuts it down.
     """
     wf = _workflow(workflow)
     rows = read_rows(source)

@@ -144,7 +144,8 @@ class Runner:
         self.telemetry = telemetry
         self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
         self.validator = InputValidator(workflow.input_contract)
-        self.screener = Screener(detectors)
+        monitor = workflow.monitor.detector(store, workflow.name) if workflow.monitor else None
+        self.screener = Screener([*detectors, monitor] if monitor else detectors)
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    self._checkpoint)
         self.router = ConfidenceRouter(self.policy)
@@ -302,8 +303,8 @@ class Runner:
         self.store.write_admitted(self.wf.name, run_id, items)
         mark("store.admitted")
         self.predictor(items)
-        self._save_breakers()
         mark("predict")
+        self._save_breakers()
         self.router(items)
         mark("route")
         if self.scrubber is not None:

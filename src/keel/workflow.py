@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -19,6 +19,9 @@ from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
 from keel.models._base import Model, Rules
 from keel.resilience import Resilience
+
+if TYPE_CHECKING:
+    from keel.monitor import DriftMonitor
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Workflow:
     sensitive_fields: Sequence[str] = ()
     storage: str = "raw"
     alerts: Sequence[AlertRule] | None = None
+    #: drift monitoring: ``keel.DriftMonitor()`` routes out-of-distribution records to review
+    monitor: DriftMonitor | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests._cli import Result, keel_cli
-from tests._telemetry_servers import recording_server
+from tests._collectors import recording_server
 from tests._workflows import make, write_csv
 
 import keel

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from tests._cli import keel_cli
-from tests._telemetry_servers import recording_server
+from tests._collectors import recording_server
 from tests._workflows import WORKFLOW_FILE, conf_of, make, write_csv, write_workflow
 
 import keel

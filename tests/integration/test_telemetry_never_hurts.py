@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests._telemetry_servers import black_hole
+from tests._collectors import black_hole
 from tests._workflows import make, write_csv
 from tests.conftest import counts_balance
 

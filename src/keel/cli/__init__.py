@@ -10,6 +10,7 @@ from keel.cli import alerts as _alerts
 from keel.cli import audit as _audit
 from keel.cli import calibrate as _calibrate
 from keel.cli import deliveries as _deliveries
+from keel.cli import drift as _drift
 from keel.cli import inspect as _inspect
 from keel.cli import review as _review
 from keel.cli import run as _run
@@ -24,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _deliveries, _review, _calibrate, _audit, _alerts):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate, _audit, _alerts, _drift):
     _module.register(app)
 
 

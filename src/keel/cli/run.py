@@ -115,8 +115,8 @@ def replay_cmd(
     which = "quarantined" if quarantined else "failed"
     opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
     with tel.session(opts, db) as telemetry, progress_bar(f"replaying {which}", not as_json) as tick:
-        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick, webhook=webhook,
-                              telemetry=telemetry)
+        summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick,
+                              telemetry=telemetry, webhook=webhook)
     _finish(summary, as_json)
 
 

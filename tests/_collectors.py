@@ -1,4 +1,4 @@
-"""Servers on 127.0.0.1 for telemetry tests: one that records requests, one that never answers."""
+"""Collectors on 127.0.0.1 for telemetry tests: one that records requests, one that never answers."""
 
 from __future__ import annotations
 

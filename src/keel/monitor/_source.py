@@ -1,0 +1,169 @@
+"""From a workflow's rows (a file, or records in the store) to the columns a profile counts.
+
+Fields are named by where they come from: ``input.<field>`` for the input contract's fields
+(the key excluded), ``output.<field>`` for the output contract's, and ``output.confidence``,
+``output.disposition`` and ``output.review_reason`` for how each record was decided. Raw
+inputs also feed the schema counts (field presence, value kinds, quarantine rules).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from keel import _json
+from keel._sources import read_rows
+from keel.stages.validate import _encoding_violations
+from keel.workflow import Workflow
+
+OUTCOME_KINDS = {
+    "output.confidence": "numeric",
+    "output.disposition": "categorical",
+    "output.review_reason": "categorical",
+}
+_WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+
+
+def kind_of(annotation: Any) -> str | None:
+    """numeric / categorical from a pydantic field's type; None when only data can tell."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return kind_of(args[0]) if len(args) == 1 else None
+    if origin is typing.Literal:
+        return "categorical"
+    if annotation is bool or (isinstance(annotation, type) and issubclass(annotation, enum.Enum)):
+        return "categorical"
+    if annotation in (int, float):
+        return "numeric"
+    return None
+
+
+def input_fields(wf: Workflow) -> dict[str, str | None]:
+    return {
+        f"input.{n}": kind_of(f.annotation) for n, f in wf.input.model_fields.items() if n != wf.key
+    }
+
+
+def output_fields(wf: Workflow) -> dict[str, str | None]:
+    out = {f"output.{n}": kind_of(f.annotation) for n, f in wf.output.model_fields.items()}
+    found: dict[str, str | None] = {k: (v or "categorical") for k, v in out.items()}
+    return found | dict(OUTCOME_KINDS)
+
+
+def declared_kinds(
+    fields: Mapping[str, str | None], overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    kinds = {k: v for k, v in fields.items() if v is not None}
+    for name, kind in (overrides or {}).items():
+        kinds[name if "." in name else f"input.{name}"] = kind
+    return kinds
+
+
+def first_rule(wf: Workflow, raw: dict[str, Any], parse_error: bool) -> str | None:
+    """The rule the validate stage would quarantine this row for (None when it passes)."""
+    if parse_error:
+        return "parse"
+    bad = _encoding_violations(raw)
+    if bad:
+        return "encoding"
+    if wf.key not in raw:  # training files often have no key column: judge the rest
+        raw = {**raw, wf.key: "reference"}
+    _model, violations = wf.input_contract.validate(raw)
+    return violations[0].rule if violations else None
+
+
+def file_batches(
+    wf: Workflow, path: str | Path, size: int = 2000
+) -> Iterator[tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]]:
+    """(columns, keys, raw rows, quarantine rules) per batch of a CSV/JSONL/Parquet file."""
+    names = [n.split(".", 1)[1] for n in input_fields(wf)]
+    batch: list[tuple[dict[str, Any], bool, str]] = []
+    for row in read_rows(path):
+        raw = row.data if row.data is not None else {"_unparsed": row.text or ""}
+        key = str(raw.get(wf.key, f"{row.source}#{row.line}"))
+        batch.append((raw, row.data is None, key))
+        if len(batch) >= size:
+            yield _file_batch(wf, names, batch)
+            batch = []
+    if batch:
+        yield _file_batch(wf, names, batch)
+
+
+def _file_batch(
+    wf: Workflow, names: list[str], batch: list[tuple[dict[str, Any], bool, str]]
+) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
+    cols = {f"input.{n}": [_clean(raw.get(n)) for raw, _e, _k in batch] for n in names}
+    raws = [{k: v for k, v in raw.items() if k != wf.key} for raw, _e, _k in batch]
+    rules = [first_rule(wf, raw, err) for raw, err, _k in batch]
+    return cols, [k for _r, _e, k in batch], raws, rules
+
+
+def store_batch(
+    wf: Workflow, rows: list[dict[str, Any]], outputs: bool
+) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
+    """Columns of a chunk of store rows (see :func:`keel.store._drift.window_rows`)."""
+    inputs = [_json.loads(r["input"]) or {} for r in rows]
+    cols: dict[str, list[Any]] = {
+        name: [_clean(raw.get(name.split(".", 1)[1])) for raw in inputs]
+        for name in input_fields(wf)
+    }
+    if outputs:
+        outs = [(_json.loads(r["output"]) or {}) if r["output"] else {} for r in rows]
+        for name in output_fields(wf):
+            if name in OUTCOME_KINDS:
+                continue
+            field = name.split(".", 1)[1]
+            cols[name] = [o.get(field) if isinstance(o, dict) else None for o in outs]
+        cols["output.confidence"] = [r["confidence"] for r in rows]
+        cols["output.disposition"] = [r["disposition"] for r in rows]
+        cols["output.review_reason"] = [
+            r["reason"] if r["disposition"] == "in_review" else None for r in rows
+        ]
+    raws = [{k: v for k, v in raw.items() if k != wf.key} for raw in inputs]
+    rules = [_rule(r["violations"]) for r in rows]
+    return cols, [r["key"] for r in rows], raws, rules
+
+
+def _rule(violations: str | None) -> str | None:
+    found = _json.loads(violations) if violations else None
+    return found[0].get("rule") if found else None
+
+
+def _clean(value: Any) -> Any:
+    """CSV gives '' for a missing value: count it as missing."""
+    return None if value == "" else value
+
+
+def parse_window(text: str, now: float) -> Any:
+    """``all``, ``last:N``, ``run:ID``, ``since:ISO-DATE`` or a duration (``90m``, ``24h``)."""
+    from datetime import datetime
+
+    from keel.errors import ConfigError
+    from keel.store._drift import WindowSpec
+
+    text = text.strip()
+    if text == "all":
+        return WindowSpec(label="all")
+    if text.startswith("last:") and text[5:].isdigit():
+        return WindowSpec(last=int(text[5:]), label=text)
+    if text.startswith("run:") and text[4:]:
+        return WindowSpec(run_id=text[4:], label=text)
+    if text.startswith("since:"):
+        try:
+            return WindowSpec(since=datetime.fromisoformat(text[6:]).timestamp(), label=text)
+        except ValueError as exc:
+            raise ConfigError(f"window {text!r}: {exc}; use e.g. since:2026-01-31") from exc
+    m = _WINDOW.match(text)
+    if m:
+        secs = float(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return WindowSpec(since=now - secs, label=text)
+    raise ConfigError(
+        f"window {text!r} is not one of: all, last:N, run:ID, since:DATE, "
+        "or a duration like 90m, 24h, 7d"
+    )
