@@ -207,3 +207,35 @@ def test_realized_accuracy_below_target_fires_from_real_audits(tmp_path: Path, s
     (status,) = alerts.evaluate(store, "tickets", rules=[
         AlertRule("realized_accuracy", below=0.9, window_s=86400)]).statuses
     assert (status.state, status.value, status.count) == ("firing", 0.75, 20)
+
+
+def test_a_drift_report_feeds_gauges_and_the_drift_alert(tmp_path: Path, store: Store) -> None:
+    from keel.monitor import build_reference, drift_report
+    from keel.telemetry import _metrics as tm
+    from keel.telemetry import metrics_text, record_drift
+
+    wf = make()
+    steady = [(f"k{i}", f"message number {i % 37} about the weather") for i in range(300)]
+    keel.run(wf, write_csv(tmp_path / "ref.csv", steady), store=store)
+    build_reference(wf, store=store, window="all", embedder="tfidf", seed=0)
+    moved = [(f"m{i}", "ok" if i % 5 else f"payment {i} failed twice, card blocked")
+             for i in range(300)]
+    moved_run = keel.run(wf, write_csv(tmp_path / "moved.csv", moved), store=store)
+    rule = AlertRule("drift_score", above=0.0, min_count=1)
+    try:
+        report = drift_report(store, wf, f"run:{moved_run.run_id}")
+        assert report.drifted
+        record_drift(report)
+        body = metrics_text(store).decode()
+        assert 'keel_drift_score{feature="output.label/' in body
+        (status,) = alerts.evaluate(store, "tickets", rules=[rule]).statuses
+        assert status.state == "firing" and status.value is not None and status.value > 0
+        again = [(f"s{i}", f"message number {i % 37} about the weather") for i in range(300)]
+        calm_run = keel.run(wf, write_csv(tmp_path / "again.csv", again), store=store)
+        calm = drift_report(store, wf, f"run:{calm_run.run_id}")
+        assert not calm.drifted
+        record_drift(calm)
+        (after,) = alerts.evaluate(store, "tickets", rules=[rule]).statuses
+        assert after.state == "resolved" and after.value == 0.0
+    finally:
+        tm._LATEST.pop("tickets", None)
