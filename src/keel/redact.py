@@ -40,6 +40,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _GOT = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")
 
+_SCALARS = frozenset({int, float, bool})
 #: Keys whose values are identifiers keel made (hashes, ids), never personal data.
 STRUCTURAL_KEYS = frozenset({
     "hash", "prev_hash", "record_id", "id", "run_id", "model_version", "predicted_by",
@@ -208,6 +209,13 @@ class Redactor:
 
     def value(self, value: Any, known: Sequence[str] = ()) -> Any:
         """A copy of ``value`` (dicts, lists, strings, numbers) with personal data masked."""
+        kind = type(value)
+        if kind is str:
+            return self.text(value, known)
+        if kind is dict:
+            return self._mapping(value, known) if self.sensitive else self._plain(value, known)
+        if kind in _SCALARS or value is None:
+            return value
         if isinstance(value, str):
             return self.text(value, known)
         if isinstance(value, Mapping):
@@ -215,6 +223,19 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.value(v, known) for v in value]
         return value
+
+    def _plain(self, value: dict[Any, Any], known: Sequence[str]) -> dict[Any, Any]:
+        """A dict when no field is declared sensitive: only text is scanned."""
+        out = {}
+        for k, v in value.items():
+            kind = type(v)
+            if kind is str:
+                out[k] = v if k in STRUCTURAL_KEYS else self.text(v, known)
+            elif kind in _SCALARS or v is None:
+                out[k] = v
+            else:
+                out[k] = self.value(v, known)
+        return out
 
     def _mapping(self, value: Mapping[Any, Any], known: Sequence[str]) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
