@@ -35,7 +35,7 @@ _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?!
 _CARD = re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d])")
 _PHONE = re.compile(r"(?<![\w.+-])(?:\+|00)?(?:\(\d{1,5}\)[ .-]?)?\d[\d .()-]{5,20}\d(?![\w])")
 #: Cheap pre-check: nothing can be found in a string this does not match.
-_CANDIDATE = re.compile(r"@|\d(?:[ .()-]{0,2}\d){6}|[A-Za-z]{2}\d{2}")
+_CANDIDATE = re.compile(r"@|\d(?:[ .()-]{0,2}\d){8}|[A-Za-z]{2}\d{2}")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _GOT = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")
