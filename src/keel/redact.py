@@ -263,6 +263,12 @@ def for_spec(spec: Mapping[str, Any] | None, mode: str = "redact") -> Redactor:
     return Redactor(fields, mode=mode) if fields else (DEFAULT if mode == "redact" else Redactor(mode=mode))
 
 
+#: Events whose detail keel writes from its own values (positions, numbers, step names),
+#: never from the record's content: nothing in them to redact.
+_KEEL_MADE = frozenset({"received", "validated", "predicted", "checkpoint_used", "resumed",
+                        "duplicate_seen"})
+
+
 class StorageRedactor:
     """The stage that applies a workflow's ``storage`` policy to what is about to be persisted.
 
@@ -291,7 +297,7 @@ class StorageRedactor:
                 known = self._known[item.record_id] = r.known_values(item.raw)
                 item.raw = r.value(item.raw, known)
             for ev in item.events[item.written_events:]:
-                if ev.detail is not None:
+                if ev.detail is not None and ev.kind not in _KEEL_MADE:
                     ev.detail = r.value(ev.detail, known)
             if item.reason:
                 item.reason = r.text(item.reason, known)
