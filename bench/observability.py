@@ -15,7 +15,7 @@ Prints one JSON line per measurement.
    INFO logs, with personal data redacted in logs and spans (``on_memory``, the target);
    the same plus ``storage="redacted"`` (every input scanned before it is stored), with stage
    spans copied into every record's trace, and with OTLP/HTTP to a dummy collector on
-   loopback (the SDK's protobuf encoding runs in Python). Throughput counts until the telemetry is
+   loopback (the SDK's protobuf encoding runs in Python), also with one record in ten traced. Throughput counts until the telemetry is
    flushed; CPU time (all threads) per record is reported too, being steadier than wall time
    on a shared machine. Target: ``on_memory`` loses <= 10%.
 """
@@ -242,6 +242,8 @@ def _configs(base: keel.Workflow, collector: str) -> dict[str, Config]:
         "on_memory_record_stage_spans": (base, lambda: Telemetry(
             exporter=DrainedMemoryExporter(), stage_spans="record")),
         "on_otlp_http": (base, lambda: Telemetry(exporter=make_exporter("otlp-http", collector))),
+        "on_otlp_http_sample_0.1": (base, lambda: Telemetry(
+            exporter=make_exporter("otlp-http", collector), sample_ratio=0.1)),
     }
 
 
