@@ -15,9 +15,10 @@ Prints one JSON line per measurement.
    INFO logs, with personal data redacted in logs and spans (``on_memory``, the target);
    the same plus ``storage="redacted"`` (every input scanned before it is stored), with stage
    spans copied into every record's trace, and with OTLP/HTTP to a dummy collector on
-   loopback (the SDK's protobuf encoding runs in Python), also with one record in ten traced. Throughput counts until the telemetry is
-   flushed; CPU time (all threads) per record is reported too, being steadier than wall time
-   on a shared machine. Target: ``on_memory`` loses <= 10%.
+   loopback (the SDK's protobuf encoding runs in Python), also with one record in ten
+   traced. Throughput counts until the telemetry is flushed; each configuration's loss is
+   the median over rounds of its ratio to the all-off run of the same round; CPU time (all
+   threads) per record is reported too. Target: ``on_memory`` loses <= 10%.
 """
 
 from __future__ import annotations
