@@ -7,7 +7,13 @@
     │   ├── WorkflowLoadError       keel.workflow_load
     │   ├── InputSourceError        keel.input_source
     │   ├── ConfigError             keel.config
-    │   └── NotFoundError           keel.not_found
+    │   ├── NotFoundError           keel.not_found
+    │   ├── AuthError               keel.auth          (HTTP 401: no or unknown API key)
+    │   │   ├── Forbidden           keel.auth.forbidden (HTTP 403: the key's role may not)
+    │   │   └── CsrfFailed          keel.auth.csrf     (HTTP 403: a browser form without its token)
+    │   └── RequestError            keel.request       (HTTP 4xx: a bad API request)
+    │       ├── BodyTooLarge        keel.request.too_large
+    │       └── BatchTooLarge       keel.request.batch_too_large
     ├── StoreError                  keel.store
     ├── ModelError                  keel.model          (a model call failed)
     │   ├── RetryableModelError     keel.model.retryable
@@ -60,6 +66,41 @@ class ConfigError(UserError):
 
 class NotFoundError(UserError):
     code = "keel.not_found"
+
+
+class AuthError(UserError):
+    """No credentials, or a key keel does not know (or that was revoked)."""
+
+    code = "keel.auth"
+
+
+class Forbidden(AuthError):
+    """The caller is known but their role may not do this."""
+
+    code = "keel.auth.forbidden"
+
+
+class CsrfFailed(Forbidden):
+    """A request carried by a browser session lacked the session's CSRF token."""
+
+    code = "keel.auth.csrf"
+
+
+class RequestError(UserError):
+    """An API request keel cannot act on; ``status`` is the HTTP status it answers with."""
+
+    code = "keel.request"
+    status = 400
+
+
+class BodyTooLarge(RequestError):
+    code = "keel.request.too_large"
+    status = 413
+
+
+class BatchTooLarge(RequestError):
+    code = "keel.request.batch_too_large"
+    status = 413
 
 
 class StoreError(KeelError):

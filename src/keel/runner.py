@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel import _json
+from keel._policy import Policy
 from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
 from keel._record import DISPOSITIONS, Item, new_id
@@ -99,6 +100,14 @@ class RunSummary:
                 self.review_reasons[i.review.reason] += 1
             if i.audit:
                 self.audit_samples += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """A record decided before this call (idempotency): its key and stored record id."""
+
+    key: str
+    record_id: str
 
 
 class _Marks(list[tuple[str, int]]):
@@ -259,6 +268,50 @@ class Runner:
         finally:
             self._finish(summary, t0)
         return summary
+
+    def start_serving(self, source: str = "api") -> RunSummary:
+        """Open a long-lived run for :meth:`decide` calls (``keel serve``); close with
+        :meth:`finish_serving`."""
+        self._register()
+        summary = RunSummary(self.wf.name, new_id(), source)
+        self.store.start_run(summary.run_id, self.wf.name, "serve", source)
+        self._serving_since = time.perf_counter()
+        self._load_breakers(reset=False)
+        self._writer = _Writer()
+        return summary
+
+    def finish_serving(self, summary: RunSummary) -> None:
+        self._finish(summary, self._serving_since)
+
+    def reload_policy(self) -> None:
+        """Pick up a policy activated since start (`keel calibrate` while serving)."""
+        self._use_policy_in_force()
+
+    def decide(self, records: Sequence[dict[str, Any]],
+               summary: RunSummary) -> list[Item | Earlier]:
+        """Decide one already-parsed batch; one answer per record, in order.
+
+        A key decided before (or earlier in the batch) is not decided again: it answers
+        :class:`Earlier` (or the batch's first copy). Not thread-safe: callers serialise.
+        """
+        admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
+        first = summary.read + 1
+        rows = [RawRow(summary.source, n, r) for n, r in enumerate(records, first)]
+        admitted = admitter(rows)
+        summary.read += len(rows)
+        summary.duplicates += len(admitted.duplicates)
+        self.store.resume_state(admitted.items)
+        self._process(admitted.items, summary, run_id=summary.run_id)
+        self._writer.wait()  # answered only once the decisions are stored
+        answers: dict[str, Item | Earlier] = {i.key: i for i in admitted.items}
+        for key, _where, rid in admitted.duplicates:
+            if rid:
+                answers[key] = Earlier(key, rid)
+        return [answers[admitter.key_of(row)] for row in rows]
+
+    def set_policy(self, policy: Policy) -> None:
+        """Route with ``policy`` from the next batch on (a calibrated or edited policy)."""
+        self.policy = self.predictor.policy = self.router.policy = policy
 
     def replay(self, disposition: str, *, progress: ProgressFn | None = None) -> RunSummary:
         """Re-process records that ended ``quarantined`` or ``failed`` (after a fix)."""

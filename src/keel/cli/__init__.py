@@ -14,6 +14,7 @@ from keel.cli import drift as _drift
 from keel.cli import inspect as _inspect
 from keel.cli import review as _review
 from keel.cli import run as _run
+from keel.cli import serve as _serve
 from keel.cli._common import console_err
 from keel.errors import KeelError
 
@@ -25,7 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_run, _inspect, _deliveries, _review, _calibrate, _audit, _alerts, _drift):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate, _audit, _alerts, _drift,
+                _serve):
     _module.register(app)
 
 

@@ -48,7 +48,8 @@ class Admitter:
         self.lookup = lookup
         self.seen: set[str] = set()
 
-    def _key(self, row: RawRow) -> str:
+    def key_of(self, row: RawRow) -> str:
+        """The record key of a row (its key field, or ``source#line`` when it has none)."""
         if row.data is not None:
             value = row.data.get(self.key_field)
             if value is not None and str(value).strip() != "":
@@ -63,7 +64,7 @@ class Admitter:
         out = Admitted(batch)
         fresh: dict[str, Item] = {}
         for row in rows:
-            key = self._key(row)
+            key = self.key_of(row)
             where = f"{row.source}:{row.line}"
             if key in self.seen:
                 out.duplicates.append((key, where, ""))

@@ -102,6 +102,7 @@ decisions = Table(
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("decided_at", Float, nullable=False),
     Index("ix_decisions_workflow_disposition", "workflow", "disposition"),
+    Index("ix_decisions_workflow_decided_at", "workflow", "decided_at"),
     sqlite_with_rowid=False,
 )
 

@@ -1,0 +1,131 @@
+"""The FastAPI application behind ``keel serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.middleware.sessions import SessionMiddleware
+
+from keel import __version__, alerts
+from keel.review import ReviewQueue
+from keel.runner import Runner
+from keel.server import api, ui
+from keel.server._batcher import DecisionBatcher
+from keel.server._fastlane import FastLane
+from keel.server._http import BodyLimit, install_error_handlers
+from keel.server._keys import Authenticator
+from keel.server._support import PeriodicJob, ServerMetrics, Settings, run_jobs
+from keel.stages.screen import Detector
+from keel.store import Store
+from keel.telemetry import Telemetry
+from keel.workflow import Workflow, load_workflow
+
+
+def _alert_check(store: Store, wf: Workflow) -> Any:
+    """Evaluate the workflow's alert rules; changes go to the log (and KEEL_ALERT_WEBHOOK)."""
+    channels: list[alerts.Channel] = [alerts.LogChannel()]
+    if os.environ.get("KEEL_ALERT_WEBHOOK"):
+        channels.append(alerts.WebhookChannel(os.environ["KEEL_ALERT_WEBHOOK"]))
+    return lambda: alerts.evaluate(store, wf, channels=channels)
+
+
+def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
+               db: str | None = None, settings: Settings | None = None,
+               jobs: Sequence[PeriodicJob] = (), detectors: Sequence[Detector] = (),
+               telemetry: Telemetry | None = None, extra_metrics: Sequence[Any] = ()) -> FastAPI:
+    """The app for one workflow.
+
+    ``telemetry`` (default: from KEEL_OTEL_* settings) traces and counts the pipeline and
+    feeds ``/metrics``; alert rules are evaluated every ``settings.alert_interval_s``;
+    ``jobs`` run on a schedule beside them (a drift check, say); ``extra_metrics`` are
+    callables whose Prometheus text is appended to ``/metrics``.
+    """
+    wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
+    settings = settings or Settings()
+    own_store, own_telemetry = store is None, telemetry is None
+    st = store or Store.open(db)
+    tel = telemetry or Telemetry.from_options()
+    runner = Runner(wf, st, batch_size=settings.max_batch, detectors=detectors, telemetry=tel)
+    metrics = ServerMetrics(wf.name, st, tel, extra_metrics)
+    batcher = DecisionBatcher(runner, st, max_batch=settings.max_batch,
+                              linger_s=settings.linger_ms / 1000.0, on_batch=metrics.on_batch)
+    auth = Authenticator(st, ttl_s=settings.key_cache_s)
+    review = ReviewQueue(st, workflow=wf)
+    all_jobs = [PeriodicJob("api-key-usage", 30.0, auth.flush_usage),
+                PeriodicJob("routing-policy", 30.0, runner.reload_policy),
+                PeriodicJob("review-escalation", 60.0, review.escalate_overdue),
+                PeriodicJob("alerts", settings.alert_interval_s, _alert_check(st, wf)), *jobs]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        app.state.started_at = time.time()
+        background = asyncio.create_task(run_jobs(all_jobs), name="keel-jobs")
+        try:
+            yield
+        finally:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+            await batcher.stop()
+            auth.flush_usage()
+            if own_telemetry:
+                tel.shutdown()
+            if own_store:
+                st.close()
+
+    app = FastAPI(title=f"keel: {wf.name}", version=__version__, lifespan=lifespan,
+                  description=_description(wf), docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.workflow, app.state.store, app.state.runner = wf, st, runner
+    app.state.batcher, app.state.auth, app.state.settings = batcher, auth, settings
+    app.state.metrics, app.state.dashboard_cache = metrics, {}
+    app.state.review = review
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+    for router in api.ROUTERS:
+        app.include_router(router)
+    ui.install(app)
+    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret,
+                       session_cookie="keel_session", max_age=settings.session_max_age_s,
+                       same_site="lax", https_only=settings.secure_cookies)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(FastLane, state=app.state)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _description(wf: Workflow) -> str:
+    return (f"{wf.description or 'A keel workflow.'}\n\nEvery endpoint except `/healthz` and "
+            "`/readyz` needs an API key (`keel keys create --role ...`), sent as "
+            "`Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors answer "
+            "`{\"error\": {\"code\", \"message\"}}` with a stable keel error code.")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    wf: Workflow = app.state.workflow
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, model in (("WorkflowInput", wf.input), ("WorkflowOutput", wf.output)):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    schemas["DecisionBatch"] = {
+        "type": "object", "required": ["records"], "additionalProperties": False,
+        "properties": {"records": {"type": "array", "minItems": 1,
+                                   "maxItems": app.state.settings.max_batch,
+                                   "items": {"$ref": "#/components/schemas/WorkflowInput"}}},
+    }
+    app.openapi_schema = doc
+    return doc

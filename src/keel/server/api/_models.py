@@ -1,0 +1,74 @@
+"""Response shapes, for the OpenAPI document (answers are built as plain dicts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable keel error code, e.g. keel.request.batch_too_large")
+    message: str = Field(description="What went wrong and how to fix it")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class TaskRef(BaseModel):
+    id: str
+    reason: str
+    detail: str | None = None
+    priority: int
+    due_at: float
+    created_at: float
+
+
+class DecisionAnswer(BaseModel):
+    key: str
+    record_id: str
+    disposition: Literal["accepted", "reviewed", "fallback", "quarantined", "failed",
+                         "in_review"] | None
+    reason: str | None = None
+    output: dict[str, Any] | None = None
+    confidence: float | None = None
+    model_version: str | None = None
+    already_decided: bool = Field(description="True when this key was decided before "
+                                              "(the stored decision is returned)")
+    review_task: TaskRef | None = None
+    violations: list[dict[str, Any]] | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchAnswer(BaseModel):
+    results: list[DecisionAnswer]
+    counts: dict[str, int]
+
+
+class DecisionBody(BaseModel):
+    decision: Literal["accept", "correct", "reject"]
+    output: dict[str, Any] | None = Field(None, description="The corrected output (correct)")
+    reason: str | None = Field(None, max_length=2000, description="Why (required to reject)")
+
+
+class ClaimBody(BaseModel):
+    task_id: str | None = Field(None, max_length=64,
+                                description="A task to claim; omitted: the next task due")
+    lease_s: float | None = Field(None, gt=0, le=3600)
+
+
+class KeyBody(BaseModel):
+    role: Literal["submitter", "reviewer", "admin"]
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class RoutingBody(BaseModel):
+    threshold: float = Field(ge=0.0, le=1.0)
+    per_class: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+    note: str | None = Field(None, max_length=2000)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422)
+}

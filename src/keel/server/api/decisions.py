@@ -1,0 +1,112 @@
+"""POST /v1/decisions: one record or a batch, idempotent by key."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from keel import _json
+from keel.errors import BatchTooLarge, RequestError
+from keel.server._http import Submitter
+from keel.server.api._models import ERRORS, BatchAnswer, DecisionAnswer
+
+router = APIRouter(prefix="/v1", tags=["decisions"])
+
+MAX_KEY_CHARS = 500
+
+BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/WorkflowInput"},
+            {"$ref": "#/components/schemas/DecisionBatch"},
+        ]}}},
+    },
+}
+
+
+class InvalidJson(RequestError):
+    code = "keel.request.invalid_json"
+    status = 400
+
+
+class InvalidBody(RequestError):
+    code = "keel.request.invalid"
+    status = 422
+
+
+class MissingKey(RequestError):
+    code = "keel.request.missing_key"
+    status = 422
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def parse_records(body: bytes, key_field: str, max_batch: int) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a request body and whether it was a single record."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
+    single = not (isinstance(payload, dict) and set(payload) == {"records"})
+    records = [payload] if single else payload["records"]
+    if not isinstance(records, list) or not records:
+        raise InvalidBody("'records' must be a non-empty list of records")
+    if len(records) > max_batch:
+        raise BatchTooLarge(f"{len(records):,} records in one request; the limit is "
+                            f"{max_batch:,}: split the batch")
+    for n, rec in enumerate(records):
+        _check_record(rec, n, key_field, single)
+    return records, single
+
+
+def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
+    where = "the record" if single else f"records[{n}]"
+    if not isinstance(rec, dict):
+        raise InvalidBody(f"{where} must be a JSON object with the workflow's input fields")
+    key = rec.get(key_field)
+    if key is None or isinstance(key, (dict, list, bool)) or str(key).strip() == "":
+        raise MissingKey(f"{where} has no {key_field!r}: every record needs its key field, "
+                         "which makes a repeat of the same request safe")
+    if len(str(key).strip()) > MAX_KEY_CHARS:
+        raise MissingKey(f"{where}: {key_field!r} is longer than {MAX_KEY_CHARS} characters")
+    if _has_nul(rec):
+        raise InvalidBody(f"{where} contains a NUL character (\\u0000), which keel cannot "
+                           "store; remove it and send again")
+
+
+@router.post(
+    "/decisions", summary="Decide one record or a batch",
+    description=(
+        "Send one record (the workflow's input fields) or `{\"records\": [...]}`. A key "
+        "decided before is not decided again: its stored decision comes back with "
+        "`already_decided: true`. One record answers 200 with the disposition, or 202 with "
+        "the review task when a person must decide; a batch answers 200 with one result per "
+        "record."),
+    responses={200: {"model": DecisionAnswer | BatchAnswer},
+               202: {"model": DecisionAnswer, "description": "Waiting for a person"}, **ERRORS},
+    openapi_extra=BODY_DOC,
+)
+async def post_decisions(request: Request, who: Submitter) -> Response:
+    state = request.app.state
+    records, single = parse_records(await request.body(), state.workflow.key,
+                                    state.settings.max_batch)
+    answers = await state.batcher.submit(records)
+    if single:
+        answer = answers[0]
+        status = 202 if answer["disposition"] == "in_review" else 200
+        return Response(_json.dumpb(answer), status_code=status, media_type="application/json")
+    counts = Counter(a["disposition"] for a in answers)
+    body = {"results": answers, "counts": dict(counts)}
+    return Response(_json.dumpb(body), media_type="application/json")

@@ -1,0 +1,193 @@
+/* keel's own browser code: review keyboard shortcuts, lease renewal, the live dashboard. */
+(function () {
+  "use strict";
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+  async function api(method, url, body) {
+    const resp = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = resp.status === 204 ? null : await resp.json().catch(() => null);
+    if (!resp.ok) {
+      const err = (data && data.error) || { code: "keel.http." + resp.status, message: resp.statusText };
+      throw Object.assign(new Error(err.message), { code: err.code, status: resp.status });
+    }
+    return data;
+  }
+
+  function when(ts) {
+    const d = new Date(ts * 1000), secs = ts - Date.now() / 1000;
+    const abs = Math.abs(secs), unit = abs > 7200 ? [3600, "h"] : abs > 120 ? [60, "min"] : [1, "s"];
+    const n = Math.round(abs / unit[0]) + " " + unit[1];
+    return (secs < 0 ? n + " ago" : "in " + n) + " (" + d.toLocaleTimeString() + ")";
+  }
+  function dueTimes() {
+    document.querySelectorAll("[data-due]").forEach((el) => {
+      const ts = parseFloat(el.dataset.due);
+      el.textContent = when(ts);
+      if (ts < Date.now() / 1000) el.classList.add("bad");
+    });
+  }
+  const typing = (e) => ["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName);
+
+  function inbox() {
+    dueTimes();
+    document.addEventListener("keydown", (e) => {
+      const start = document.getElementById("start");
+      if (e.key === "Enter" && start && !typing(e)) { e.preventDefault(); location.href = start.href; }
+    });
+  }
+
+  function task() {
+    dueTimes();
+    const root = document.getElementById("task");
+    if (!root || root.dataset.status !== "open") return;
+    const id = root.dataset.task, leaseS = parseFloat(root.dataset.lease);
+    const problem = document.getElementById("problem");
+    const correctForm = document.getElementById("correct-form");
+    const rejectForm = document.getElementById("reject-form");
+    let busy = false, leaseUntil = Date.now() + leaseS * 1000;
+
+    const show = (msg) => { problem.textContent = msg; problem.classList.remove("hidden"); };
+    async function decide(body) {
+      if (busy) return;
+      busy = true;
+      try {
+        await api("POST", "/v1/review/tasks/" + encodeURIComponent(id) + "/decision", body);
+        location.href = "/ui/review/next";
+      } catch (err) {
+        busy = false;
+        show(err.message + " (" + err.code + ")");
+      }
+    }
+    function open(form) {
+      [correctForm, rejectForm].forEach((f) => f.classList.toggle("hidden", f !== form));
+      const first = form.querySelector("input, select, textarea");
+      if (first) { first.focus(); if (first.select) first.select(); }
+    }
+    function closeForms() {
+      correctForm.classList.add("hidden"); rejectForm.classList.add("hidden");
+      document.activeElement && document.activeElement.blur();
+    }
+    function corrected() {
+      const out = {};
+      correctForm.querySelectorAll("[data-kind]").forEach((el) => {
+        const kind = el.dataset.kind, raw = el.value;
+        if (kind === "boolean") out[el.name] = el.checked;
+        else if (raw === "" ) out[el.name] = null;
+        else if (kind === "integer") out[el.name] = parseInt(raw, 10);
+        else if (kind === "number") out[el.name] = parseFloat(raw);
+        else if (kind === "json") { try { out[el.name] = JSON.parse(raw); } catch (_) { out[el.name] = raw; } }
+        else out[el.name] = raw;
+      });
+      return out;
+    }
+    const accept = document.getElementById("accept");
+    accept.addEventListener("click", () => decide({ decision: "accept" }));
+    document.getElementById("correct").addEventListener("click", () => open(correctForm));
+    document.getElementById("reject").addEventListener("click", () => open(rejectForm));
+    document.getElementById("skip").addEventListener("click", () => {
+      location.href = "/ui/review/next?skip=" + encodeURIComponent(id);
+    });
+    correctForm.addEventListener("submit", (e) => { e.preventDefault(); decide({ decision: "correct", output: corrected() }); });
+    rejectForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      decide({ decision: "reject", reason: document.getElementById("reject-reason").value });
+    });
+    rejectForm.querySelector("textarea").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); rejectForm.requestSubmit(); }
+    });
+    document.querySelectorAll(".cancel").forEach((b) => b.addEventListener("click", closeForms));
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") { closeForms(); return; }
+      if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
+      const k = e.key.toLowerCase();
+      if (k === "a" && !accept.disabled) { e.preventDefault(); decide({ decision: "accept" }); }
+      else if (k === "c") { e.preventDefault(); open(correctForm); }
+      else if (k === "r") { e.preventDefault(); open(rejectForm); }
+      else if (k === "s") { e.preventDefault(); document.getElementById("skip").click(); }
+    });
+    // Keep the task ours while the page is open: renew the lease at half its length.
+    const leaseEl = document.getElementById("lease");
+    setInterval(() => {
+      const left = Math.max(0, Math.round((leaseUntil - Date.now()) / 1000));
+      leaseEl.textContent = "held for you for " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+    }, 1000);
+    setInterval(async () => {
+      try { await api("POST", "/v1/review/claim", { task_id: id, lease_s: leaseS }); leaseUntil = Date.now() + leaseS * 1000; }
+      catch (err) { show("This task is no longer held for you: " + err.message); }
+    }, Math.max(5000, leaseS * 500));
+  }
+
+  const COLORS = { accepted: "#12b76a", reviewed: "#2e90fa", fallback: "#fdb022", in_review: "#f79009",
+                   quarantined: "#98a2b3", failed: "#f04438" };
+  const pct = (x) => (x === null || x === undefined ? "-" : (x * 100).toFixed(1) + "%");
+  const ms = (x) => (x === null || x === undefined ? "-" : x.toFixed(1));
+
+  function dashboard(opts) {
+    const charts = {};
+    const hasChart = typeof window.Chart !== "undefined";
+    function chart(id, config) {
+      if (!hasChart) return null;
+      if (!charts[id]) charts[id] = new window.Chart(document.getElementById(id), config);
+      return charts[id];
+    }
+    const set = (id, text) => { document.getElementById(id).textContent = text; };
+    function render(d) {
+      set("t-decided", d.window_decided.toLocaleString());
+      set("t-rate", d.recent_per_min.toFixed(1));
+      set("t-latency", ms(d.latency_ms.p50) + " / " + ms(d.latency_ms.p95) + " / " + ms(d.latency_ms.p99) + " ms");
+      set("t-failed", pct(d.rates.failed));
+      set("t-fallback", pct(d.rates.fallback));
+      set("t-backlog", d.backlog.open.toLocaleString());
+      set("t-sla", d.backlog.sla_breaches.toLocaleString());
+      const acc = (a) => a.accuracy === null ? "-" : pct(a.accuracy) + " (n=" + a.n + ")";
+      set("t-audit", acc(d.accuracy.audited));
+      set("t-agree", acc(d.accuracy.reviewed));
+      const today = d.cost_per_day[d.cost_per_day.length - 1];
+      set("t-cost", "$" + (today ? today.cost_usd : 0).toFixed(4));
+      set("updated", "updated " + new Date(d.now * 1000).toLocaleTimeString());
+      document.body.dataset.decided = d.window_decided;
+      document.body.dataset.reviewed = d.window_counts.reviewed || 0;
+      const labels = d.series.map((p) => new Date(p.t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+      const mix = chart("c-mix", { type: "bar", data: { labels, datasets: [] },
+        options: { animation: false, responsive: true, scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } } });
+      if (mix) {
+        mix.data.labels = labels;
+        mix.data.datasets = Object.keys(COLORS).map((k) => ({ label: k.replace("_", " "), backgroundColor: COLORS[k],
+          data: d.series.map((p) => p.counts[k] || 0) }));
+        mix.update("none");
+      }
+      const cost = chart("c-cost", { type: "bar", data: { labels: [], datasets: [{ label: "USD", backgroundColor: "#2457d6", data: [] }] },
+        options: { animation: false, aspectRatio: 2.2, plugins: { legend: { display: false } } } });
+      if (cost) {
+        cost.data.labels = d.cost_per_day.map((c) => c.day.slice(5));
+        cost.data.datasets[0].data = d.cost_per_day.map((c) => c.cost_usd);
+        cost.update("none");
+      }
+      const waiting = Object.keys(d.backlog.by_reason).length > 0;
+      document.getElementById("no-backlog").classList.toggle("hidden", waiting);
+      document.getElementById("c-backlog").classList.toggle("hidden", !waiting);
+      const backlog = chart("c-backlog", { type: "doughnut", data: { labels: [], datasets: [{ data: [] }] },
+        options: { animation: false, aspectRatio: 2.2, plugins: { legend: { position: "right" } } } });
+      if (backlog) {
+        backlog.data.labels = Object.keys(d.backlog.by_reason).map((r) => r.replace("_", " "));
+        backlog.data.datasets[0].data = Object.values(d.backlog.by_reason);
+        backlog.update("none");
+      }
+    }
+    async function tick() {
+      try { render(await api("GET", "/v1/dashboard")); }
+      catch (err) { set("updated", "could not refresh: " + err.message); }
+    }
+    tick();
+    setInterval(tick, opts.refreshMs || 3000);
+  }
+
+  window.keel = { inbox, task, dashboard };
+  // Each page names itself on <body data-page>; no inline scripts (the CSP forbids them).
+  const start = window.keel[document.body.dataset.page];
+  if (start) start({ refreshMs: 3000 });
+})();

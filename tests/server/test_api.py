@@ -1,0 +1,175 @@
+"""The decision API: dispositions, idempotency, batches, traces, status (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.server._live import app_for, bearer, keys
+
+from keel.store import Store
+
+
+@pytest.fixture
+def api(store: Store) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    k = keys(store)
+    with TestClient(app_for(store)) as client:
+        yield client, k
+
+
+def test_one_record_is_decided_once(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    h = bearer(k["submitter"])
+    first = client.post("/v1/decisions", json={"id": "t1", "text": "where is my card"}, headers=h)
+    assert first.status_code == 200
+    body = first.json()
+    assert body["disposition"] == "accepted" and body["output"] == {"label": "long"}
+    assert body["already_decided"] is False and body["confidence"] == 0.95
+    again = client.post("/v1/decisions", json={"id": "t1", "text": "something else"}, headers=h)
+    assert again.status_code == 200
+    assert again.json()["already_decided"] is True
+    assert again.json()["record_id"] == body["record_id"]
+    assert again.json()["output"] == {"label": "long"}  # the stored decision, not a new one
+    status = client.get("/v1/status", headers=h).json()
+    assert status["records"] == 1 and status["dispositions"]["accepted"] == 1
+
+
+def test_unsure_record_answers_202_with_its_review_task(
+        api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    resp = client.post("/v1/decisions", json={"id": "u1", "text": "unsure what this is"},
+                       headers=bearer(k["submitter"]))
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["disposition"] == "in_review"
+    task = body["review_task"]
+    assert task["reason"] == "low_confidence" and task["due_at"] > task["created_at"]
+    repeat = client.post("/v1/decisions", json={"id": "u1", "text": "unsure what this is"},
+                         headers=bearer(k["submitter"]))
+    assert repeat.status_code == 202
+    assert repeat.json()["review_task"]["id"] == task["id"]
+
+
+def test_batch_answers_every_record_in_order(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    records = [{"id": f"b{i}", "text": "unsure" if i % 3 == 0 else f"message {i}"}
+               for i in range(20)]
+    records += [{"id": "b1", "text": "repeat in the same batch"}, {"id": "bad", "text": ""}]
+    resp = client.post("/v1/decisions", json={"records": records}, headers=bearer(k["submitter"]))
+    assert resp.status_code == 200
+    body = resp.json()
+    results = body["results"]
+    assert [r["key"] for r in results] == [r["id"] for r in records]
+    # one answer per record sent: b1's repeat carries b1's (accepted) decision again
+    assert body["counts"] == {"accepted": 14, "in_review": 7, "quarantined": 1}
+    assert results[20]["already_decided"] is True
+    assert results[20]["record_id"] == results[1]["record_id"]
+    assert results[21]["disposition"] == "quarantined"
+    assert results[21]["violations"][0]["field"] == "text"
+    status = client.get("/v1/status", headers=bearer(k["submitter"])).json()
+    # nothing lost: 21 distinct keys, each in exactly one disposition
+    assert status["records"] == 21 == sum(status["dispositions"].values())
+
+
+def test_record_trace_tells_the_story(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    client.post("/v1/decisions", json={"id": "s1", "text": "unsure about it"},
+                headers=bearer(k["submitter"]))
+    rec = client.get("/v1/records/s1", headers=bearer(k["reviewer"]))
+    assert rec.status_code == 200
+    kinds = [e["kind"] for e in rec.json()["events"]]
+    assert kinds == ["received", "validated", "predicted", "routed"]
+    assert rec.json()["source"].startswith("api:")
+    client.post("/v1/decisions", json={"id": "2024/07/a b", "text": "a key with slashes"},
+                headers=bearer(k["submitter"]))
+    odd = client.get("/v1/records/2024/07/a%20b", headers=bearer(k["reviewer"]))
+    assert odd.status_code == 200 and odd.json()["key"] == "2024/07/a b"
+    missing = client.get("/v1/records/nope", headers=bearer(k["reviewer"]))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "keel.not_found"
+
+
+def test_admin_changes_routing_from_the_next_request(
+        api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    unsure = client.post("/v1/decisions", json={"id": "r1", "text": "unsure one"},
+                         headers=bearer(k["submitter"]))
+    assert unsure.json()["disposition"] == "in_review"
+    changed = client.put("/v1/routing", json={"threshold": 0.2, "note": "pilot"},
+                         headers=bearer(k["admin"]))
+    assert changed.status_code == 200 and changed.json()["threshold"] == 0.2
+    now = client.post("/v1/decisions", json={"id": "r2", "text": "unsure two"},
+                      headers=bearer(k["submitter"]))
+    assert now.json()["disposition"] == "accepted"
+    assert client.get("/v1/routing", headers=bearer(k["reviewer"])).json()["threshold"] == 0.2
+
+
+def test_routing_change_outlives_a_restart(store: Store) -> None:
+    k = keys(store)
+    with TestClient(app_for(store)) as client:
+        client.put("/v1/routing", json={"threshold": 0.25}, headers=bearer(k["admin"]))
+    with TestClient(app_for(store)) as again:
+        policy = again.get("/v1/routing", headers=bearer(k["admin"])).json()
+        assert policy["threshold"] == 0.25 and policy["version"] == "tickets@1"
+
+
+def test_health_is_public_and_ready(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, _k = api
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+
+def test_metrics_count_decisions(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    client.post("/v1/decisions", json={"records": [{"id": "m1", "text": "hello there"},
+                                                   {"id": "m2", "text": "unsure"}]},
+                headers=bearer(k["submitter"]))
+    text = client.get("/metrics", headers=bearer(k["admin"])).text
+    assert ('keel_records_total{disposition="accepted",reason="confident",workflow="tickets"} 1.0'
+            in text)
+    assert 'keel_review_backlog{reason="low_confidence",workflow="tickets"} 1.0' in text
+    assert 'keel_serve_batch_records_count{workflow="tickets"} 1.0' in text
+
+
+def test_alerts_are_evaluated_on_a_schedule(store: Store) -> None:
+    import time
+
+    from keel import FakeModel, alerts
+    from keel.server import Settings
+    from tests._workflows import make
+
+    k = keys(store)
+    broken = make(FakeModel(error_rate=1.0))  # no fallback: every record fails
+    app = app_for(store, workflow=broken, settings=Settings(alert_interval_s=0.2))
+    with TestClient(app) as client:
+        records = [{"id": f"f{i}", "text": f"text {i}"} for i in range(25)]
+        resp = client.post("/v1/decisions", json={"records": records},
+                           headers=bearer(k["submitter"]))
+        assert resp.json()["counts"] == {"failed": 25}
+        deadline = time.monotonic() + 30
+        fired: list[dict[str, object]] = []
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.2)
+            fired = [a for a in alerts.history(store, "tickets") if a["state"] == "firing"]
+    assert any("failure_rate" in str(a["rule"]) for a in fired)
+
+
+def test_dashboard_data_moves_with_decisions(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    before = client.get("/v1/dashboard", headers=bearer(k["reviewer"])).json()
+    assert before["window_decided"] == 0 and before["backlog"]["open"] == 0
+    texts = ["hello there", "unsure", "x y z w v u"]
+    client.post("/v1/decisions", json={"records": [{"id": f"d{i}", "text": t}
+                                                   for i, t in enumerate(texts)]},
+                headers=bearer(k["submitter"]))
+    state = client.app.state  # type: ignore[attr-defined]
+    state.dashboard_cache.clear()  # refreshed every 2 s
+    state.cost_cache = None  # cost per day: once a minute
+    after = client.get("/v1/dashboard", headers=bearer(k["reviewer"])).json()
+    assert after["window_decided"] == 3
+    assert after["window_counts"] == {"accepted": 2, "in_review": 1}
+    assert after["backlog"]["open"] == 1 and after["backlog"]["by_reason"] == {"low_confidence": 1}
+    assert after["latency_ms"]["p99"] is not None
+    assert sum(p["counts"].get("accepted", 0) for p in after["series"]) == 2
+    assert after["cost_per_day"][-1]["decisions"] == 3

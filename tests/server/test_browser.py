@@ -1,0 +1,120 @@
+"""A reviewer in a real browser (Debian's Chromium, headless): sign in, decide tasks with the
+keyboard, watch the dashboard move. Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.server._live import app_for, bearer, keys, live_server
+
+from keel.server import Settings
+from keel.server.ui import vendor_dir
+from keel.store import Store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("KEEL_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is needed at {CHROMIUM} (.ci/run installs it with apt)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(20000)
+            yield page
+        finally:
+            browser.close()
+
+
+def _shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_reviewer_decides_with_the_keyboard_and_the_dashboard_moves(
+        tmp_path: Path, browser_page: object) -> None:
+    from playwright.sync_api import Page, expect
+
+    assert vendor_dir() is not None, "Chart.js is installed from npm by .ci/run (npm ci)"
+    page: Page = browser_page  # type: ignore[assignment]
+    store = Store.open(f"sqlite:///{tmp_path / 'keel.db'}")
+    k = keys(store)
+    app = app_for(store, settings=Settings(dashboard_cache_s=0.5))
+    try:
+        with live_server(app) as url:
+            sent = [{"id": "t-ok-1", "text": "card arrived fine"},
+                    {"id": "t-ok-2", "text": "my card works now"},
+                    {"id": "t-1", "text": "unsure: my card was charged twice"},
+                    {"id": "t-2", "text": "unsure: where is my refund"},
+                    {"id": "t-3", "text": "unsure: buy crypto now!!!"}]
+            resp = httpx.post(f"{url}/v1/decisions", json={"records": sent},
+                              headers=bearer(k["submitter"]))
+            assert resp.json()["counts"] == {"accepted": 2, "in_review": 3}
+
+            page.goto(f"{url}/ui/review")
+            expect(page).to_have_url(re.compile(r"/login"))
+            page.fill("#key", k["reviewer"])
+            page.keyboard.press("Enter")
+            expect(page.locator("h1")).to_have_text("Review inbox")
+            expect(page.locator("main")).to_contain_text("3 waiting")
+            _shot(page, "01-inbox")
+
+            page.keyboard.press("Enter")  # start reviewing
+            expect(page.locator("h1")).to_have_text("Why is this here?")
+            expect(page.locator("#confidence")).to_have_text("30%")
+            first = page.locator("#task").get_attribute("data-task")
+            _shot(page, "02-task")
+            page.keyboard.press("a")  # accept
+            expect(page.locator("#task")).not_to_have_attribute("data-task", first or "")
+
+            second = page.locator("#task").get_attribute("data-task")
+            page.keyboard.press("c")  # correct: the form opens with the first field focused
+            field = page.locator("#f-label")
+            expect(field).to_be_focused()
+            field.fill("refund_not_showing_up")
+            _shot(page, "03-correct")
+            page.keyboard.press("Enter")
+            expect(page.locator("#task")).not_to_have_attribute("data-task", second or "")
+
+            page.keyboard.press("r")  # reject, with a reason
+            expect(page.locator("#reject-reason")).to_be_focused()
+            page.keyboard.type("spam, not a customer")
+            page.keyboard.press("Enter")
+            expect(page.locator(".flash")).to_contain_text("Nothing left to review")
+
+            tasks = httpx.get(f"{url}/v1/review/tasks?status=decided",
+                              headers=bearer(k["admin"])).json()
+            assert sorted(t["decision"] for t in tasks) == ["accept", "correct", "reject"]
+            assert {t["decided_by"] for t in tasks} == {"alice"}
+
+            page.goto(f"{url}/ui/dashboard")
+            expect(page.locator("#t-decided")).to_have_text("5")
+            expect(page.locator("#t-backlog")).to_have_text("0")
+            assert page.evaluate("typeof Chart") == "function"
+            assert page.evaluate("Chart.getChart('c-mix').data.datasets.length") == 6
+            more = [{"id": f"late-{i}", "text": f"hello number {i}"} for i in range(4)]
+            httpx.post(f"{url}/v1/decisions", json={"records": more},
+                       headers=bearer(k["submitter"]))
+            expect(page.locator("#t-decided")).to_have_text("9")  # it refreshed by itself
+            _shot(page, "04-dashboard")
+
+            page.goto(f"{url}/ui/records/t-2")
+            expect(page.locator("h1")).to_have_text("Decided by a person.")
+            expect(page.locator(".story")).to_contain_text("Sent to a person")
+            _shot(page, "05-record")
+    finally:
+        store.close()
