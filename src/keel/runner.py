@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel import _json
-from keel._policy import Policy
 from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
+from keel._policy import Policy
 from keel._record import DISPOSITIONS, Item, new_id
 from keel._sinks import Sink, Written
 from keel.redact import StorageRedactor
