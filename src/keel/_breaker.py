@@ -22,8 +22,8 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    window: int = 50
-    min_calls: int = 20
+    window: int = 100
+    min_calls: int = 50
     failure_ratio: float = 0.5
     reset_timeout_s: float = 30.0
     success_threshold: int = 3
@@ -86,9 +86,17 @@ class CircuitBreaker:
             return True
         return False
 
-    def record(self, outcomes: list[bool]) -> None:
-        """The per-record outcomes (True = ok), in order, of one call :meth:`allow` let through."""
-        if self.state == HALF_OPEN:
+    def record(self, outcomes: list[bool], *, probe: bool | None = None) -> None:
+        """The per-record outcomes (True = ok), in order, of one call :meth:`allow` let through.
+
+        ``probe``: whether that call was let through as the half-open probe (a call let
+        through while closed may end after the breaker opened: it moves nothing then).
+        """
+        if probe is None:
+            probe = self.state == HALF_OPEN
+        if not probe and self.state != CLOSED:
+            return
+        if probe:
             self.probing = False
             failed = outcomes.count(False)
             if outcomes and failed / len(outcomes) >= self.policy.failure_ratio:
@@ -99,7 +107,7 @@ class CircuitBreaker:
                 self._move(CLOSED)
             return
         self.window.extend(outcomes)
-        if (self.state == CLOSED and len(self.window) >= self.policy.min_calls
+        if (len(self.window) >= self.policy.min_calls
                 and self.failures / len(self.window) >= self.policy.failure_ratio):
             self._move(OPEN)
 

@@ -70,6 +70,7 @@ class Item:
     error: str | None = None
     error_code: str | None = None
     attempts: int = 0
+    deferred: bool = False  # a transient error: retried with the next batch
     disposition: str | None = None
     reason: str | None = None
     review: ReviewRequest | None = None

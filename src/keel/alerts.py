@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keel.alerts")
 
-#: What a rule can watch. Each is computed from the store over the rule's window.
+#: What a rule can watch. Each is computed from the store over the rule's window, except
+#: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
+#: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
 SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
            "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score")
 _UNITS = {"p95_latency_ms": "ms", "review_backlog_age_s": "s", "daily_cost_usd": "USD"}
@@ -107,7 +109,7 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
     AlertRule("p95_latency_ms", above=5000.0, clear=3000.0),
     AlertRule("review_backlog_age_s", above=_ONE_DAY, clear=_ONE_DAY / 2, min_count=1),
     AlertRule("realized_accuracy", below=0.9, clear=0.92, window_s=7 * _ONE_DAY),
-    AlertRule("drift_score", above=0.25, clear=0.1, min_count=1),
+    AlertRule("drift_score", above=0.0, min_count=1),  # any check the drift monitor flags
 )
 
 
@@ -219,11 +221,11 @@ def _message(wf: str, rule: AlertRule, state: str, value: float | None, count: i
 
 def _measure(store: Store, wf: str, rule: AlertRule, now: float) -> tuple[float | None, int]:
     from keel.store import _monitor as mon
-    from keel.telemetry._metrics import drift_scores
+    from keel.telemetry._metrics import drift_signal
 
     if rule.signal == "drift_score":
-        scores = drift_scores(store, wf)
-        return (max(scores.values()) if scores else None), (1 if scores else 0)
+        value = drift_signal(store, wf)
+        return value, (0 if value is None else 1)
     return mon.signal(store, wf, rule.signal, now - rule.window_s, now)
 
 

@@ -35,11 +35,12 @@ _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?!
 _CARD = re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d])")
 _PHONE = re.compile(r"(?<![\w.+-])(?:\+|00)?(?:\(\d{1,5}\)[ .-]?)?\d[\d .()-]{5,20}\d(?![\w])")
 #: Cheap pre-check: nothing can be found in a string this does not match.
-_CANDIDATE = re.compile(r"@|\d(?:[ .()-]{0,2}\d){6}|[A-Za-z]{2}\d{2}")
+_CANDIDATE = re.compile(r"@|\d(?:[ .()-]{0,2}\d){8}|[A-Za-z]{2}\d{2}")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _GOT = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")
 
+_SCALARS = frozenset({int, float, bool})
 #: Keys whose values are identifiers keel made (hashes, ids), never personal data.
 STRUCTURAL_KEYS = frozenset({
     "hash", "prev_hash", "record_id", "id", "run_id", "model_version", "predicted_by",
@@ -208,6 +209,13 @@ class Redactor:
 
     def value(self, value: Any, known: Sequence[str] = ()) -> Any:
         """A copy of ``value`` (dicts, lists, strings, numbers) with personal data masked."""
+        kind = type(value)
+        if kind is str:
+            return self.text(value, known)
+        if kind is dict:
+            return self._mapping(value, known) if self.sensitive else self._plain(value, known)
+        if kind in _SCALARS or value is None:
+            return value
         if isinstance(value, str):
             return self.text(value, known)
         if isinstance(value, Mapping):
@@ -215,6 +223,19 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.value(v, known) for v in value]
         return value
+
+    def _plain(self, value: dict[Any, Any], known: Sequence[str]) -> dict[Any, Any]:
+        """A dict when no field is declared sensitive: only text is scanned."""
+        out = {}
+        for k, v in value.items():
+            kind = type(v)
+            if kind is str:
+                out[k] = v if k in STRUCTURAL_KEYS else self.text(v, known)
+            elif kind in _SCALARS or v is None:
+                out[k] = v
+            else:
+                out[k] = self.value(v, known)
+        return out
 
     def _mapping(self, value: Mapping[Any, Any], known: Sequence[str]) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
@@ -240,6 +261,12 @@ def for_spec(spec: Mapping[str, Any] | None, mode: str = "redact") -> Redactor:
     """The redactor for a workflow as saved in the store (its declared sensitive fields)."""
     fields = (spec or {}).get("sensitive_fields") or ()
     return Redactor(fields, mode=mode) if fields else (DEFAULT if mode == "redact" else Redactor(mode=mode))
+
+
+#: Events whose detail keel writes from its own values (positions, numbers, step names),
+#: never from the record's content: nothing in them to redact.
+_KEEL_MADE = frozenset({"received", "validated", "predicted", "checkpoint_used", "resumed",
+                        "duplicate_seen"})
 
 
 class StorageRedactor:
@@ -270,7 +297,7 @@ class StorageRedactor:
                 known = self._known[item.record_id] = r.known_values(item.raw)
                 item.raw = r.value(item.raw, known)
             for ev in item.events[item.written_events:]:
-                if ev.detail is not None:
+                if ev.detail is not None and ev.kind not in _KEEL_MADE:
                     ev.detail = r.value(ev.detail, known)
             if item.reason:
                 item.reason = r.text(item.reason, known)

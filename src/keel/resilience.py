@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel
 
-from keel._breaker import OPEN, BreakerPolicy, CircuitBreaker
+from keel._breaker import HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker
 from keel._loop import LoopThread, in_thread
 from keel._prediction import Prediction
 from keel._ratelimit import Limiter, RateLimits
@@ -102,13 +102,21 @@ LOCAL = Resilience(retry=RetryPolicy(max_attempts=1), timeout_s=None, breaker=No
 
 @dataclass(slots=True)
 class Budget:
-    """A record's latency budget at one step (``deadline`` on the monotonic clock)."""
+    """A record's latency budget at one step (``deadline`` on the monotonic clock).
+
+    ``defer``: transient errors without a Retry-After are not retried inside this call;
+    the runner sends those records again with its next batch (see :meth:`Caller.may_defer`).
+    """
 
     deadline: float | None
+    defer: bool = False
+    #: attempts each record of the call already made (in earlier calls), by position
+    prior: Sequence[int] = ()
 
     @classmethod
-    def start(cls, seconds: float | None) -> Budget:
-        return cls(None if seconds is None else time.monotonic() + seconds)
+    def start(cls, seconds: float | None, defer: bool = False,
+              prior: Sequence[int] = ()) -> Budget:
+        return cls(None if seconds is None else time.monotonic() + seconds, defer, prior)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -207,7 +215,7 @@ class Limit:
         tokens: int | None = None
         if self.breaker is not None and self.breaker.state == OPEN:
             limiter.leave(None)
-            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
+            return _skipped(self.breaker, len(inputs))
         try:
             results = await self.inner(inputs, budget)
             tokens = sum(r.outcome.usage.input_tokens + r.outcome.usage.output_tokens
@@ -222,8 +230,10 @@ def unwell(outcome: Outcome) -> bool:
     return isinstance(outcome, RetryableModelError)
 
 
-def _circuit_open(breaker: CircuitBreaker) -> CircuitOpen:
-    return CircuitOpen(f"circuit open for model version {breaker.model_version}: not called")
+def _skipped(breaker: CircuitBreaker, n: int) -> list[CallResult]:
+    """The circuit is open: no call, so no attempt (the fallback records the cause)."""
+    err = CircuitOpen(f"circuit open for model version {breaker.model_version}: not called")
+    return [CallResult(err, []) for _ in range(n)]
 
 
 class Breaker:
@@ -236,7 +246,8 @@ class Breaker:
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         if not self.breaker.allow():
-            return _failed(_circuit_open(self.breaker), len(inputs), 0.0)
+            return _skipped(self.breaker, len(inputs))
+        probe = self.breaker.state == HALF_OPEN
         try:
             results = await self.inner(inputs, budget)
         except BaseException:
@@ -244,8 +255,8 @@ class Breaker:
             raise
         seen = [not unwell(r.outcome) for r in results if not isinstance(r.outcome, CircuitOpen)]
         if seen:
-            self.breaker.record(seen)
-        else:
+            self.breaker.record(seen, probe=probe)
+        elif probe:
             self.breaker.release()
         return results
 
@@ -265,12 +276,14 @@ class Retry:
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         results = await self.inner(inputs, budget)
+        skipped: set[int] = set()  # found the circuit open: on to the fallback
+        prior = list(budget.prior) or [0] * len(inputs)
         for attempt in range(2, self.policy.max_attempts + 1):
-            # a Retry-After longer than max_delay_s is not waited for: on to the fallback
-            # nor is a record whose last try found the circuit open
+            # a Retry-After longer than max_delay_s is not waited for either
             again = [i for i, r in enumerate(results)
                      if unwell(r.outcome) and _hint(r.outcome) <= self.policy.max_delay_s
-                     and r.attempts[-1].code != CircuitOpen.code]
+                     and i not in skipped and (_hint(r.outcome) > 0 or not budget.defer)
+                     and prior[i] + len(r.attempts) < self.policy.max_attempts]
             if not again:
                 break
             wait = self._wait(attempt, [results[i].outcome for i in again])
@@ -279,10 +292,13 @@ class Retry:
                 self._give_up(results, again)
                 break
             await self.sleep(wait)
-            retried = await self.inner([inputs[i] for i in again], budget)
+            retried = await self.inner([inputs[i] for i in again],
+                                       replace(budget, prior=[prior[i] for i in again]))
             for i, res in zip(again, retried, strict=True):
-                # a circuit that opened meanwhile is not the cause: keep the real error
-                kept = results[i].outcome if isinstance(res.outcome, CircuitOpen) else res.outcome
+                kept = res.outcome
+                if isinstance(res.outcome, CircuitOpen):  # not the cause: keep the real error
+                    kept = results[i].outcome
+                    skipped.add(i)
                 results[i] = CallResult(kept, results[i].attempts + res.attempts)
         left = budget.remaining()
         if left is not None and left <= 0:
@@ -331,16 +347,39 @@ class Caller:
             layer = Breaker(layer, breaker, model.name)
         self.stack: Layer = Retry(layer, res.retry)
 
-    def __call__(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
+    def __call__(self, inputs: Sequence[BaseModel], *, defer: bool = False,
+                 prior: Sequence[int] = ()) -> list[CallResult]:
+        """``prior``: attempts each record made in earlier calls (records carried over)."""
         if not inputs:
             return []
-        return self.loop.run(self.acall(inputs))
+        return self.loop.run(self.acall(inputs, defer=defer and self.can_defer, prior=prior))
 
-    async def acall(self, inputs: Sequence[BaseModel]) -> list[CallResult]:
+    @property
+    def can_defer(self) -> bool:
+        """Retries may wait for the next batch unless a latency budget is set."""
+        return self.resilience.retry.deadline_s is None
+
+    def backoff_s(self, attempt: int) -> float:
+        """The wait before retry round ``attempt`` (for records the runner carried over)."""
+        retry = self.stack
+        assert isinstance(retry, Retry)
+        return self.resilience.retry.delay_s(attempt, retry.rng, None)
+
+    def may_defer(self, result: CallResult, attempts: int) -> bool:
+        """Should this record be sent again with the next batch rather than fall back?"""
+        out = result.outcome
+        return (self.can_defer and unwell(out) and not _hint(out)
+                and attempts < self.resilience.retry.max_attempts)
+
+    async def acall(self, inputs: Sequence[BaseModel], defer: bool = False,
+                    prior: Sequence[int] = ()) -> list[CallResult]:
         deadline_s = self.resilience.retry.deadline_s
         size = len(inputs) if not self.model.is_async else (self.model.request_size or len(inputs))
-        chunks = [inputs[i:i + size] for i in range(0, len(inputs), size)]
-        parts = await asyncio.gather(*(self.stack(c, Budget.start(deadline_s)) for c in chunks))
+        tried = list(prior) or [0] * len(inputs)
+        starts = range(0, len(inputs), size)
+        parts = await asyncio.gather(*(
+            self.stack(inputs[i:i + size], Budget.start(deadline_s, defer, tried[i:i + size]))
+            for i in starts))
         return [res for part in parts for res in part]
 
 

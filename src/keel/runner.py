@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel import _json
-from keel._policy import Policy
 from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
+from keel._policy import Policy
 from keel._record import DISPOSITIONS, Item, new_id
 from keel._sinks import Sink, Written
 from keel.redact import StorageRedactor
@@ -120,6 +120,15 @@ class _Marks(list[tuple[str, int]]):
         self.append((stage, time.time_ns()))
 
 
+def _with_last(batches: Iterator[list[RawRow]]) -> Iterator[tuple[list[RawRow], bool]]:
+    """Each batch with whether it is the last one."""
+    current = next(batches, None)
+    while current is not None:
+        following = next(batches, None)
+        yield current, following is None
+        current = following
+
+
 def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
     it = iter(rows)
     while batch := list(islice(it, size)):
@@ -160,6 +169,8 @@ class Runner:
         self.router = ConfidenceRouter(self.policy)
         self.policy_note: str | None = None
         self._registered = False
+        self._carry: list[Item] = []  # transient failures waiting for the next batch
+        self._defer = False
 
     def _checkpoint(self, rows: list[Any]) -> None:
         if self.scrubber is not None:
@@ -237,8 +248,10 @@ class Runner:
         self._load_breakers(reset=False)
         self._open_sinks()
         self._writer = _Writer()
+        self._carry, self._defer = [], True
         try:
-            for batch in _batches(rows, self.batch_size):
+            for batch, last in _with_last(_batches(rows, self.batch_size)):
+                self._defer = not last  # the last batch retries in the call: no next batch
                 marks = _Marks()
                 admitted = admitter(batch)
                 summary.read += len(batch)
@@ -251,6 +264,7 @@ class Runner:
                     self._writer.submit(self._redeliver, redo, summary)
                 if progress:
                     progress(len(batch))
+            self._flush(summary, run_id=summary.run_id)
         finally:
             self._finish(summary, t0)
         return summary
@@ -311,8 +325,10 @@ class Runner:
         self._load_breakers(reset=True)  # a replay comes after the cause was fixed
         self._open_sinks()
         self._writer = _Writer()
+        self._carry, self._defer = [], True
         try:
             for start in range(0, len(rows), self.batch_size):
+                self._defer = start + self.batch_size < len(rows)
                 marks = _Marks()
                 items = [_replay_item(*row, disposition) for row in rows[start:start + self.batch_size]]
                 summary.read += len(items)
@@ -321,18 +337,28 @@ class Runner:
                 self._process(items, summary, run_id=summary.run_id, replace=True, marks=marks)
                 if progress:
                     progress(len(items))
+            self._flush(summary, run_id=summary.run_id, replace=True)
         finally:
             self._finish(summary, t0)
         return summary
+
+    def close(self) -> None:
+        """Stop the runner's event loop (closing HTTP clients) and save breaker states.
+
+        ``run`` and ``replay`` do this when they end; a long-lived user of the stages (a
+        server deciding one request at a time) calls it on shutdown.
+        """
+        self.loop.close()
+        self._save_breakers()
 
     def _finish(self, summary: RunSummary, t0: float) -> None:
         try:
             try:
                 self._writer.close()
             finally:
+                self._defer = False
                 self._close_sinks()
-                self.loop.close()
-                self._save_breakers()
+                self.close()
         finally:
             summary.elapsed_s = time.perf_counter() - t0
             self.store.finish_run(summary.run_id, summary.as_dict())
@@ -344,26 +370,41 @@ class Runner:
         Records and model answers are committed before routing acts on them, so the only
         work in flight at a crash is the one batch whose outcomes were not yet written.
         """
-        if not items:
+        carried, self._carry = self._carry, []
+        if not items and not carried:
             return
         mark = marks if marks is not None else _Marks()
-        self.validator(items)
-        mark("validate")
-        self.screener(items)
-        mark("screen")
-        if self.scrubber is not None:
-            self.scrubber(items)
-        self.store.write_admitted(self.wf.name, run_id, items)
-        mark("store.admitted")
-        self.predictor(items)
+        if items:
+            self.validator(items)
+            mark("validate")
+            self.screener(items)
+            mark("screen")
+            if self.scrubber is not None:
+                self.scrubber(items)
+            self.store.write_admitted(self.wf.name, run_id, items)
+            mark("store.admitted")
+        work = carried + items
+        self.predictor(work, defer=self._defer)
         mark("predict")
         self._save_breakers()
-        self.router(items)
+        self._carry = [i for i in work if i.deferred]
+        done = [i for i in work if not i.deferred] if self._carry else work
+        self.router(done)
         mark("route")
         if self.scrubber is not None:
-            self.scrubber(items)
-            self.scrubber.done(items)
-        self._writer.submit(self._persist, items, summary, replace, run_id, mark)
+            self.scrubber(done)
+            self.scrubber.done(done)
+        self._writer.submit(self._persist, done, summary, replace, run_id, mark)
+
+    def _flush(self, summary: RunSummary, *, run_id: str, replace: bool = False) -> None:
+        """No next batch: retry the records still waiting, in rounds with backoff."""
+        primary = self.predictor.steps[0].call if self.predictor.steps else None
+        rounds = 0
+        while self._carry:
+            rounds += 1
+            if isinstance(primary, Caller):
+                time.sleep(primary.backoff_s(rounds))
+            self._process([], summary, run_id=run_id, replace=replace)
 
     def _persist(self, items: list[Item], summary: RunSummary, replace: bool, run_id: str,
                  mark: _Marks) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from tests._cli import Result, keel_cli
 from tests._collectors import recording_server
 from tests._workflows import make, write_csv
 
@@ -34,7 +32,8 @@ def _faulty(tmp_path: Path, store: Store, n: int = 40) -> None:
 
 
 def _healthy(tmp_path: Path, store: Store, n: int) -> keel.Workflow:
-    wf = make(keel.FakeModel(name="fixed"), alerts=[RULE])  # a fixed model is a new version
+    """The fix deployed: a new model version (the faulty one's breaker may still be open)."""
+    wf = make(keel.FakeModel(name="fixed"), alerts=[RULE])
     keel.run(wf, write_csv(tmp_path / f"good{n}.csv", _rows(f"good{n}-", n)), store=store)
     return wf
 
@@ -64,7 +63,7 @@ def test_injected_faults_fire_once_then_recovery_resolves(tmp_path: Path, store:
 def test_hysteresis_keeps_firing_until_the_clear_level(tmp_path: Path, store: Store) -> None:
     _faulty(tmp_path, store)
     assert alerts.evaluate(store, "tickets", rules=[RULE]).statuses[0].state == "firing"
-    _healthy(tmp_path, store, 200)  # the rate falls under the threshold but not under clear
+    _healthy(tmp_path, store, 250)  # the rate falls under the threshold but not under clear
     result = alerts.evaluate(store, "tickets", rules=[RULE])
     (status,) = result.statuses
     assert status.value is not None and 0.1 < status.value < 0.2
@@ -88,7 +87,7 @@ def test_a_breach_that_does_not_last_leaves_no_history(tmp_path: Path, store: St
     rule = AlertRule("error_rate", above=0.2, clear=0.1, window_s=3600, for_s=300, min_count=20)
     t0 = time.time()
     assert alerts.evaluate(store, "tickets", rules=[rule], now=t0).statuses[0].state == "pending"
-    _healthy(tmp_path, store, 400)
+    _healthy(tmp_path, store, 600)
     later = alerts.evaluate(store, "tickets", rules=[rule], now=time.time())
     assert later.statuses[0].state == "ok" and later.notifications == []
     assert alerts.history(store) == []
@@ -152,15 +151,16 @@ WORKFLOW = textwrap.dedent('''
 ''')
 
 
-def test_cli_check_uses_the_rules_the_workflow_declared(tmp_path: Path, db_url: str) -> None:
+def test_cli_check_uses_the_rules_the_workflow_declared(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     wf = tmp_path / "workflow.py"
     wf.write_text(WORKFLOW)
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", "boom" if i % 2 else "fine") for i in range(10)])
-    env = {**os.environ, "KEEL_LOG_LEVEL": "warning", "COLUMNS": "200"}
+    monkeypatch.setenv("COLUMNS", "200")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "keel", *args, "--db", db_url], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
+    def cli(*args: str) -> Result:
+        return keel_cli(capsys, *args, "--db", db_url)
 
     assert cli("run", str(wf), str(src)).returncode == 2
     with recording_server() as hook:
@@ -176,3 +176,66 @@ def test_cli_check_uses_the_rules_the_workflow_declared(tmp_path: Path, db_url: 
     assert row["rule"] == "failure_rate_above_0.25" and row["state"] == "firing"
     table = cli("alerts", "list")
     assert "failure_rate_above_0.25" in table.stdout
+
+
+def test_the_scheduler_evaluates_until_stopped(tmp_path: Path, store: Store) -> None:
+    _faulty(tmp_path, store)
+    with recording_server() as hook:
+        sched = alerts.AlertScheduler(store, make(alerts=[RULE]), channels=[WebhookChannel(hook.url)],
+                                      interval_s=0.05).start()
+        deadline = time.monotonic() + 20
+        while not hook.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sched.stop()
+        sent = len(hook.requests)
+    assert sent == 1  # fired once, then deduplicated on every later tick
+    assert sched.last is not None and sched.last.statuses[0].state == "firing"
+
+
+def test_realized_accuracy_below_target_fires_from_real_audits(tmp_path: Path, store: Store) -> None:
+    from keel.review import ReviewQueue
+
+    wf = make(policy=keel.Policy(threshold=0.8, audit_rate=1.0))
+    keel.run(wf, write_csv(tmp_path / "in.csv", _rows("a", 24)), store=store)
+    queue = ReviewQueue(store)
+    for n, task in enumerate(queue.list(reason="audit_sample")[:20]):
+        queue.claim(task["id"], "rita")
+        if n % 4:
+            queue.decide(task["id"], "rita", "accept")
+        else:
+            queue.decide(task["id"], "rita", "correct", output={"label": "other"})
+    (status,) = alerts.evaluate(store, "tickets", rules=[
+        AlertRule("realized_accuracy", below=0.9, window_s=86400)]).statuses
+    assert (status.state, status.value, status.count) == ("firing", 0.75, 20)
+
+
+def test_a_drift_report_feeds_gauges_and_the_drift_alert(tmp_path: Path, store: Store) -> None:
+    from keel.monitor import build_reference, drift_report
+    from keel.telemetry import _metrics as tm
+    from keel.telemetry import metrics_text, record_drift
+
+    wf = make()
+    steady = [(f"k{i}", f"message number {i % 37} about the weather") for i in range(300)]
+    keel.run(wf, write_csv(tmp_path / "ref.csv", steady), store=store)
+    build_reference(wf, store=store, window="all", embedder="tfidf", seed=0)
+    moved = [(f"m{i}", "ok" if i % 5 else f"payment {i} failed twice, card blocked")
+             for i in range(300)]
+    moved_run = keel.run(wf, write_csv(tmp_path / "moved.csv", moved), store=store)
+    rule = AlertRule("drift_score", above=0.0, min_count=1)
+    try:
+        report = drift_report(store, wf, f"run:{moved_run.run_id}")
+        assert report.drifted
+        record_drift(report)
+        body = metrics_text(store).decode()
+        assert 'keel_drift_score{feature="output.label/' in body
+        (status,) = alerts.evaluate(store, "tickets", rules=[rule]).statuses
+        assert status.state == "firing" and status.value is not None and status.value > 0
+        again = [(f"s{i}", f"message number {i % 37} about the weather") for i in range(300)]
+        calm_run = keel.run(wf, write_csv(tmp_path / "again.csv", again), store=store)
+        calm = drift_report(store, wf, f"run:{calm_run.run_id}")
+        assert not calm.drifted
+        record_drift(calm)
+        (after,) = alerts.evaluate(store, "tickets", rules=[rule]).statuses
+        assert after.state == "resolved" and after.value == 0.0
+    finally:
+        tm._LATEST.pop("tickets", None)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
+from tests._cli import Result, keel_cli
 from tests._workflows import make, write_csv
 
 import keel
@@ -86,7 +85,8 @@ def test_a_record_whose_events_are_all_gone_is_reported(tmp_path: Path, store: S
     assert (brk.key, brk.problem) == ("k1", "chain_missing")
 
 
-def test_cli_exits_3_and_prints_the_first_broken_link(tmp_path: Path, db_url: str) -> None:
+def test_cli_exits_3_and_prints_the_first_broken_link(tmp_path: Path, db_url: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     store = Store.open(db_url)
     try:
         _decide(tmp_path, store)
@@ -96,10 +96,8 @@ def test_cli_exits_3_and_prints_the_first_broken_link(tmp_path: Path, db_url: st
     finally:
         store.close()
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "keel", "audit", "verify", "--db", db_url, *args],
-                              cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ),
-                              timeout=120)
+    def cli(*args: str) -> Result:
+        return keel_cli(capsys, "audit", "verify", "--db", db_url, *args)
 
     as_json = cli("--json")
     assert as_json.returncode == 3

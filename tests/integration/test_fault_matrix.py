@@ -139,17 +139,17 @@ def test_primary_then_secondary_then_rules_then_review(tmp_path: Path, store: St
 
 
 def test_failures_by_cause_and_replay_after_the_fix(tmp_path: Path, store: Store) -> None:
-    src = write_csv(tmp_path / "in.csv", _rows(12))
+    src = write_csv(tmp_path / "in.csv", _rows(20))
     down = keel.FakeModel({"label": "x"}, error_rate=1.0, name="m")
     s = keel.run(make(down, resilience=keel.Resilience(retry=FAST)), src, store=store)
-    assert s.counts["failed"] == 12
+    assert s.counts["failed"] == 20
     st = keel.status(store=store)[0]
-    assert st["failures_by_cause"] == {"keel.model.unavailable": 12}
+    assert st["failures_by_cause"] == {"keel.model.unavailable": 20}
     assert st["breakers"][0]["state"] == "open"
     fixed = keel.FakeModel({"label": "x"}, name="m")  # same version: the outage is over
     assert fixed.version == down.version
     r = keel.replay(make(fixed, resilience=keel.Resilience(retry=FAST)), "failed", store=store)
-    assert r.counts["accepted"] == 12 and counts_balance(r)
+    assert r.counts["accepted"] == 20 and counts_balance(r)
     st = keel.status(store=store)[0]
     assert st["failures_by_cause"] == {} and st["dispositions"]["failed"] == 0
     assert st["breakers"][0]["state"] == "closed"
@@ -170,3 +170,83 @@ def test_attempt_costs_are_counted(tmp_path: Path, store: Store) -> None:
     s = keel.run(wf, src, store=store)
     assert s.cost_usd == pytest.approx(4 * 3 * 0.5)
     assert keel.status(store=store)[0]["cost_usd"] == pytest.approx(6.0)
+
+
+def test_keel_status_shows_breakers_and_failures_by_cause(
+        tmp_path: Path, store: Store, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from keel.cli import main
+
+    src = write_csv(tmp_path / "in.csv", _rows(30))
+    down = keel.FakeModel({"label": "x"}, timeout_rate=1.0, hang_s=30.0, name="flaky-llm")
+    wf = make(down, resilience=keel.Resilience(retry=FAST, timeout_s=0.05))
+    assert keel.run(wf, src, store=store).counts["failed"] == 30
+    capsys.readouterr()
+    assert main(["status", "--db", db_url]) == 0
+    text = capsys.readouterr().out
+    assert "failed: keel.model.timeout" in text
+    assert f"breaker flaky-llm ({down.version})" in text and "open since" in text
+
+
+class BatchRecorder(keel.Model):
+    """A sync batch model that fails each record's first call with a 503."""
+
+    kind = "recorder"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.tried: set[str] = set()
+
+    @property
+    def version(self) -> str:
+        return "recorder-1"
+
+    def predict(self, inputs: Any) -> list[Any]:
+        self.batches.append([m.id for m in inputs])
+        out: list[Any] = []
+        for m in inputs:
+            first = m.id not in self.tried and int(m.id[1:]) % 5 == 0
+            self.tried.add(m.id)
+            out.append(keel.ModelUnavailable("503") if first
+                       else keel.Prediction({"label": "model"}, 0.9))
+        return out
+
+
+def test_transient_failures_ride_along_with_the_next_batch(tmp_path: Path, store: Store) -> None:
+    src = write_csv(tmp_path / "in.csv", _rows(40))
+    model = BatchRecorder()
+    s = keel.run(make(model, resilience=keel.Resilience(retry=FAST)), src, store=store,
+                 batch_size=10)
+    assert s.counts["accepted"] == 40 and counts_balance(s)
+    # k0 failed in the first batch and was answered in the second call, with k10..k19
+    assert model.batches[1] == ["k0", "k5", *[f"k{i}" for i in range(10, 20)]]
+    assert model.batches[-1] == ["k30", "k35"]  # the last batch's retries: a round of their own
+    (rec,) = keel.trace("k0", store=store)
+    tries = [(e["kind"], e["detail"]["attempt"]) for e in rec["events"]
+             if e["kind"] in ("attempt_failed", "predicted")]
+    assert tries == [("attempt_failed", 1), ("predicted", 2)]
+    assert rec["decision"]["attempts"] == 2
+
+
+def test_with_a_latency_budget_retries_stay_inside_the_call(tmp_path: Path, store: Store) -> None:
+    src = write_csv(tmp_path / "in.csv", _rows(20))
+    model = BatchRecorder()
+    budget = RetryPolicy(max_attempts=3, base_delay_s=0.001, deadline_s=30.0)
+    s = keel.run(make(model, resilience=keel.Resilience(retry=budget)), src, store=store,
+                 batch_size=10)
+    assert s.counts["accepted"] == 20
+    assert model.batches[1] == ["k0", "k5"]  # retried at once, before the next batch
+
+
+def test_a_carried_record_gets_only_its_remaining_attempts(tmp_path: Path, store: Store) -> None:
+    def answer(msg: Any) -> Any:
+        if msg.id == "k0":
+            raise keel.ModelUnavailable("503 for k0, always")
+        return {"label": "model"}, 0.9
+
+    src = write_csv(tmp_path / "in.csv", _rows(30))
+    wf = make(keel.FunctionModel(answer), resilience=keel.Resilience(retry=FAST))
+    s = keel.run(wf, src, store=store, batch_size=10)
+    assert s.counts["failed"] == 1 and s.counts["accepted"] == 29
+    (rec,) = keel.trace("k0", store=store)
+    tries = [e["detail"]["attempt"] for e in rec["events"] if e["kind"] == "attempt_failed"]
+    assert tries == [1, 2, 3] and rec["decision"]["attempts"] == 3

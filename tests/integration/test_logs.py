@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._cli import keel_cli
 from tests._workflows import WORKFLOW_FILE, make, write_csv, write_workflow
 
 import keel
@@ -84,11 +85,9 @@ def test_keel_run_logs_json_on_stderr_when_not_a_terminal(tmp_path: Path) -> Non
     assert logged[1]["dispositions"]["failed"] == 1
 
 
-def test_a_bad_log_level_is_a_user_error(tmp_path: Path) -> None:
+def test_a_bad_log_level_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wf = write_workflow(tmp_path, WORKFLOW_FILE)
     src = write_csv(tmp_path / "in.csv", [("k1", "message one")])
-    done = subprocess.run([sys.executable, "-m", "keel", "run", str(wf), str(src),
-                           "--log-level", "chatty"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    done = keel_cli(capsys, "run", str(wf), str(src), "--log-level", "chatty")
     assert done.returncode == 1
     assert "--log-level 'chatty'" in done.stderr and "Traceback" not in done.stderr

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from tests._cli import keel_cli
 from tests._collectors import recording_server
 from tests._workflows import WORKFLOW_FILE, conf_of, make, write_csv, write_workflow
 
 import keel
+from keel.review import ReviewQueue
 from keel.store import Store
 from keel.telemetry import Telemetry, metrics_text, register_drift_source
 from keel.telemetry import _metrics as tm
@@ -66,14 +66,18 @@ def test_store_gauges_show_backlog_age_accuracy_breakers_and_drift(tmp_path: Pat
     wf = make(policy=keel.Policy(threshold=0.8, audit_rate=1.0))
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", f"message {i}") for i in range(10)])
     keel.run(wf, src, store=store)
+    queue = ReviewQueue(store)
+    audits = queue.list(reason="audit_sample")
+    for n, task in enumerate(audits[:5]):  # five audits decided by a person: four confirmed
+        queue.claim(task["id"], "rita")
+        if n:
+            queue.decide(task["id"], "rita", "accept")
+        else:
+            queue.decide(task["id"], "rita", "correct", output={"label": "other"})
     now = time.time()
-    with store.engine.begin() as conn:  # five audits decided by a person: four confirmed
-        ids = [r[0] for r in conn.execute(text("select id from review_tasks order by id"))][:5]
-        for n, tid in enumerate(ids):
-            conn.execute(text("update review_tasks set status='decided', decision=:d, decided_at=:t,"
-                              " created_at=:c where id=:i"),
-                         {"d": "accept" if n else "correct", "t": now, "c": now - 3600, "i": tid})
-        conn.execute(text("update review_tasks set created_at=:c where status='open'"), {"c": now - 7200})
+    with store.engine.begin() as conn:
+        conn.execute(text("update review_tasks set created_at=:c where status='open'"),
+                     {"c": now - 7200})
         conn.execute(text("insert into breakers (model_version, state, failures, updated_at) "
                           "values ('fake-abc', 'open', 5, :t)"), {"t": now})
 
@@ -94,19 +98,15 @@ def test_store_gauges_show_backlog_age_accuracy_breakers_and_drift(tmp_path: Pat
     assert _get(m, "keel_decisions_stored", workflow="tickets", disposition="accepted") == 10
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keel", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "KEEL_LOG_FORMAT": "json"}, timeout=120)
-
-
-def test_batch_run_writes_a_textfile_and_pushes_to_a_gateway(tmp_path: Path, db_url: str) -> None:
+def test_batch_run_writes_a_textfile_and_pushes_to_a_gateway(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     wf = write_workflow(tmp_path, WORKFLOW_FILE)
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", "boom" if i == 1 else f"message {i}")
                                           for i in range(12)])
     prom = tmp_path / "keel.prom"
     with recording_server() as gateway:
-        done = _cli("run", str(wf), str(src), "--db", db_url, "--json", "--metrics-file",
-                    str(prom), "--pushgateway", gateway.url, cwd=tmp_path)
+        done = keel_cli(capsys, "run", str(wf), str(src), "--db", db_url, "--json",
+                        "--metrics-file", str(prom), "--pushgateway", gateway.url)
         pushed = list(gateway.requests)
     assert done.returncode == 2, done.stderr  # one record failed
     m = _samples(prom.read_text())
@@ -119,11 +119,13 @@ def test_batch_run_writes_a_textfile_and_pushes_to_a_gateway(tmp_path: Path, db_
     assert b"keel_records_total" in pushed[0].body
 
 
-def test_a_gateway_that_is_down_costs_only_a_warning(tmp_path: Path) -> None:
+def test_a_gateway_that_is_down_costs_only_a_warning(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     wf = write_workflow(tmp_path, WORKFLOW_FILE)
     src = write_csv(tmp_path / "in.csv", [("k1", "message one")])
     with recording_server() as gateway:
         url = gateway.url
-    done = _cli("run", str(wf), str(src), "--json", "--pushgateway", url, cwd=tmp_path)
+    done = keel_cli(capsys, "run", str(wf), str(src), "--json", "--log-format", "json",
+                    "--pushgateway", url)
     assert done.returncode == 0, done.stderr
     assert '"event":"metrics push failed"' in done.stderr

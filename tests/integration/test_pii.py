@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import MetaData, select
+from tests._cli import Result, keel_cli
 from tests._workflows import write_csv
 
 import keel
@@ -152,15 +150,17 @@ def test_storage_policy_keeps_personal_data_out_of_the_store(tmp_path: Path, sto
     assert audit.verify(store=store).ok  # the chain is over what was stored
 
 
-def test_keel_trace_cli_masks_unless_raw(tmp_path: Path) -> None:
+def test_keel_cli_masks_unless_raw(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wf, src = _setup(tmp_path, "raw")
-    env = {**os.environ, "KEEL_LOG_LEVEL": "warning"}
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "keel", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+    def cli(*args: str) -> Result:
+        return keel_cli(capsys, *args)
 
-    assert cli("run", str(wf), str(src), "--json").returncode == 2
+    ran = cli("run", str(wf), str(src), "--json", "--log-format", "json", "--log-level", "debug",
+              "--otel", "console")
+    assert ran.returncode == 2
+    assert '"name": "keel.record"' in ran.stderr and '"event":"record decided"' in ran.stderr
+    assert _leaks(ran.stderr) == [] and _leaks(ran.stdout) == []  # logs, spans, summary
     masked = cli("trace", "c3", "--json")
     assert masked.returncode == 0 and _leaks(masked.stdout) == []
     assert json.loads(masked.stdout)["input"]["name"] == "[REDACTED]"

@@ -42,9 +42,10 @@ def test_a_black_holed_collector_does_not_hold_up_the_run_or_shutdown(
         took = time.monotonic() - t0
     assert counts_balance(summary) and summary.counts["accepted"] == 300
     assert took < DEADLINE_S + 2.0  # a correctness bound (the deadline holds), not a benchmark
+    counted = telemetry.dropped_spans  # an export still hanging may fail (and count) later
     dropped = _dropped(telemetry)
     assert dropped.get("queue_full", 0) > 0  # the bounded queue filled while export hung
-    assert sum(dropped.values()) == telemetry.dropped_spans > 0
+    assert sum(dropped.values()) >= counted > 0
 
 
 def test_an_exporter_that_raises_costs_counted_spans_only(tmp_path: Path, store: Store) -> None:

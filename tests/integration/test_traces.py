@@ -48,7 +48,7 @@ def _run(tmp_path: Path, store: Store, wf: keel.Workflow, rows: list[tuple[str, 
 
 def test_each_record_is_a_trace_with_a_span_per_stage(tmp_path: Path, store: Store) -> None:
     rows = [(f"k{i}", "unsure" if i == 3 else f"message {i}") for i in range(6)] + [("bad", "")]
-    summary, spans = _run(tmp_path, store, make(), rows)
+    summary, spans = _run(tmp_path, store, make(), rows, stage_spans="record")
     assert counts_balance(summary)
     records = _record_traces(spans)
     assert set(records) == {f"k{i}" for i in range(6)} | {"bad"}
@@ -71,7 +71,8 @@ def test_each_record_is_a_trace_with_a_span_per_stage(tmp_path: Path, store: Sto
 
 def test_model_calls_follow_genai_conventions(tmp_path: Path, store: Store) -> None:
     model = keel.FakeModel({"label": "x"}, name="triage-llm", cost_usd=0.002)
-    _summary, spans = _run(tmp_path, store, make(model), [("a", "hello there")])
+    _summary, spans = _run(tmp_path, store, make(model), [("a", "hello there")],
+                           stage_spans="record")
     (group,) = _record_traces(spans).values()
     predict = next(s for s in group if s.name == "keel.predict")
     (call,) = [s for s in group if s.parent is not None and s.parent.span_id == predict.context.span_id]
@@ -127,3 +128,15 @@ def test_no_telemetry_means_no_spans_and_the_same_decisions(tmp_path: Path, stor
     plain = keel.run(make(), src, store=store)
     assert plain.counts["accepted"] == 8
     assert keel.Runner(make(), store).telemetry is None
+
+
+def test_by_default_stage_spans_live_in_the_batch_trace(tmp_path: Path, store: Store) -> None:
+    _summary, spans = _run(tmp_path, store, make(), [(f"k{i}", f"message {i}") for i in range(3)])
+    records = _record_traces(spans)
+    assert len(records) == 3
+    for group in records.values():
+        assert sorted(s.name for s in group) == ["keel.record", "predict fake"]
+    (batch,) = [g for g in _traces(spans).values() if any(s.name == "keel.batch" for s in g)]
+    assert {s.name for s in batch} == {"keel.batch", "keel.admit", "keel.validate", "keel.screen",
+                                       "keel.store.admitted", "keel.predict", "keel.route",
+                                       "keel.store.outcomes"}

@@ -135,9 +135,10 @@ def test_metrics_count_decisions(api: tuple[TestClient, dict[str, str]]) -> None
 def test_alerts_are_evaluated_on_a_schedule(store: Store) -> None:
     import time
 
+    from tests._workflows import make
+
     from keel import FakeModel, alerts
     from keel.server import Settings
-    from tests._workflows import make
 
     k = keys(store)
     broken = make(FakeModel(error_rate=1.0))  # no fallback: every record fails

@@ -16,7 +16,14 @@ import keel
 from keel._breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, CircuitBreaker
 from keel._loop import LoopThread
 from keel._ratelimit import TokenBucket
-from keel.resilience import BreakerPolicy, Caller, RateLimits, Resilience, RetryPolicy
+from keel.resilience import (
+    BreakerPolicy,
+    Caller,
+    Limit,
+    RateLimits,
+    Resilience,
+    RetryPolicy,
+)
 
 
 @pytest.fixture
@@ -199,8 +206,9 @@ def test_open_breaker_skips_the_model_and_restores_from_store_state(loop: LoopTh
     record_waits(c)
     first = c(msgs(10))
     assert br.state == OPEN
-    # the retry round found the circuit open: no second call was made
-    assert [a.code for a in first[0].attempts] == ["keel.model.timeout", "keel.model.circuit_open"]
+    # the retry round found the circuit open: no second call was made, the cause is kept
+    assert [a.code for a in first[0].attempts] == ["keel.model.timeout"]
+    assert isinstance(first[0].outcome, keel.ModelTimeout)
     calls = model.calls
     again = c(msgs(10))
     assert model.calls == calls
@@ -244,3 +252,31 @@ def test_fake_model_timeouts_hang_until_cut() -> None:
     model = keel.FakeModel(timeout_rate=1.0, hang_s=0.01)
     (o,) = model.predict(msgs(1))
     assert isinstance(o, keel.ModelTimeout)
+
+
+def test_a_late_result_from_before_the_breaker_opened_moves_nothing() -> None:
+    br = CircuitBreaker("v", BreakerPolicy(window=10, min_calls=4, reset_timeout_s=60.0,
+                                           success_threshold=1))
+    br.record([False] * 4)
+    assert br.state == OPEN
+    br.opened_at = time.time() - 61
+    assert br.allow() and br.state == HALF_OPEN  # the probe is out
+    br.record([True] * 10, probe=False)  # a call let through while closed ends only now
+    assert br.state == HALF_OPEN and br.probing
+    br.record([True], probe=True)
+    assert br.state == CLOSED
+
+
+def test_tokens_per_minute_are_settled_with_real_usage(loop: LoopThread) -> None:
+    model = keel.FakeModel(is_async=True)  # each answer reports 10 + 2 tokens
+    limits = RateLimits(max_concurrency=1, requests_per_s=1000, tokens_per_min=600,
+                        tokens_per_call=50)
+    c = caller(model, loop, limits=limits)
+    assert all(isinstance(r.outcome, keel.Prediction) for r in c(msgs(3)))
+    layer: Any = c.stack
+    while not isinstance(layer, Limit):
+        layer = layer.inner
+    limiter = layer._limiter
+    assert limiter is not None and limiter.tokens is not None
+    # 3 calls took 50 each up front, then gave back 38 each: 600 - 36 (plus a little refill)
+    assert 564 <= limiter.tokens.level < 580

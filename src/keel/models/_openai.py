@@ -12,7 +12,7 @@ import asyncio
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -31,6 +31,9 @@ from keel.errors import (
     Refused,
 )
 from keel.models._base import Model, Outcome, hash_text, source_hash
+
+if TYPE_CHECKING:
+    from keel.resilience import Resilience
 
 #: USD per million (input, output) tokens. Prices change: pass ``price_per_mtok`` to be sure.
 PRICES: dict[str, tuple[float, float]] = {
@@ -54,7 +57,9 @@ class OpenAIModel(Model):
     asked to include (it is removed from the output unless the contract declares it);
     otherwise, with ``logprobs=True``, the joint probability of the answer's tokens (the JSON
     punctuation is near certain, so this is the probability of the values); otherwise
-    ``default_confidence`` (0: nothing is accepted without a person).
+    ``default_confidence`` (0: nothing is accepted without a person). ``resilience`` sets
+    retry, timeout, breaker and rate limits for this model (else the workflow's apply).
+    ``base_url`` defaults to ``$OPENAI_BASE_URL``, else OpenAI; the key to ``$OPENAI_API_KEY``.
     """
 
     kind = "openai"
@@ -81,6 +86,7 @@ class OpenAIModel(Model):
         http_timeout_s: float = 60.0,
         headers: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         self.model = model
         self.prompt = prompt
@@ -102,6 +108,7 @@ class OpenAIModel(Model):
         self.headers = dict(headers or {})
         self.extra_body = dict(extra_body or {})
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self.resilience = resilience
 
     # -- identity -------------------------------------------------------------------------------
     @property

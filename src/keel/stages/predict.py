@@ -10,8 +10,9 @@ from pydantic import BaseModel
 from keel._policy import Policy
 from keel._prediction import Prediction
 from keel._record import Item, ReviewRequest
-from keel.errors import ModelError
+from keel.errors import CircuitOpen, ModelError
 from keel.models._base import Model
+from keel.resilience import Caller as LayeredCaller
 from keel.resilience import CallResult
 from keel.stages.check import OutputChecker
 
@@ -52,17 +53,23 @@ class Predictor:
         self.policy = policy
         self.checkpoint = checkpoint
 
-    def __call__(self, items: list[Item]) -> list[Item]:
+    def __call__(self, items: list[Item], *, defer: bool = False) -> list[Item]:
+        """``defer=True``: a record whose primary call failed transiently (and has attempts
+        left) is marked ``deferred`` and left undecided, for the runner to send again with
+        its next batch instead of waiting here (sync models get batches; this keeps a batch
+        from waiting on backoff)."""
         live = [i for i in items if i.disposition is None]
         start: dict[int, int] = {}
         for item in live:
+            item.deferred = False
             start[id(item)] = self._resume(item)
         for idx, step in enumerate(self.steps):
-            todo = [i for i in live if i.output is None and start[id(i)] <= idx]
+            todo = [i for i in live
+                    if i.output is None and start[id(i)] <= idx and not i.deferred]
             if todo:
-                self._run_step(idx, step, todo)
+                self._run_step(idx, step, todo, defer=defer and idx == 0)
         for item in live:
-            if item.output is None:
+            if item.output is None and not item.deferred:
                 self._unanswered(item)
         return items
 
@@ -76,8 +83,15 @@ class Predictor:
         self._accept_output(item, self.steps[idx] if self.steps else None)
         return idx + 1
 
-    def _run_step(self, idx: int, step: Step, todo: list[Item]) -> None:
-        results = step.call([i.input for i in todo if i.input is not None])
+    def _run_step(self, idx: int, step: Step, todo: list[Item], *, defer: bool = False) -> None:
+        inputs = [i.input for i in todo if i.input is not None]
+        layered = step.call if isinstance(step.call, LayeredCaller) else None
+        caller = layered if defer else None
+        if layered is not None:  # records carried over keep count of their attempts
+            prior = [i.attempts for i in todo] if idx == 0 else []
+            results = layered(inputs, defer=defer, prior=prior)
+        else:
+            results = step.call(inputs)
         fresh: list[Checkpoint] = []
         for item, res in zip(todo, results, strict=True):
             self._log_attempts(item, step, res)
@@ -90,7 +104,9 @@ class Predictor:
                 fresh.append(Checkpoint(item.record_id, step.name, step.model.version,
                                         res.outcome, latency, item))
             else:
-                item.error, item.error_code = res.outcome.message, res.outcome.code
+                if not (isinstance(res.outcome, CircuitOpen) and item.error):
+                    item.error, item.error_code = res.outcome.message, res.outcome.code
+                item.deferred = caller is not None and caller.may_defer(res, item.attempts)
         if fresh:
             self.checkpoint(fresh)
         for item in todo:
@@ -109,7 +125,9 @@ class Predictor:
 
     def _log_attempts(self, item: Item, step: Step, res: CallResult) -> None:
         item.attempts += len(res.attempts)
-        for n, att in enumerate(res.attempts, 1):
+        before = sum(1 for e in item.events if e.kind in ("attempt_failed", "predicted")
+                     and e.detail is not None and e.detail.get("step") == step.name)
+        for n, att in enumerate(res.attempts, before + 1):
             item.cost_usd += att.cost_usd
             if att.error is None:
                 assert isinstance(res.outcome, Prediction)

@@ -13,7 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from keel.telemetry._core import Telemetry, build_registry, metrics_text
 from keel.telemetry._export import EXPORTERS, make_exporter
 from keel.telemetry._logs import FORMATS, configure_logging
-from keel.telemetry._metrics import drift_scores, reason_class, register_drift_source
+from keel.telemetry._metrics import (
+    drift_scores,
+    reason_class,
+    record_drift,
+    register_drift_source,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -26,5 +31,6 @@ __all__ = [
     "make_exporter",
     "metrics_text",
     "reason_class",
+    "record_drift",
     "register_drift_source",
 ]

@@ -73,7 +73,7 @@ class SpanQueue:
 
     def __init__(self, exporter: SpanExporter, builder: SpanBuilder, *, on_drop: DropFn,
                  on_export: Callable[[int], None] | None = None, max_queue_records: int = 10_000,
-                 max_export_batch: int = 512) -> None:
+                 max_export_batch: int = 256) -> None:
         self.exporter = exporter
         self.builder = builder
         self.on_drop = on_drop
@@ -117,28 +117,28 @@ class SpanQueue:
 
     def _run(self) -> None:
         while (unit := self._take()) is not None:
+            done = 0
             try:
-                spans = self.builder.build(unit)
-                self._export(spans)
-            except Exception:  # a broken exporter must never reach the workflow
-                self.on_drop("export_failed", unit.span_count())
+                for chunk in self.builder.chunks(unit, self.max_export_batch):
+                    self._export(chunk)
+                    done += len(chunk)
+            except Exception:  # a broken span must never reach the workflow
+                self.on_drop("export_failed", max(0, unit.span_count() - done))
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _export(self, spans: list[ReadableSpan]) -> None:
-        for start in range(0, len(spans), self.max_export_batch):
-            chunk = spans[start:start + self.max_export_batch]
-            try:
-                result = self.exporter.export(chunk)
-            except Exception:
-                result = SpanExportResult.FAILURE
-            if result is SpanExportResult.SUCCESS:
-                if self.on_export:
-                    self.on_export(len(chunk))
-            else:
-                self.on_drop("export_failed", len(chunk))
+    def _export(self, chunk: list[ReadableSpan]) -> None:
+        try:
+            result = self.exporter.export(chunk)
+        except Exception:  # the exporter's failure is counted, never raised
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            if self.on_export:
+                self.on_export(len(chunk))
+        else:
+            self.on_drop("export_failed", len(chunk))
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued is exported; False when the timeout came first."""

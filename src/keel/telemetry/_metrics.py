@@ -6,6 +6,7 @@ contract rule), stage, model version. Never a key, an id, an input value or a me
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,38 @@ def drift_scores(store: Store, workflow: str) -> dict[str, float]:
         except Exception:  # drift is advisory; a broken source must not break a scrape
             continue
     return out
+
+
+_SCORE = re.compile(r'keel_drift_score\{field="(?P<field>[^"]*)",test="(?P<test>[^"]*)"\}')
+#: The latest drift report's verdicts per workflow: (scores by "field/test", share drifted).
+_LATEST: dict[str, tuple[dict[str, float], float]] = {}
+
+
+def record_drift(report: Any) -> None:
+    """Publish a drift report (``keel.monitor`` ``DriftReport``): its scores become
+    ``keel_drift_score`` gauges and the share of checks it flagged feeds ``drift_score`` alerts.
+
+    ``keel serve``'s scheduled drift monitor calls this after each report.
+    """
+    scores = {f"{m['field']}/{m['test']}": float(v) for k, v in report.metrics().items()
+              if (m := _SCORE.fullmatch(k))}
+    checks = len(scores)
+    share = len(report.alerts) / checks if checks else 0.0
+    _LATEST[str(report.workflow)] = (scores, share)
+    register_drift_source(_latest_scores)
+
+
+def _latest_scores(_store: Store, workflow: str) -> Mapping[str, float]:
+    return _LATEST.get(workflow, ({}, 0.0))[0]
+
+
+def drift_signal(store: Store, workflow: str) -> float | None:
+    """The ``drift_score`` alert signal: the share of checks the latest report flagged, or
+    (from custom sources only) the highest score; None when nothing reported drift scores."""
+    if workflow in _LATEST:
+        return _LATEST[workflow][1]
+    scores = drift_scores(store, workflow)
+    return max(scores.values()) if scores else None
 
 
 def reason_class(item: Item) -> str:

@@ -1,9 +1,12 @@
 """OpenTelemetry spans for one batch: a trace per record, linked to the batch's own trace.
 
-A record's trace: ``keel.record`` (root) -> one span per stage it went through
-(``keel.admit``, ``keel.validate``, ``keel.screen``, ``keel.store.admitted``, ``keel.predict``,
-``keel.route``, ``keel.store.outcomes``) -> under ``keel.predict``, one client span per model
-attempt named and attributed after the GenAI semantic conventions (``gen_ai.*``).
+The batch's trace: ``keel.batch`` -> one span per stage (``keel.admit``, ``keel.validate``,
+``keel.screen``, ``keel.store.admitted``, ``keel.predict``, ``keel.route``,
+``keel.store.outcomes``). A record's trace: ``keel.record`` (root, linked to its batch, with
+the record's disposition, reason, confidence, cost, retries) -> one client span per model
+attempt named and attributed after the GenAI semantic conventions (``gen_ai.*``). With
+``stage_spans="record"`` the record's trace also gets its own span per stage it went
+through, the model calls under its ``keel.predict``.
 
 Spans are built from the batch's records after the fact (stage times come from the runner's
 marks, model-call times from the audit events), in the exporter's worker thread, so the hot
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +78,7 @@ class SpanBuilder:
     """
 
     def __init__(self, resource: Resource, sample_ratio: float = 1.0,
-                 stage_spans: str = "record") -> None:
+                 stage_spans: str = "batch") -> None:
         if stage_spans not in STAGE_SPANS:
             raise ValueError(f"stage_spans must be one of {STAGE_SPANS}, got {stage_spans!r}")
         self.resource = resource
@@ -93,6 +96,12 @@ class SpanBuilder:
                             instrumentation_scope=SCOPE, **kw)
 
     def build(self, unit: BatchUnit) -> list[ReadableSpan]:
+        """Every span of the batch at once (tests; the exporter uses :meth:`chunks`)."""
+        return [span for chunk in self.chunks(unit, 1 << 30) for span in chunk]
+
+    def chunks(self, unit: BatchUnit, size: int) -> Iterator[list[ReadableSpan]]:
+        """The batch's spans in lists of about ``size``, built as they are exported, so they
+        die young instead of piling up into the garbage collector's oldest generation."""
         stages = [(name, unit.marks[n][1], t) for n, (name, t) in enumerate(unit.marks[1:], 0)]
         start, end = unit.marks[0][1], unit.marks[-1][1]
         batch_ctx = self._ctx(self.rng.getrandbits(128) or 1)
@@ -113,7 +122,11 @@ class SpanBuilder:
         for item in unit.items:
             if ratio >= 1.0 or self.rng.random() < ratio:
                 self._record(spans, unit, item, stages, (start, end), predict, link, base)
-        return spans
+                if len(spans) >= size:
+                    yield spans
+                    spans = []
+        if spans:
+            yield spans
 
     def _record(self, out: list[ReadableSpan], unit: BatchUnit, item: Item,
                 stages: list[tuple[str, int, int]], whole: tuple[int, int],
