@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,19 @@ from keel.workflow import Workflow, load_workflow
 
 if TYPE_CHECKING:
     from keel.telemetry import Telemetry
+
+
+@contextmanager
+def _opened(store: Store | None, db: str | None) -> Iterator[Store]:
+    """The caller's store as it is, or one opened from ``db`` (and closed after)."""
+    if store is not None:
+        yield store
+        return
+    st = Store.open(db)
+    try:
+        yield st
+    finally:
+        st.close()
 
 
 def _workflow(workflow: Workflow | str | Path) -> Workflow:
@@ -54,14 +68,9 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
     """
     wf = _workflow(workflow)
     rows = read_rows(source)
-    own = store is None
-    st = store or Store.open(db)
-    try:
+    with _opened(store, db) as st:
         runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
         return runner.run(rows, source=str(source), progress=progress)
-    finally:
-        if own:
-            st.close()
 
 
 def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,
@@ -73,15 +82,10 @@ def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str 
 
     ``workflow=None`` reloads the workflow file the store last ran (when there is one).
     """
-    own = store is None
-    st = store or Store.open(db)
-    try:
+    with _opened(store, db) as st:
         wf = _workflow(workflow if workflow is not None else _last_source(st))
         runner = _runner(wf, st, out, batch_size, (), None, webhook, telemetry)
         return runner.replay(disposition, progress=progress)
-    finally:
-        if own:
-            st.close()
 
 
 def _last_source(store: Store) -> str:
@@ -97,13 +101,9 @@ def _last_source(store: Store) -> str:
 
 def status(*, db: str | None = None, workflow: str | None = None,
            store: Store | None = None) -> list[dict[str, Any]]:
-    st = store or Store.open(db)
-    try:
+    with _opened(store, db) as st:
         names = [workflow] if workflow else q.workflow_names(st)
         return [q.status(st, n) for n in names]
-    finally:
-        if store is None:
-            st.close()
 
 
 def _redacted(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,14 +121,10 @@ def _redacted(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def trace(key: str, *, db: str | None = None, workflow: str | None = None,
           store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
     """A record's whole story. Personal data is masked unless ``raw`` (for admins)."""
-    st = store or Store.open(db)
-    try:
+    with _opened(store, db) as st:
         found = q.trace(st, key, workflow)
         if found and not raw:
             found = _redacted(st, found)
-    finally:
-        if store is None:
-            st.close()
     if not found:
         raise NotFoundError(f"no record with key {key!r}; `keel status` lists what the store holds")
     return found
@@ -137,10 +133,6 @@ def trace(key: str, *, db: str | None = None, workflow: str | None = None,
 def quarantined(*, db: str | None = None, workflow: str | None = None,
                 store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
     """Open quarantine entries; personal data is masked unless ``raw``."""
-    st = store or Store.open(db)
-    try:
+    with _opened(store, db) as st:
         rows = q.quarantined(st, workflow)
         return rows if raw else _redacted(st, rows)
-    finally:
-        if store is None:
-            st.close()

@@ -13,7 +13,10 @@
     │   │   └── CsrfFailed          keel.auth.csrf     (HTTP 403: a browser form without its token)
     │   └── RequestError            keel.request       (HTTP 4xx: a bad API request)
     │       ├── BodyTooLarge        keel.request.too_large
-    │       └── BatchTooLarge       keel.request.batch_too_large
+    │       ├── BatchTooLarge       keel.request.batch_too_large
+    │       ├── InvalidJson         keel.request.invalid_json
+    │       ├── InvalidBody         keel.request.invalid   (HTTP 422)
+    │       └── MissingKey          keel.request.missing_key (HTTP 422)
     ├── StoreError                  keel.store
     ├── ModelError                  keel.model          (a model call failed)
     │   ├── RetryableModelError     keel.model.retryable
@@ -101,6 +104,21 @@ class BodyTooLarge(RequestError):
 class BatchTooLarge(RequestError):
     code = "keel.request.batch_too_large"
     status = 413
+
+
+class InvalidJson(RequestError):
+    code = "keel.request.invalid_json"
+    status = 400
+
+
+class InvalidBody(RequestError):
+    code = "keel.request.invalid"
+    status = 422
+
+
+class MissingKey(RequestError):
+    code = "keel.request.missing_key"
+    status = 422
 
 
 class StoreError(KeelError):

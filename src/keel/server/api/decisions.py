@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from keel import _json
-from keel.errors import BatchTooLarge, RequestError
+from keel.errors import BatchTooLarge, InvalidBody, InvalidJson, MissingKey
 from keel.server._http import Submitter
 from keel.server.api._models import ERRORS, BatchAnswer, DecisionAnswer
 
@@ -26,21 +26,6 @@ BODY_DOC = {
         ]}}},
     },
 }
-
-
-class InvalidJson(RequestError):
-    code = "keel.request.invalid_json"
-    status = 400
-
-
-class InvalidBody(RequestError):
-    code = "keel.request.invalid"
-    status = 422
-
-
-class MissingKey(RequestError):
-    code = "keel.request.missing_key"
-    status = 422
 
 
 def _has_nul(value: Any) -> bool:
