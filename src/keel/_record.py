@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,18 @@ REVIEW_REASONS = ("low_confidence", "output_invalid", "out_of_distribution", "mo
                   "audit_sample", "second_review", "manual")
 
 
+_rng = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(16)))
+
+
 def new_id() -> str:
     """A 20-hex-char id that sorts by creation time (milliseconds) then at random.
 
-    Time-ordered ids keep the store's B-tree inserts near the end of each index.
+    Time-ordered ids keep the store's B-tree inserts near the end of each index. The random
+    part comes from a generator seeded by the OS once per process (and again in a forked
+    child): a system call per id cost more than the rest of admitting a record.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(4).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{_rng.getrandbits(32):08x}"
 
 
 @dataclass(slots=True)
@@ -39,6 +46,21 @@ class Event:
     model_version: str | None = None
     latency_ms: float | None = None
     cost_usd: float | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The event as stored in its record's audit segment (absent fields left out)."""
+        out: dict[str, Any] = {"kind": self.kind, "at": self.at}
+        if self.actor is not None:
+            out["actor"] = self.actor
+        if self.model_version is not None:
+            out["model_version"] = self.model_version
+        if self.latency_ms is not None:
+            out["latency_ms"] = self.latency_ms
+        if self.cost_usd is not None:
+            out["cost_usd"] = self.cost_usd
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
 
 
 @dataclass(slots=True)
@@ -70,6 +92,7 @@ class Item:
     error: str | None = None
     error_code: str | None = None
     attempts: int = 0
+    failed_attempts: int = 0
     deferred: bool = False  # a transient error: retried with the next batch
     disposition: str | None = None
     reason: str | None = None
@@ -77,12 +100,16 @@ class Item:
     audit: bool = False
     events: list[Event] = field(default_factory=list)
     cost_usd: float = 0.0
-    seq: int = 0
+    seq: int = 0  # the last stored segment of this record's audit trail
     last_hash: str = ""
     written_events: int = 0
+    unsaved: list[Any] = field(default_factory=list)  # checkpoints committed with the decision
 
-    def log(self, kind: str, **kw: Any) -> None:
-        self.events.append(Event(kind=kind, at=time.time(), **kw))
+    def log(self, kind: str, detail: dict[str, Any] | None = None, actor: str | None = None,
+            model_version: str | None = None, latency_ms: float | None = None,
+            cost_usd: float | None = None) -> None:
+        self.events.append(Event(kind, time.time(), detail, actor, model_version, latency_ms,
+                                 cost_usd))
 
     def finish(self, disposition: str, reason: str | None = None) -> None:
         self.disposition = disposition

@@ -1,6 +1,7 @@
 """The audit trail: verify every record's hash chain, export events (redacted by default).
 
-Each event carries the hash of the one before it (``store/_audit.py``), so editing, deleting or
+A record's events are stored in segments (the events written in one transaction), and each
+segment carries the hash of the one before it (``store/_audit.py``), so editing, deleting or
 reordering any event breaks the chain at that point. :func:`verify` recomputes every chain and
 names the first broken link of each damaged record. The report's ``root`` digests every
 chain's head: keep it somewhere else (a ticket, a log) and a later ``verify`` showing the same
@@ -29,7 +30,7 @@ def verify(*, db: str | None = None, workflow: str | None = None, store: Store |
     """Recompute every event chain (or one workflow's); the report names each first broken link."""
     st, own = _open(store, db)
     try:
-        report = verify_chains(mon.iter_events(st, workflow), limit=limit)
+        report = verify_chains(mon.iter_segments(st, workflow), limit=limit)
         for rid, key in mon.records_without_events(st, workflow):
             report.broken_records += 1
             if len(report.broken) < limit:
@@ -43,32 +44,40 @@ def verify(*, db: str | None = None, workflow: str | None = None, store: Store |
 
 def report_dict(report: ChainReport) -> dict[str, Any]:
     return {"ok": report.ok, "records": report.records, "events": report.events,
-            "broken_records": report.broken_records, "root": report.root,
+            "segments": report.segments, "broken_records": report.broken_records, "root": report.root,
             "first_broken": report.broken[0].as_dict() if report.broken else None,
             "broken": [b.as_dict() for b in report.broken]}
 
 
 def iter_export(store: Store, workflow: str | None = None, *, raw: bool = False) -> Iterator[dict[str, Any]]:
-    """Events as exported lines: personal data masked unless ``raw``."""
+    """Events as exported lines (each with its segment's seq and hashes): personal data masked
+    unless ``raw``."""
     specs = mon.workflow_specs(store)
     redactors: dict[str, Redactor] = {}
-    last_record: str | None = None
+    record: str | None = None
     known: tuple[str, ...] = ()
-    for row in mon.iter_events(store, workflow):
-        line = {k: row[k] for k in ("workflow", "record_id", "seq", "kind", "at", "actor",
-                                    "model_version", "latency_ms", "cost_usd", "prev_hash", "hash")}
-        line["key"] = row["record_key"]
-        line["detail"] = _json.loads(row["detail"])
+    n = 0
+    for seg in mon.iter_segments(store, workflow):
+        if seg["record_id"] != record:
+            record, n = seg["record_id"], 0
+            red = redactors.get(seg["workflow"])
+            if red is None and not raw:
+                red = redactors[seg["workflow"]] = for_spec(specs.get(seg["workflow"]))
+            if red is not None:
+                known = red.known_values(_json.loads(seg["record_input"]) if seg["record_input"] else None)
+        key = seg["record_key"]
         if not raw:
-            red = redactors.get(row["workflow"])
-            if red is None:
-                red = redactors[row["workflow"]] = for_spec(specs.get(row["workflow"]))
-            if row["record_id"] != last_record:
-                last_record = row["record_id"]
-                known = red.known_values(_json.loads(row["record_input"]) if row["record_input"] else None)
-            line["key"] = red.text(line["key"] or "", known)
-            line["detail"] = red.value(line["detail"], known)
-        yield line
+            key = redactors[seg["workflow"]].text(key or "", known)
+        for ev in _json.loads(seg["entries"]):
+            n += 1
+            detail = ev.get("detail")
+            if not raw:
+                detail = redactors[seg["workflow"]].value(detail, known)
+            yield {"workflow": seg["workflow"], "record_id": seg["record_id"], "key": key,
+                   "seq": n, "kind": ev["kind"], "at": ev["at"], "actor": ev.get("actor"),
+                   "model_version": ev.get("model_version"), "latency_ms": ev.get("latency_ms"),
+                   "cost_usd": ev.get("cost_usd"), "detail": detail, "segment": seg["seq"],
+                   "prev_hash": seg["prev_hash"], "hash": seg["hash"]}
 
 
 def export(out: str | Path | IO[str], *, db: str | None = None, workflow: str | None = None,

@@ -77,6 +77,7 @@ class Contract:
         self.model = model
         self.checks = tuple(checks)
         self.fields = tuple(model.model_fields)
+        self._validate = model.__pydantic_validator__.validate_python  # model_validate, minus a hop
 
     def validate(self, data: Any) -> tuple[BaseModel | None, list[Violation]]:
         """Parse ``data``; return the value, or None and every violation found."""
@@ -86,7 +87,7 @@ class Contract:
             if isinstance(data, BaseModel):
                 data = data.model_dump()
             try:
-                value = self.model.model_validate(data)
+                value = self._validate(data)
             except ValidationError as exc:
                 return None, [_violation(e) for e in exc.errors(include_url=False)]
         if not self.checks:

@@ -41,6 +41,10 @@ def _as_model(item: Model | Callable[[Any], Any]) -> Model:
     raise TypeError(f"a fallback must be a keel Model or a function, got {type(item).__name__}")
 
 
+#: When model answers are committed (see :class:`Workflow`).
+CHECKPOINTS = ("auto", "always")
+
+
 @dataclass
 class Workflow:
     """A named, governed AI decision process.
@@ -56,6 +60,12 @@ class Workflow:
     of each input: ``"raw"``, ``"redacted"`` (personal data masked) or ``"hash"`` (replaced by
     keyed hashes, so equal values still match). ``alerts`` are the rules ``keel alerts check``
     and ``keel serve`` evaluate (None: :data:`keel.alerts.DEFAULT_RULES`).
+
+    ``checkpoint`` says when a model's answers are committed. ``"always"``: right after the
+    call, before routing acts on them. ``"auto"`` (default): right after the call when they
+    cost money or the call took at least 0.1 ms per record, otherwise in the batch's one
+    transaction with the decisions (atomically: never a decision without its answer). A crash
+    then re-asks only answers that were cheaper to recompute than to commit on their own.
     """
 
     name: str
@@ -77,6 +87,7 @@ class Workflow:
     alerts: Sequence[AlertRule] | None = None
     #: drift monitoring: ``keel.DriftMonitor()`` routes out-of-distribution records to review
     monitor: DriftMonitor | None = None
+    checkpoint: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -87,6 +98,8 @@ class Workflow:
                 f"fields are {sorted(self.input.model_fields)}"
             )
         self._check_privacy()
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint {self.checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
         self.input_contract = Contract(self.input, self.input_checks)
         self.output_contract = Contract(self.output, self.output_checks)
         chain = self.fallback
@@ -147,6 +160,7 @@ class Workflow:
             "output_checks": [c.name for c in self.output_checks],
             "sensitive_fields": list(self.sensitive_fields),
             "storage": self.storage,
+            "checkpoint": self.checkpoint,
             "alerts": None if self.alerts is None else [r.as_dict() for r in self.alerts],
         }
 

@@ -135,11 +135,12 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
             n_records = conn.execute(select(func.count()).select_from(t.records)).scalar_one()
             n_decided = conn.execute(select(func.count()).select_from(t.decisions)).scalar_one()
             n_preds = conn.execute(select(func.count()).select_from(t.predictions)).scalar_one()
-            predicted = Counter(r for (r,) in conn.execute(
-                select(t.events.c.record_id).where(t.events.c.kind == "predicted")))
+            predicted: Counter[str] = Counter()
             seqs: dict[str, list[int]] = {}
-            for rid, seq in conn.execute(select(t.events.c.record_id, t.events.c.seq)):
+            e = t.events
+            for rid, seq, entries in conn.execute(select(e.c.record_id, e.c.seq, e.c.entries)):
                 seqs.setdefault(rid, []).append(seq)
+                predicted.update(rid for ev in json.loads(entries) if ev["kind"] == "predicted")
             quarantined = conn.execute(select(func.count()).select_from(t.decisions).where(
                 t.decisions.c.disposition == "quarantined")).scalar_one()
             tasks = Counter(r for (r,) in conn.execute(select(t.review_tasks.c.record_id)))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
+import pytest
 from tests._workflows import make, write_csv
 from tests.conftest import counts_balance
 
@@ -91,20 +93,26 @@ def test_replay_failed_after_fix(tmp_path: Path, store: Store) -> None:
     assert "replayed" in [e["kind"] for e in rec["events"]]
 
 
-def test_checkpointed_predictions_are_not_paid_again(tmp_path: Path, store: Store) -> None:
-    """A run that died after the model answered resumes from the checkpoint."""
+@pytest.mark.parametrize("how", [
+    {"model": {"cost_usd": 0.001}, "workflow": {}},  # auto: answers that cost money
+    {"model": {"latency_ms": 2.0}, "workflow": {}},  # auto: slow answers
+    {"model": {}, "workflow": {"checkpoint": "always"}},
+])
+def test_checkpointed_predictions_are_not_paid_again(tmp_path: Path, store: Store,
+                                                     how: dict[str, dict[str, Any]]) -> None:
+    """A run that died after a dear answer resumes from the checkpoint."""
     src = write_csv(tmp_path / "in.csv", [(f"r{i}", f"text {i}") for i in range(12)])
-    model = keel.FakeModel({"label": "ok"})
-    wf = make(model)
+    model = keel.FakeModel({"label": "ok"}, **how["model"])
+    wf = make(model, **how["workflow"])
     runner = keel.Runner(wf, store)
     # simulate a crash between the checkpoint and the decision write
-    original = store.write_outcomes
-    store.write_outcomes = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    original = store.write_batch
+    store.write_batch = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
     from keel._sources import read_rows
 
     with contextlib.suppress(SystemExit):
         runner.run(read_rows(src))
-    store.write_outcomes = original  # type: ignore[method-assign]
+    store.write_batch = original  # type: ignore[method-assign]
     paid = model.calls
     assert paid == 12
     assert keel.status(store=store)[0]["pending"] == 12
@@ -114,3 +122,24 @@ def test_checkpointed_predictions_are_not_paid_again(tmp_path: Path, store: Stor
     (rec,) = keel.trace("r1", store=store)
     kinds = [e["kind"] for e in rec["events"]]
     assert kinds.count("predicted") == 1 and "resumed" in kinds
+
+
+def test_cheap_answers_are_committed_with_their_decisions(tmp_path: Path, store: Store) -> None:
+    """A fast, free model's answers are not committed on their own: a crash before the batch's
+    transaction leaves nothing half-done, and the records are decided afresh next time."""
+    src = write_csv(tmp_path / "in.csv", [(f"r{i}", f"text {i}") for i in range(12)])
+    model = keel.FakeModel({"label": "ok"})
+    wf = make(model)
+    original = store.write_batch
+    store.write_batch = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    from keel._sources import read_rows
+
+    with contextlib.suppress(SystemExit):
+        keel.Runner(wf, store).run(read_rows(src))
+    store.write_batch = original  # type: ignore[method-assign]
+    assert keel.status(store=store) == [] or keel.status(store=store)[0]["pending"] == 0
+    s = keel.Runner(wf, store).run(read_rows(src))
+    assert model.calls == 24 and s.counts["accepted"] == 12 and counts_balance(s)
+    (rec,) = keel.trace("r1", store=store)
+    assert [e["kind"] for e in rec["events"]] == ["received", "validated", "predicted", "routed"]
+    assert {e["segment"] for e in rec["events"]} == {1}  # one transaction, one segment

@@ -41,8 +41,11 @@ def _chain_ok(store: Store, key: str) -> list[str]:
     (rec,) = keel.trace(key, store=store)
     evs = rec["events"]
     for prev, ev in itertools.pairwise(evs):
-        assert ev["prev_hash"] == prev["hash"]
         assert ev["seq"] == prev["seq"] + 1
+        if ev["segment"] == prev["segment"]:
+            assert (ev["hash"], ev["prev_hash"]) == (prev["hash"], prev["prev_hash"])
+        else:
+            assert ev["segment"] == prev["segment"] + 1 and ev["prev_hash"] == prev["hash"]
     return [e["kind"] for e in evs]
 
 

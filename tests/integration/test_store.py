@@ -41,3 +41,40 @@ def test_any_text_round_trips_through_the_store(tmp_path: Path, store: Store, te
     assert rec["decision"]["disposition"] == "accepted", rec["events"]
     assert rec["input"]["text"] == text
     assert rec["decision"]["output"] == {"label": text}
+
+
+def test_upgrading_carries_event_rows_into_hash_chained_segments(db_url: str) -> None:
+    """A store written before audit segments keeps every event, in order, on a valid chain."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from keel import audit
+    from keel.store._migrate import alembic_config
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for head in ("0002_review", "0002_serve"):
+                command.upgrade(alembic_config(conn), head)
+            conn.execute(text("insert into records (id, workflow, key, input, source, created_at) "
+                              "values ('r1', 'tickets', 'k1', '{}', 'in.csv:2', 1.0)"))
+            for seq, kind in enumerate(("received", "validated", "predicted", "routed"), 1):
+                conn.execute(text(
+                    "insert into events (record_id, workflow, seq, kind, at, model_version, detail,"
+                    " prev_hash, hash) values ('r1', 'tickets', :seq, :kind, :at, :mv, :detail,"
+                    " 'old', 'old')"), {"seq": seq, "kind": kind, "at": 1.0 + seq,
+                                        "mv": "m-1" if kind == "predicted" else None,
+                                        "detail": f'{{"n": {seq}}}'})
+    finally:
+        engine.dispose()
+    st_ = Store.open(db_url)
+    try:
+        (rec,) = keel.trace("k1", store=st_)
+        assert [(e["kind"], e["detail"], e["segment"]) for e in rec["events"]] == [
+            ("received", {"n": 1}, 1), ("validated", {"n": 2}, 2), ("predicted", {"n": 3}, 3),
+            ("routed", {"n": 4}, 4)]
+        assert rec["events"][2]["model_version"] == "m-1"
+        report = audit.verify(store=st_)
+        assert report.ok and (report.records, report.segments, report.events) == (1, 4, 4)
+    finally:
+        st_.close()

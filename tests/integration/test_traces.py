@@ -58,7 +58,7 @@ def test_each_record_is_a_trace_with_a_span_per_stage(tmp_path: Path, store: Sto
     assert root.attributes["keel.confidence"] == 0.95  # type: ignore[index]
     assert root.attributes["keel.workflow"] == "tickets"  # type: ignore[index]
     children = {s.name for s in k0 if s.parent is not None and s.parent.span_id == root.context.span_id}
-    assert children == {"keel.admit", "keel.validate", "keel.screen", "keel.store.admitted",
+    assert children == {"keel.admit", "keel.validate", "keel.screen",
                         "keel.predict", "keel.route", "keel.store.outcomes"}
     for s in k0:  # every span lies inside its record's root span
         assert root.start_time <= s.start_time <= s.end_time <= root.end_time
@@ -138,5 +138,5 @@ def test_by_default_stage_spans_live_in_the_batch_trace(tmp_path: Path, store: S
         assert sorted(s.name for s in group) == ["keel.record", "predict fake"]
     (batch,) = [g for g in _traces(spans).values() if any(s.name == "keel.batch" for s in g)]
     assert {s.name for s in batch} == {"keel.batch", "keel.admit", "keel.validate", "keel.screen",
-                                       "keel.store.admitted", "keel.predict", "keel.route",
+                                       "keel.predict", "keel.route",
                                        "keel.store.outcomes"}

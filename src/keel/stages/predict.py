@@ -124,9 +124,10 @@ class Predictor:
                  detail={"step": item.step_name, "violations": [v.as_dict() for v in violations]})
 
     def _log_attempts(self, item: Item, step: Step, res: CallResult) -> None:
+        before = 0 if not item.attempts else sum(
+            1 for e in item.events if e.kind in ("attempt_failed", "predicted")
+            and e.detail is not None and e.detail.get("step") == step.name)
         item.attempts += len(res.attempts)
-        before = sum(1 for e in item.events if e.kind in ("attempt_failed", "predicted")
-                     and e.detail is not None and e.detail.get("step") == step.name)
         for n, att in enumerate(res.attempts, before + 1):
             item.cost_usd += att.cost_usd
             if att.error is None:
@@ -138,6 +139,7 @@ class Predictor:
                              "input_tokens": usage.input_tokens,
                              "output_tokens": usage.output_tokens})
             else:
+                item.failed_attempts += 1
                 item.log("attempt_failed", model_version=step.model.version,
                          latency_ms=att.latency_ms, cost_usd=att.cost_usd,
                          detail={"step": step.name, "attempt": n, "error": att.error,

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 GENESIS = "0" * 64
 
 
@@ -14,23 +16,21 @@ def _num(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-def chain_hash(prev_hash: str, record_id: str, seq: int, kind: str, at: float,
-               actor: str | None, model_version: str | None, latency_ms: float | None,
-               cost_usd: float | None, detail: str | None) -> str:
-    """Hash of one event given the previous event's hash (GENESIS for the first)."""
-    payload = (f"{prev_hash}|{record_id}|{seq}|{kind}|{_num(at)}|{actor or ''}|"
-               f"{model_version or ''}|{_num(latency_ms)}|{_num(cost_usd)}|{detail or ''}")
+def segment_hash(prev_hash: str, record_id: str, seq: int, workflow: str, at: float,
+                 entries: str) -> str:
+    """Hash of one stored segment (a record's events written in one transaction), given the
+    previous segment's hash (GENESIS for the first). ``entries`` is the stored JSON text."""
+    payload = f"{prev_hash}|{record_id}|{seq}|{workflow}|{_num(at)}|{entries}"
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def event_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    """Hash of one stored event row (a mapping with the events table's columns)."""
-    return chain_hash(prev_hash, str(row["record_id"]), int(row["seq"]), str(row["kind"]),
-                      row["at"], row.get("actor"), row.get("model_version"),
-                      row.get("latency_ms"), row.get("cost_usd"), row.get("detail"))
+def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    """Hash of one stored segment row (a mapping with the events table's columns)."""
+    return segment_hash(prev_hash, str(row["record_id"]), int(row["seq"]), str(row["workflow"]),
+                        row["at"], str(row["entries"]))
 
 
-_EVENT_FIELDS = ("kind", "at", "actor", "model_version", "latency_ms", "cost_usd", "detail")
+_SEGMENT_FIELDS = ("workflow", "at", "entries")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Break:
     workflow: str
     seq: int
     problem: str  # seq_gap | content_changed | link_broken | rewritten | chain_missing
+    #: the segment as stored (seq, at, entries, prev_hash, hash)
     message: str
     event: dict[str, Any] = field(default_factory=dict)
 
@@ -55,6 +56,7 @@ class Break:
 class ChainReport:
     records: int = 0
     events: int = 0
+    segments: int = 0
     broken: list[Break] = field(default_factory=list)
     broken_records: int = 0
     root: str = ""
@@ -65,11 +67,11 @@ class ChainReport:
 
 
 def _shown(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("seq", *_EVENT_FIELDS, "prev_hash", "hash")}
+    return {k: row.get(k) for k in ("seq", *_SEGMENT_FIELDS, "prev_hash", "hash")}
 
 
 def _check(rows: list[Mapping[str, Any]]) -> Break | None:
-    """The first broken link in one record's events (ordered by seq), or None."""
+    """The first broken link in one record's segments (ordered by seq), or None."""
     prev = GENESIS
     expected = 1
     for n, row in enumerate(rows):
@@ -78,21 +80,29 @@ def _check(rows: list[Mapping[str, Any]]) -> Break | None:
             return Break(str(row["record_id"]), row.get("record_key"), str(row["workflow"]),
                          seq, problem, message, _shown(row))
         if seq != expected:
-            return brk("seq_gap", f"events seq {expected}..{seq - 1} are missing: deleted from "
+            return brk("seq_gap", f"segments seq {expected}..{seq - 1} are missing: deleted from "
                                   "the trail")
         if row["prev_hash"] != prev:
-            return brk("link_broken", f"prev_hash does not match the hash of event seq {seq - 1}: "
-                                      "that event was replaced, or this link was edited")
-        if event_hash(str(row["prev_hash"]), row) != row["hash"]:
-            return brk("content_changed", "the event's content no longer matches its hash: one of "
-                       f"{', '.join(_EVENT_FIELDS)} was edited after it was written")
+            return brk("link_broken", f"prev_hash does not match the hash of segment seq {seq - 1}: "
+                                      "that segment was replaced, or this link was edited")
+        if row_hash(str(row["prev_hash"]), row) != row["hash"]:
+            return brk("content_changed", "the segment's content no longer matches its hash: one "
+                       f"of {', '.join(_SEGMENT_FIELDS)} was edited after it was written")
         nxt = rows[n + 1] if n + 1 < len(rows) else None
         if nxt is not None and int(nxt["seq"]) == seq + 1 and nxt["prev_hash"] != row["hash"]:
-            return brk("rewritten", "the event and its hash were rewritten together: the next "
-                                    f"event (seq {seq + 1}) still points to the original")
+            return brk("rewritten", "the segment and its hash were rewritten together: the next "
+                                    f"segment (seq {seq + 1}) still points to the original")
         prev = str(row["hash"])
         expected = seq + 1
     return None
+
+
+def _entry_count(entries: Any) -> int:
+    try:
+        found = orjson.loads(entries)
+    except (orjson.JSONDecodeError, TypeError):
+        return 0  # an edited segment: its hash check reports it
+    return len(found) if isinstance(found, list) else 0
 
 
 def verify_chains(rows: Iterable[Mapping[str, Any]], limit: int = 100) -> ChainReport:
@@ -113,7 +123,8 @@ def verify_chains(rows: Iterable[Mapping[str, Any]], limit: int = 100) -> ChainR
         root.update(f"{current[0]['record_id']}:{current[-1]['hash']}\n".encode())
 
     for row in rows:
-        report.events += 1
+        report.segments += 1
+        report.events += _entry_count(row["entries"])
         if current and row["record_id"] != current[0]["record_id"]:
             close()
             current = []

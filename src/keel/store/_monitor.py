@@ -78,12 +78,13 @@ def signal(store: Store, workflow: str, name: str, since: float, now: float) -> 
 
 
 def _error_rate(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
-    e = t.events
-    rows = _counts(conn, select(e.c.kind, func.count()).where(
-        e.c.workflow == wf, e.c.at >= since, e.c.at <= now,
-        e.c.kind.in_(("predicted", "attempt_failed"))).group_by(e.c.kind))
-    n = sum(rows.values())
-    return (rows.get("attempt_failed", 0) / n if n else None), n
+    """Failed model calls over all calls, for the records decided in the window."""
+    d = t.decisions
+    calls, failed = conn.execute(select(func.sum(d.c.attempts), func.sum(d.c.failed_attempts))
+                                 .where(d.c.workflow == wf, d.c.decided_at >= since,
+                                        d.c.decided_at <= now)).one()
+    n = int(calls or 0)
+    return (int(failed or 0) / n if n else None), n
 
 
 def _decided(conn: Connection, wf: str, since: float, now: float) -> dict[str, int]:
@@ -197,9 +198,10 @@ def workflow_specs(store: Store) -> dict[str, dict[str, Any]]:
 
 
 # -- the audit chain ------------------------------------------------------------------------------
-def iter_events(store: Store, workflow: str | None = None,
-                chunk: int = 5000) -> Iterator[dict[str, Any]]:
-    """Every event with its record's key and input, ordered by record then seq (streamed)."""
+def iter_segments(store: Store, workflow: str | None = None,
+                  chunk: int = 5000) -> Iterator[dict[str, Any]]:
+    """Every audit segment with its record's key and input, ordered by record then seq
+    (streamed)."""
     e, r = t.events, t.records
     q = (select(e, r.c.key.label("record_key"), r.c.input.label("record_input"))
          .select_from(e.outerjoin(r, r.c.id == e.c.record_id))
@@ -216,7 +218,7 @@ def records_without_events(store: Store, workflow: str | None = None) -> list[tu
     """(record id, key) of decided records whose whole event chain is gone."""
     r, d, e = t.records, t.decisions, t.events
     q = (select(r.c.id, r.c.key).select_from(r.join(d, d.c.record_id == r.c.id))
-         .where(~select(e.c.id).where(e.c.record_id == r.c.id).exists()))
+         .where(~select(e.c.seq).where(e.c.record_id == r.c.id).exists()))
     if workflow:
         q = q.where(r.c.workflow == workflow)
     with store.engine.connect() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,20 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
     }
 
 
+def expand_segments(rows: Iterable[Mapping[str, Any]] | Any) -> list[dict[str, Any]]:
+    """One record's stored segments (in order) as its events, numbered from 1; each names the
+    segment it was written in and that segment's hash."""
+    out: list[dict[str, Any]] = []
+    for seg in rows:
+        for ev in _json.loads(seg["entries"]):
+            out.append({"seq": len(out) + 1, "kind": ev["kind"], "at": ev["at"],
+                        "actor": ev.get("actor"), "model_version": ev.get("model_version"),
+                        "latency_ms": ev.get("latency_ms"), "cost_usd": ev.get("cost_usd"),
+                        "detail": ev.get("detail"), "segment": seg["seq"],
+                        "hash": seg["hash"], "prev_hash": seg["prev_hash"]})
+    return out
+
+
 def trace(store: Store, key: str, workflow: str | None = None) -> list[dict[str, Any]]:
     """Every record with this key (one per workflow, or the one workflow given)."""
     r, e, d, p, rt = t.records, t.events, t.decisions, t.predictions, t.review_tasks
@@ -86,10 +101,8 @@ def trace(store: Store, key: str, workflow: str | None = None) -> list[dict[str,
             q = q.where(r.c.workflow == workflow)
         for rec in conn.execute(q).mappings().all():
             rid = rec["id"]
-            evs = [dict(x) for x in conn.execute(select(e).where(e.c.record_id == rid)
-                                                 .order_by(e.c.seq)).mappings()]
-            for ev in evs:
-                ev["detail"] = _json.loads(ev["detail"])
+            evs = expand_segments(conn.execute(select(e).where(e.c.record_id == rid)
+                                               .order_by(e.c.seq)).mappings())
             dec = conn.execute(select(d).where(d.c.record_id == rid)).mappings().first()
             preds = [dict(x) for x in conn.execute(select(p).where(p.c.record_id == rid)
                                                    .order_by(p.c.created_at)).mappings()]

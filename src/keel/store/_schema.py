@@ -98,6 +98,7 @@ decisions = Table(
     Column("policy_version", String(100)),
     Column("audit", Boolean, nullable=False, default=False),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("failed_attempts", Integer, nullable=False, default=0),  # migration 0003
     Column("latency_ms", Float),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("decided_at", Float, nullable=False),
@@ -106,23 +107,19 @@ decisions = Table(
     sqlite_with_rowid=False,
 )
 
+# Migration 0003: the audit trail stores one segment per record per transaction: the events
+# written together (as a JSON array), hash-chained to the record's previous segment.
 events = Table(
     "events", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("record_id", String(32), nullable=False),
-    Column("workflow", String(200), nullable=False),
     Column("seq", Integer, nullable=False),
-    Column("kind", String(50), nullable=False),
+    Column("workflow", String(200), nullable=False),
     Column("at", Float, nullable=False),
-    Column("actor", String(200)),
-    Column("model_version", String(200)),
-    Column("latency_ms", Float),
-    Column("cost_usd", Float),
-    Column("detail", Text),
+    Column("entries", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    UniqueConstraint("record_id", "seq", name="uq_events_record_seq"),
-    Index("ix_events_workflow_at", "workflow", "at"),
+    PrimaryKeyConstraint("record_id", "seq", name="pk_events"),
+    sqlite_with_rowid=False,
 )
 
 review_tasks = Table(

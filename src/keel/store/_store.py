@@ -14,20 +14,19 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from keel import _json
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
-from keel._record import Item, new_id
+from keel._record import Event, Item, new_id
 from keel.errors import StoreError
 from keel.stages.admit import Known
 from keel.stages.predict import Checkpoint
 from keel.store import _schema as t
-from keel.store._audit import GENESIS, chain_hash, event_hash
+from keel.store._audit import GENESIS, segment_hash
 from keel.store._delivery import BreakerBook, SinkLedger
 from keel.store._engine import insert_ignore, make_engine, resolve_url
 from keel.store._migrate import upgrade
 
 _CHUNK = 500  # keys per IN (...) query
 __all__ = ["BreakerBook", "SinkLedger", "Store"]
-_EVENT_COLS = ("record_id", "workflow", "seq", "kind", "at", "actor", "model_version",
-               "latency_ms", "cost_usd", "detail", "prev_hash", "hash")
+_SEGMENT_COLS = ("record_id", "seq", "workflow", "at", "entries", "prev_hash", "hash")
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -45,17 +44,13 @@ class Store:
         self._sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
         self._write_lock = threading.RLock()
 
-    def _insert_many(self, conn: Connection, table: Any, rows: list[dict[str, Any]],
-                     ignore: bool = False) -> None:
-        """Bulk INSERT through the driver's executemany: the hot path skips SQL compilation.
-
-        Every row must have the same keys. ``ignore`` skips rows whose key exists.
+    def _insert_rows(self, conn: Connection, table: str, cols: tuple[str, ...],
+                     rows: list[tuple[Any, ...]], ignore: bool = False) -> None:
+        """Bulk INSERT of value tuples (in ``cols`` order) through the driver's executemany: the
+        hot path skips SQL compilation and dict building. ``ignore`` skips rows whose key exists.
         """
-        if not rows:
-            return
-        cols = tuple(rows[0])
-        conn.exec_driver_sql(self._insert_sql(table.name, cols, ignore),
-                             [tuple(r[c] for c in cols) for r in rows])
+        if rows:
+            conn.exec_driver_sql(self._insert_sql(table, cols, ignore), rows)
 
     def _insert_sql(self, table: str, cols: tuple[str, ...], ignore: bool = False) -> str:
         sql = self._sql.get((table, cols, ignore))
@@ -163,41 +158,31 @@ class Store:
                     item.from_fallback = row["step"] != "primary"
                     item.checkpointed = True
 
-    def write_admitted(self, workflow: str, run_id: str, items: list[Item]) -> None:
-        """Insert new records (and their first events) before any model sees them."""
+    def write_checkpoints(self, workflow: str, run_id: str, rows: list[Checkpoint]) -> None:
+        """Commit model answers before anything acts on them: under (record, step), first write
+        wins, with their records and the events that led there."""
+        items = list({id(c.item): c.item for c in rows}.values())
         now = time.time()
-        rows = [{"id": i.record_id, "workflow": workflow, "key": i.key,
-                 "input": _json.dumps(i.raw), "source": i.source, "run_id": run_id,
-                 "created_at": now} for i in items if i.is_new]
         with self.tx() as conn:
-            self._insert_many(conn, t.records, rows)
-            self._events(conn, workflow, items)
+            self._insert_rows(conn, "records", _RECORD_COLS, _record_rows(workflow, run_id, items, now))
+            self._insert_rows(conn, "predictions", _PREDICTION_COLS,
+                              [_prediction_row(c, now) for c in rows], ignore=True)
+            self._segments(conn, workflow, items)
         for i in items:
             i.is_new = False
 
-    def write_checkpoints(self, rows: list[Checkpoint], workflow: str) -> None:
-        """Predictions under (record, step), first write wins, with the events that led there."""
-        now = time.time()
-        data = [{"record_id": c.record_id, "step": c.step, "model_version": c.model_version,
-                 "output": _json.dumps(c.prediction.output), "confidence": c.prediction.confidence,
-                 "input_tokens": c.prediction.usage.input_tokens,
-                 "output_tokens": c.prediction.usage.output_tokens,
-                 "cost_usd": c.prediction.usage.cost_usd, "latency_ms": c.latency_ms,
-                 "metadata": _json.dumps(c.prediction.metadata) if c.prediction.metadata else None,
-                 "created_at": now} for c in rows]
-        with self.tx() as conn:
-            self._insert_many(conn, t.predictions, data, ignore=True)
-            self._events(conn, workflow, [c.item for c in rows])
-
-    def write_outcomes(self, workflow: str, items: list[Item], policy: Policy,
-                       replace: bool = False) -> None:
-        """Decisions, quarantine entries, review tasks and the remaining events, one transaction."""
+    def write_batch(self, workflow: str, run_id: str, items: list[Item], policy: Policy,
+                    replace: bool = False) -> None:
+        """One transaction for a batch: new records, answers not checkpointed yet, decisions,
+        quarantine entries, review tasks and each record's new events (a segment)."""
         now = time.time()
         done = [i for i in items if i.disposition is not None]
-        decisions = [_decision_row(workflow, i, policy.version, now) for i in done]
-        quarantined = [{"record_id": i.record_id, "workflow": workflow, "source": i.source,
-                        "violations": _json.dumps([v.as_dict() for v in i.violations]),
-                        "status": "open", "created_at": now}
+        records = _record_rows(workflow, run_id, items, now)
+        answers = [_prediction_row(c, now) for i in items for c in i.unsaved]
+        pv = policy.version
+        decisions = [_decision_row(workflow, i, pv, now) for i in done]
+        quarantined = [(i.record_id, workflow, i.source,
+                        _json.dumps([v.as_dict() for v in i.violations]), "open", now)
                        for i in done if i.disposition == "quarantined"]
         tasks = [_task_row(workflow, i, policy, now) for i in done if i.review is not None or i.audit]
         with self.tx() as conn:
@@ -206,44 +191,48 @@ class Store:
                 for part in _chunks(ids):
                     conn.execute(t.decisions.delete().where(t.decisions.c.record_id.in_(part)))
                     conn.execute(t.quarantine.delete().where(t.quarantine.c.record_id.in_(part)))
-            self._insert_many(conn, t.decisions, decisions)
-            self._insert_many(conn, t.quarantine, quarantined)
-            self._insert_many(conn, t.review_tasks, tasks)
-            self._events(conn, workflow, items)
+            self._insert_rows(conn, "records", _RECORD_COLS, records)
+            self._insert_rows(conn, "predictions", _PREDICTION_COLS, answers, ignore=True)
+            self._insert_rows(conn, "decisions", _DECISION_COLS, decisions)
+            self._insert_rows(conn, "quarantine", _QUARANTINE_COLS, quarantined)
+            self._insert_rows(conn, "review_tasks", _TASK_COLS, tasks)
+            self._segments(conn, workflow, items)
+        for i in items:
+            i.is_new = False
+            i.unsaved = []
 
-    def _events(self, conn: Connection, workflow: str, items: Iterable[Item]) -> None:
+    def _segments(self, conn: Connection, workflow: str, items: Iterable[Item]) -> None:
+        """Each record's events not stored yet, as one segment chained to its last one."""
         rows: list[tuple[Any, ...]] = []
         for item in items:
+            new = item.events[item.written_events:]
+            if not new:
+                continue
+            text = _json.dumps([ev.entry() for ev in new])
+            item.seq += 1
             prev = item.last_hash or GENESIS
-            rid = item.record_id
-            for ev in item.events[item.written_events:]:
-                item.seq += 1
-                detail = _json.dumps(ev.detail) if ev.detail is not None else None
-                h = chain_hash(prev, rid, item.seq, ev.kind, ev.at, ev.actor, ev.model_version,
-                               ev.latency_ms, ev.cost_usd, detail)
-                rows.append((rid, workflow, item.seq, ev.kind, ev.at, ev.actor, ev.model_version,
-                             ev.latency_ms, ev.cost_usd, detail, prev, h))
-                prev = h
-            item.last_hash = prev
+            at = new[0].at
+            h = segment_hash(prev, item.record_id, item.seq, workflow, at, text)
+            rows.append((item.record_id, item.seq, workflow, at, text, prev, h))
+            item.last_hash = h
             item.written_events = len(item.events)
         if rows:
-            conn.exec_driver_sql(self._insert_sql("events", _EVENT_COLS), rows)
+            conn.exec_driver_sql(self._insert_sql("events", _SEGMENT_COLS), rows)
 
     def append_event(self, conn: Connection, workflow: str, record_id: str, kind: str, *,
                      actor: str | None = None, detail: dict[str, Any] | None = None,
                      model_version: str | None = None, latency_ms: float | None = None,
                      cost_usd: float | None = None) -> None:
-        """Append one event to a record's chain (reviews, deliveries, alerts)."""
+        """Append one event, as a segment of its own, to a record's chain (reviews, alerts)."""
         e = t.events
         head = conn.execute(select(e.c.seq, e.c.hash).where(e.c.record_id == record_id)
                             .order_by(e.c.seq.desc()).limit(1)).first()
-        seq, prev = (head[0], head[1]) if head else (0, GENESIS)
-        row = {"record_id": record_id, "workflow": workflow, "seq": seq + 1, "kind": kind,
-               "at": time.time(), "actor": actor, "model_version": model_version,
-               "latency_ms": latency_ms, "cost_usd": cost_usd,
-               "detail": _json.dumps(detail) if detail is not None else None, "prev_hash": prev}
-        row["hash"] = event_hash(prev, row)
-        conn.execute(e.insert().values(**row))
+        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        at = time.time()
+        text = _json.dumps([Event(kind, at, detail, actor, model_version, latency_ms, cost_usd).entry()])
+        h = segment_hash(prev, record_id, seq, workflow, at, text)
+        conn.execute(e.insert().values(record_id=record_id, seq=seq, workflow=workflow, at=at,
+                                       entries=text, prev_hash=prev, hash=h))
 
     # -- replay ---------------------------------------------------------------------------------
     def replayable(self, workflow: str, disposition: str) -> list[tuple[str, str, str, str]]:
@@ -269,20 +258,43 @@ def _prediction(row: Any) -> Prediction:
                       metadata=_json.loads(row["metadata"]) or {})
 
 
-def _decision_row(workflow: str, i: Item, policy_version: str, now: float) -> dict[str, Any]:
+_RECORD_COLS = ("id", "workflow", "key", "input", "source", "run_id", "created_at")
+_PREDICTION_COLS = ("record_id", "step", "model_version", "output", "confidence", "input_tokens",
+                    "output_tokens", "cost_usd", "latency_ms", "metadata", "created_at")
+_DECISION_COLS = ("record_id", "workflow", "disposition", "reason", "output", "confidence",
+                  "model_version", "decided_by", "policy_version", "audit", "attempts",
+                  "failed_attempts", "latency_ms", "cost_usd", "decided_at")
+_QUARANTINE_COLS = ("record_id", "workflow", "source", "violations", "status", "created_at")
+_TASK_COLS = ("id", "record_id", "workflow", "reason", "detail", "priority", "status", "queue",
+              "created_at", "due_at")
+
+
+def _record_rows(workflow: str, run_id: str, items: Iterable[Item],
+                 now: float) -> list[tuple[Any, ...]]:
+    dumps = _json.dumps
+    return [(i.record_id, workflow, i.key, dumps(i.raw), i.source, run_id, now)
+            for i in items if i.is_new]
+
+
+def _prediction_row(c: Checkpoint, now: float) -> tuple[Any, ...]:
+    p = c.prediction
+    u = p.usage
+    return (c.record_id, c.step, c.model_version, _json.dumps(p.output), p.confidence,
+            u.input_tokens, u.output_tokens, u.cost_usd, c.latency_ms,
+            _json.dumps(p.metadata) if p.metadata else None, now)
+
+
+def _decision_row(workflow: str, i: Item, policy_version: str, now: float) -> tuple[Any, ...]:
     pred = i.prediction
-    return {"record_id": i.record_id, "workflow": workflow, "disposition": i.disposition,
-            "reason": i.reason, "output": _json.dumps(i.output) if i.output is not None else None,
-            "confidence": pred.confidence if pred is not None else None,
-            "model_version": i.predicted_by, "decided_by": i.predicted_by if i.output else None,
-            "policy_version": policy_version, "audit": i.audit, "attempts": i.attempts,
-            "latency_ms": i.latency_ms, "cost_usd": i.cost_usd, "decided_at": now}
+    return (i.record_id, workflow, i.disposition, i.reason,
+            _json.dumps(i.output) if i.output is not None else None,
+            pred.confidence if pred is not None else None, i.predicted_by,
+            i.predicted_by if i.output else None, policy_version, i.audit, i.attempts,
+            i.failed_attempts, i.latency_ms, i.cost_usd, now)
 
 
-def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> dict[str, Any]:
+def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> tuple[Any, ...]:
     reason = i.review.reason if i.review else "audit_sample"
     detail = i.review.detail if i.review else "random audit of an automatic decision"
-    return {"id": new_id(), "record_id": i.record_id, "workflow": workflow,
-            "reason": reason, "detail": detail, "priority": pol.review_priority.get(reason, 50),
-            "status": "open", "queue": "default", "created_at": now,
-            "due_at": now + pol.review_sla_s.get(reason, 86400.0)}
+    return (new_id(), i.record_id, workflow, reason, detail, pol.review_priority.get(reason, 50),
+            "open", "default", now, now + pol.review_sla_s.get(reason, 86400.0))

@@ -1,10 +1,10 @@
 """OpenTelemetry spans for one batch: a trace per record, linked to the batch's own trace.
 
 The batch's trace: ``keel.batch`` -> one span per stage (``keel.admit``, ``keel.validate``,
-``keel.screen``, ``keel.store.admitted``, ``keel.predict``, ``keel.route``,
-``keel.store.outcomes``). A record's trace: ``keel.record`` (root, linked to its batch, with
-the record's disposition, reason, confidence, cost, retries) -> one client span per model
-attempt named and attributed after the GenAI semantic conventions (``gen_ai.*``). With
+``keel.screen``, ``keel.predict`` (with the answers' checkpoint when it is committed before
+routing), ``keel.route``, ``keel.store.outcomes``). A record's trace: ``keel.record`` (root,
+linked to its batch, with the record's disposition, reason, confidence, cost, retries) -> one
+client span per model attempt named and attributed after the GenAI semantic conventions (``gen_ai.*``). With
 ``stage_spans="record"`` the record's trace also gets its own span per stage it went
 through, the model calls under its ``keel.predict``.
 
