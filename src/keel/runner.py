@@ -35,7 +35,7 @@ from keel.stages import (
 from keel.stages.predict import Checkpoint, Step
 from keel.stages.screen import Detector
 from keel.store import Store
-from keel.store._store import BreakerBook, SinkLedger
+from keel.store._store import BatchRows, BreakerBook, SinkLedger, batch_rows
 from keel.workflow import Workflow
 
 if TYPE_CHECKING:
@@ -424,7 +424,8 @@ class Runner:
         if self.scrubber is not None:
             self.scrubber(done)
             self.scrubber.done(done)
-        self._writer.submit(self._persist, done, summary, replace, run_id, mark)
+        rows = batch_rows(self.wf.name, run_id, done, self.policy, replace=replace)
+        self._writer.submit(self._persist, rows, done, summary, run_id, mark)
 
     def _flush(self, summary: RunSummary, *, run_id: str, replace: bool = False) -> None:
         """No next batch: retry the records still waiting, in rounds with backoff."""
@@ -436,9 +437,9 @@ class Runner:
                 time.sleep(primary.backoff_s(rounds))
             self._process([], summary, run_id=run_id, replace=replace)
 
-    def _persist(self, items: list[Item], summary: RunSummary, replace: bool, run_id: str,
+    def _persist(self, rows: BatchRows, items: list[Item], summary: RunSummary, run_id: str,
                  mark: _Marks) -> None:
-        self.store.write_batch(self.wf.name, run_id, items, self.policy, replace=replace)
+        self.store.write_rows(rows)
         mark("store.outcomes")
         summary.add(items)
         if self.telemetry is not None:

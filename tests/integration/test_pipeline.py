@@ -106,13 +106,13 @@ def test_checkpointed_predictions_are_not_paid_again(tmp_path: Path, store: Stor
     wf = make(model, **how["workflow"])
     runner = keel.Runner(wf, store)
     # simulate a crash between the checkpoint and the decision write
-    original = store.write_batch
-    store.write_batch = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    original = store.write_rows
+    store.write_rows = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
     from keel._sources import read_rows
 
     with contextlib.suppress(SystemExit):
         runner.run(read_rows(src))
-    store.write_batch = original  # type: ignore[method-assign]
+    store.write_rows = original  # type: ignore[method-assign]
     paid = model.calls
     assert paid == 12
     assert keel.status(store=store)[0]["pending"] == 12
@@ -130,13 +130,13 @@ def test_cheap_answers_are_committed_with_their_decisions(tmp_path: Path, store:
     src = write_csv(tmp_path / "in.csv", [(f"r{i}", f"text {i}") for i in range(12)])
     model = keel.FakeModel({"label": "ok"})
     wf = make(model)
-    original = store.write_batch
-    store.write_batch = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    original = store.write_rows
+    store.write_rows = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
     from keel._sources import read_rows
 
     with contextlib.suppress(SystemExit):
         keel.Runner(wf, store).run(read_rows(src))
-    store.write_batch = original  # type: ignore[method-assign]
+    store.write_rows = original  # type: ignore[method-assign]
     assert keel.status(store=store) == [] or keel.status(store=store)[0]["pending"] == 0
     s = keel.Runner(wf, store).run(read_rows(src))
     assert model.calls == 24 and s.counts["accepted"] == 12 and counts_balance(s)

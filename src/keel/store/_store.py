@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select, update
@@ -167,57 +168,28 @@ class Store:
             self._insert_rows(conn, "records", _RECORD_COLS, _record_rows(workflow, run_id, items, now))
             self._insert_rows(conn, "predictions", _PREDICTION_COLS,
                               [_prediction_row(c, now) for c in rows], ignore=True)
-            self._segments(conn, workflow, items)
+            self._insert_rows(conn, "events", _SEGMENT_COLS, segment_rows(workflow, items))
         for i in items:
             i.is_new = False
 
     def write_batch(self, workflow: str, run_id: str, items: list[Item], policy: Policy,
                     replace: bool = False) -> None:
-        """One transaction for a batch: new records, answers not checkpointed yet, decisions,
-        quarantine entries, review tasks and each record's new events (a segment)."""
-        now = time.time()
-        done = [i for i in items if i.disposition is not None]
-        records = _record_rows(workflow, run_id, items, now)
-        answers = [_prediction_row(c, now) for i in items for c in i.unsaved]
-        pv = policy.version
-        decisions = [_decision_row(workflow, i, pv, now) for i in done]
-        quarantined = [(i.record_id, workflow, i.source,
-                        _json.dumps([v.as_dict() for v in i.violations]), "open", now)
-                       for i in done if i.disposition == "quarantined"]
-        tasks = [_task_row(workflow, i, policy, now) for i in done if i.review is not None or i.audit]
-        with self.tx() as conn:
-            if replace and done:
-                ids = [i.record_id for i in done]
-                for part in _chunks(ids):
-                    conn.execute(t.decisions.delete().where(t.decisions.c.record_id.in_(part)))
-                    conn.execute(t.quarantine.delete().where(t.quarantine.c.record_id.in_(part)))
-            self._insert_rows(conn, "records", _RECORD_COLS, records)
-            self._insert_rows(conn, "predictions", _PREDICTION_COLS, answers, ignore=True)
-            self._insert_rows(conn, "decisions", _DECISION_COLS, decisions)
-            self._insert_rows(conn, "quarantine", _QUARANTINE_COLS, quarantined)
-            self._insert_rows(conn, "review_tasks", _TASK_COLS, tasks)
-            self._segments(conn, workflow, items)
-        for i in items:
-            i.is_new = False
-            i.unsaved = []
+        """One transaction for a batch (:func:`batch_rows`, then :meth:`write_rows`)."""
+        self.write_rows(batch_rows(workflow, run_id, items, policy, replace=replace))
 
-    def _segments(self, conn: Connection, workflow: str, items: Iterable[Item]) -> None:
-        """Each record's events not stored yet, as one segment chained to its last one."""
-        rows: list[tuple[Any, ...]] = []
-        for item in items:
-            new = item.events[item.written_events:]
-            if not new:
-                continue
-            text = _json.dumps([ev.entry() for ev in new])
-            item.seq += 1
-            prev = item.last_hash or GENESIS
-            at = new[0].at
-            h = segment_hash(prev, item.record_id, item.seq, workflow, at, text)
-            rows.append((item.record_id, item.seq, workflow, at, text, prev, h))
-            item.last_hash = h
-            item.written_events = len(item.events)
-        if rows:
-            conn.exec_driver_sql(self._insert_sql("events", _SEGMENT_COLS), rows)
+    def write_rows(self, rows: BatchRows) -> None:
+        """Commit a batch's rows in one transaction. Building them is left to the caller's
+        thread, so a writer thread does little but wait on the database."""
+        with self.tx() as conn:
+            for part in _chunks(rows.replaced):
+                conn.execute(t.decisions.delete().where(t.decisions.c.record_id.in_(part)))
+                conn.execute(t.quarantine.delete().where(t.quarantine.c.record_id.in_(part)))
+            self._insert_rows(conn, "records", _RECORD_COLS, rows.records)
+            self._insert_rows(conn, "predictions", _PREDICTION_COLS, rows.answers, ignore=True)
+            self._insert_rows(conn, "decisions", _DECISION_COLS, rows.decisions)
+            self._insert_rows(conn, "quarantine", _QUARANTINE_COLS, rows.quarantined)
+            self._insert_rows(conn, "review_tasks", _TASK_COLS, rows.tasks)
+            self._insert_rows(conn, "events", _SEGMENT_COLS, rows.segments)
 
     def append_event(self, conn: Connection, workflow: str, record_id: str, kind: str, *,
                      actor: str | None = None, detail: dict[str, Any] | None = None,
@@ -256,6 +228,62 @@ def _prediction(row: Any) -> Prediction:
     return Prediction(output=_json.loads(row["output"]), confidence=row["confidence"],
                       usage=Usage(row["input_tokens"], row["output_tokens"], row["cost_usd"]),
                       metadata=_json.loads(row["metadata"]) or {})
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """A batch's rows, ready to insert (built by :func:`batch_rows` off the writer thread)."""
+
+    records: list[tuple[Any, ...]]
+    answers: list[tuple[Any, ...]]
+    decisions: list[tuple[Any, ...]]
+    quarantined: list[tuple[Any, ...]]
+    tasks: list[tuple[Any, ...]]
+    segments: list[tuple[Any, ...]]
+    replaced: list[str]  # record ids whose earlier decision this batch replaces (replay)
+
+
+def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
+               replace: bool = False) -> BatchRows:
+    """Everything a batch stores: new records, answers not checkpointed yet, decisions,
+    quarantine entries, review tasks and each record's new events (a segment). The items are
+    marked stored (their chain heads advance): write the rows, or give up the run."""
+    now = time.time()
+    done = [i for i in items if i.disposition is not None]
+    pv = policy.version
+    rows = BatchRows(
+        records=_record_rows(workflow, run_id, items, now),
+        answers=[_prediction_row(c, now) for i in items for c in i.unsaved],
+        decisions=[_decision_row(workflow, i, pv, now) for i in done],
+        quarantined=[(i.record_id, workflow, i.source,
+                      _json.dumps([v.as_dict() for v in i.violations]), "open", now)
+                     for i in done if i.disposition == "quarantined"],
+        tasks=[_task_row(workflow, i, policy, now) for i in done if i.review is not None or i.audit],
+        segments=segment_rows(workflow, items),
+        replaced=[i.record_id for i in done] if replace else [])
+    for i in items:
+        i.is_new = False
+        i.unsaved = []
+    return rows
+
+
+def segment_rows(workflow: str, items: Iterable[Item]) -> list[tuple[Any, ...]]:
+    """Each record's events not stored yet, as one segment chained to its last one."""
+    rows: list[tuple[Any, ...]] = []
+    dumps = _json.dumps
+    for item in items:
+        new = item.events[item.written_events:]
+        if not new:
+            continue
+        text = dumps([ev.entry() for ev in new])
+        item.seq += 1
+        prev = item.last_hash or GENESIS
+        at = new[0].at
+        h = segment_hash(prev, item.record_id, item.seq, workflow, at, text)
+        rows.append((item.record_id, item.seq, workflow, at, text, prev, h))
+        item.last_hash = h
+        item.written_events = len(item.events)
+    return rows
 
 
 _RECORD_COLS = ("id", "workflow", "key", "input", "source", "run_id", "created_at")
