@@ -6,7 +6,8 @@ Prints one JSON line per measurement.
 
 1. ``per_record_cost``: a no-op model over ``--records`` records in batches of 500, with
    tracing to an in-memory exporter. Per batch it times the audit trail (building events,
-   hashing the chain, inserting the rows: ``Item.log`` + ``Store._events``) and tracing (the
+   one hash-chained segment per record and transaction, inserting them: ``Item.log``,
+   ``segment_rows`` and the ``events`` insert) and tracing (the
    hot-path hand-off plus the span worker thread's CPU clock: building and exporting), as CPU
    time, and reports the per-record cost's p50 and p95 over batches. Target: p50 <= 50 us.
 2. ``demo_throughput``: the demo workflow on Banking77's 3,080-message test split, fresh
@@ -48,12 +49,13 @@ sys.path.insert(0, str(EXAMPLE))
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
-from sqlalchemy import text  # noqa: E402
 
 import keel  # noqa: E402
 from keel._record import Item  # noqa: E402
 from keel._sources import read_rows  # noqa: E402
+from keel.audit import verify  # noqa: E402
 from keel.store import Store  # noqa: E402
+from keel.store import _store as store_impl  # noqa: E402
 from keel.store._store import Store as StoreImpl  # noqa: E402
 from keel.telemetry import Telemetry, configure_logging, make_exporter  # noqa: E402
 from keel.telemetry._export import SpanQueue  # noqa: E402
@@ -135,9 +137,15 @@ def per_record_cost(records: int, tmp: Path, stage_spans: str) -> None:
     batch_costs: list[float] = []
     parts: dict[str, list[float]] = {"audit": [], "tracing_hot_path": [], "span_build_export": []}
     tmp.mkdir(parents=True, exist_ok=True)
-    orig_events = StoreImpl._events
+    orig_segments, orig_insert = store_impl.segment_rows, StoreImpl._insert_rows
     orig_submit = SpanQueue.submit
-    StoreImpl._events = audit.wrap(orig_events)  # type: ignore[method-assign]
+    timed_insert = audit.wrap(orig_insert)
+
+    def insert(self: StoreImpl, conn: Any, table: str, *args: Any, **kw: Any) -> None:
+        (timed_insert if table == "events" else orig_insert)(self, conn, table, *args, **kw)
+
+    store_impl.segment_rows = audit.wrap(orig_segments)  # type: ignore[assignment]
+    StoreImpl._insert_rows = insert  # type: ignore[method-assign,assignment]
     SpanQueue.submit = tracing.wrap(orig_submit)  # type: ignore[method-assign]
     try:
         exporter = make_exporter("memory")
@@ -161,11 +169,11 @@ def per_record_cost(records: int, tmp: Path, stage_spans: str) -> None:
                 parts[k].append(v / n * 1e6)
             batch_costs.append(sum(costs.values()) / n * 1e6)
         telemetry.shutdown()
-        with store.engine.connect() as conn:
-            events = conn.execute(text("select count(*) from events")).scalar_one()
+        events = verify(store=store).events
         store.close()
     finally:
-        StoreImpl._events = orig_events  # type: ignore[method-assign]
+        store_impl.segment_rows = orig_segments  # type: ignore[assignment]
+        StoreImpl._insert_rows = orig_insert  # type: ignore[method-assign]
         SpanQueue.submit = orig_submit  # type: ignore[method-assign]
     log_us = _log_cost_us() * events / records  # building the events, per record
     batch_costs = [c + log_us for c in batch_costs]

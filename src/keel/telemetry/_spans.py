@@ -162,24 +162,33 @@ class SpanBuilder:
         red = unit.redactor
         pred = item.prediction
         calls, steps = 0, set()
-        for ev in item.events:
-            if ev.kind in _ATTEMPT_KINDS:
-                calls += 1
-                steps.add((ev.detail or {}).get("step"))
+        if item.attempts:
+            for ev in item.events:
+                if ev.kind in _ATTEMPT_KINDS:
+                    calls += 1
+                    steps.add((ev.detail or {}).get("step"))
+        attrs: dict[str, Any] = {
+            "keel.record.id": item.record_id, "keel.record.key": red.text(item.key, known),
+            "keel.cost_usd": item.cost_usd, "keel.retries": max(0, calls - len(steps)),
+            "keel.attempts": item.attempts}
+        if item.disposition is not None:
+            attrs["keel.disposition"] = item.disposition
         reason = item.reason
-        if reason and item.disposition in _FREE_TEXT_REASONS:
-            reason = red.text(reason, known)  # violations and errors may quote the input
-        return _attrs({
-            "keel.record.id": item.record_id,
-            "keel.record.key": red.text(item.key, known), "keel.disposition": item.disposition,
-            "keel.reason": reason,
-            "keel.review.reason": item.review.reason if item.review else None,
-            "keel.audit_sample": item.audit or None,
-            "keel.confidence": pred.confidence if pred is not None else None,
-            "keel.model.version": item.predicted_by, "keel.cost_usd": item.cost_usd,
-            "keel.retries": max(0, calls - len(steps)), "keel.attempts": item.attempts,
-            "keel.error.code": item.error_code,
-        })
+        if reason:
+            if item.disposition in _FREE_TEXT_REASONS:
+                reason = red.text(reason, known)  # violations and errors may quote the input
+            attrs["keel.reason"] = reason
+        if item.review is not None:
+            attrs["keel.review.reason"] = item.review.reason
+        if item.audit:
+            attrs["keel.audit_sample"] = True
+        if pred is not None:
+            attrs["keel.confidence"] = pred.confidence
+        if item.predicted_by is not None:
+            attrs["keel.model.version"] = item.predicted_by
+        if item.error_code is not None:
+            attrs["keel.error.code"] = item.error_code
+        return attrs
 
     def _model_calls(self, unit: BatchUnit, item: Item, trace_id: int, parent: SpanContext,
                      s: int, e: int, known: Sequence[str]) -> list[ReadableSpan]:
@@ -203,15 +212,26 @@ class SpanBuilder:
 
 def _model_attrs(ev: Event, name: str, kind: str, op: str) -> dict[str, Any]:
     d = ev.detail or {}
-    ok = ev.kind == "predicted"
-    return _attrs({
-        "gen_ai.operation.name": op, "gen_ai.provider.name": kind, "gen_ai.request.model": name,
-        "gen_ai.response.model": ev.model_version,
-        "gen_ai.usage.input_tokens": d.get("input_tokens") if ok else None,
-        "gen_ai.usage.output_tokens": d.get("output_tokens") if ok else None,
-        "error.type": None if ok else d.get("code"),
-        "keel.step": d.get("step"), "keel.attempt": d.get("attempt"),
-        "keel.confidence": d.get("confidence") if ok else None,
-        "keel.cost_usd": ev.cost_usd, "keel.model.version": ev.model_version,
-    })
+    attrs: dict[str, Any] = {"gen_ai.operation.name": op, "gen_ai.provider.name": kind,
+                             "gen_ai.request.model": name}
+    if ev.model_version is not None:
+        attrs["gen_ai.response.model"] = attrs["keel.model.version"] = ev.model_version
+    if ev.kind == "predicted":
+        for key, attr in _OK_ATTRS:
+            value = d.get(key)
+            if value is not None:
+                attrs[attr] = value
+    elif d.get("code") is not None:
+        attrs["error.type"] = d["code"]
+    for key, attr in _CALL_ATTRS:
+        value = d.get(key)
+        if value is not None:
+            attrs[attr] = value
+    if ev.cost_usd is not None:
+        attrs["keel.cost_usd"] = ev.cost_usd
+    return attrs
 
+
+_OK_ATTRS = (("input_tokens", "gen_ai.usage.input_tokens"),
+             ("output_tokens", "gen_ai.usage.output_tokens"), ("confidence", "keel.confidence"))
+_CALL_ATTRS = (("step", "keel.step"), ("attempt", "keel.attempt"))
