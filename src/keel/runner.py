@@ -301,6 +301,7 @@ class Runner:
         """Open a long-lived run for :meth:`decide` calls (``keel serve``); close with
         :meth:`finish_serving`."""
         self._register()
+        gc.freeze()  # a long-lived server: collections skip what startup loaded (see _young_gc_only)
         summary = RunSummary(self.wf.name, new_id(), source)
         self.store.start_run(summary.run_id, self.wf.name, "serve", source)
         self._serving_since = time.perf_counter()
