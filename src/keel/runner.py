@@ -35,6 +35,7 @@ from keel.stages import (
 from keel.stages.predict import Checkpoint, Step
 from keel.stages.screen import Detector
 from keel.store import Store
+from keel.store._offload import RowWriter
 from keel.store._store import BatchRows, BreakerBook, SinkLedger, batch_rows
 from keel.workflow import Workflow
 
@@ -162,12 +163,16 @@ class Runner:
     def __init__(self, workflow: Workflow, store: Store, *, batch_size: int = 500,
                  sinks: Sequence[Sink] = (), detectors: Sequence[Detector] = (),
                  retry: RetryPolicy | None = None, resilience: Resilience | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None,
+                 writer_process_after: int | None = None) -> None:
+        """``writer_process_after``: on a SQLite file, commit batches in a writer process once
+        a run has written this many records (None: ``KEEL_WRITER_PROCESS``, default 20,000)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.wf = workflow
         self.store = store
         self.batch_size = batch_size
+        self.writer_process_after = writer_process_after
         self.sinks = list(sinks)
         self.ledger = SinkLedger(store)
         self.breaker_book = BreakerBook(store)
@@ -275,6 +280,7 @@ class Runner:
         self._load_breakers(reset=False)
         self._open_sinks()
         self._writer = _Writer()
+        self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
         try:
             with _young_gc_only():
@@ -307,6 +313,7 @@ class Runner:
         self._serving_since = time.perf_counter()
         self._load_breakers(reset=False)
         self._writer = _Writer()
+        self.rows_writer = RowWriter(self.store, self.writer_process_after)
         return summary
 
     def finish_serving(self, summary: RunSummary) -> None:
@@ -354,6 +361,7 @@ class Runner:
         self._load_breakers(reset=True)  # a replay comes after the cause was fixed
         self._open_sinks()
         self._writer = _Writer()
+        self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
         try:
             with _young_gc_only():
@@ -384,7 +392,10 @@ class Runner:
     def _finish(self, summary: RunSummary, t0: float) -> None:
         try:
             try:
-                self._writer.close()
+                try:
+                    self._writer.close()
+                finally:
+                    self.rows_writer.close()
             finally:
                 self._defer = False
                 self._close_sinks()
@@ -440,7 +451,7 @@ class Runner:
 
     def _persist(self, rows: BatchRows, items: list[Item], summary: RunSummary, run_id: str,
                  mark: _Marks) -> None:
-        self.store.write_rows(rows)
+        self.rows_writer.write(rows)
         mark("store.outcomes")
         summary.add(items)
         if self.telemetry is not None:

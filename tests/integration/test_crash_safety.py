@@ -90,13 +90,16 @@ def _lines(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["off", "0"], ids=["writer-thread", "writer-process"])
+def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path, writer: str) -> None:
+    """With batches committed by the run's thread, or by its writer process (which must then
+    never commit half a batch, nor outlive the run and race the next one)."""
     wf = tmp_path / "workflow.py"
     wf.write_text(WORKFLOW)
     src = tmp_path / "in.csv"
     keys = _input(src)
     out, db, calls = tmp_path / "out.jsonl", tmp_path / "keel.db", tmp_path / "calls.txt"
-    env = {**os.environ, "KEEL_CALLS_FILE": str(calls)}
+    env = {**os.environ, "KEEL_CALLS_FILE": str(calls), "KEEL_WRITER_PROCESS": writer}
     cmd = [sys.executable, "-m", "keel", "run", str(wf), str(src), "--out", str(out),
            "--db", str(db), "--batch-size", str(BATCH), "--json"]
     rng = random.Random(20240611)
