@@ -52,16 +52,15 @@ def request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return status
+    body = await reader.readexactly(length) if length else b""
+    return status, body
 
 
 async def drive(port: int, make: Any, connections: int, seconds: float,
@@ -69,6 +68,7 @@ async def drive(port: int, make: Any, connections: int, seconds: float,
     """``connections`` keep-alive connections, each sending ``make(n)`` back to back."""
     latencies: list[float] = []
     errors = 0
+    first_error: list[str] = []
     counter = iter(range(10**12))
     stop_at = time.perf_counter() + seconds
 
@@ -80,10 +80,12 @@ async def drive(port: int, make: Any, connections: int, seconds: float,
                 payload = make(next(counter))
                 t0 = time.perf_counter()
                 writer.write(payload)
-                status = await _read_response(reader)
+                status, body = await _read_response(reader)
                 latencies.append(time.perf_counter() - t0)
                 if status >= 300:
                     errors += 1
+                    if not first_error:
+                        first_error.append(f"{status} {body[:300].decode('utf-8', 'replace')}")
         finally:
             writer.close()
             await writer.wait_closed()
@@ -93,7 +95,8 @@ async def drive(port: int, make: Any, connections: int, seconds: float,
     elapsed = time.perf_counter() - t0
     lat = np.array(latencies) * 1000.0
     return {"requests": len(latencies), "records": len(latencies) * per_request,
-            "errors": errors, "elapsed_s": round(elapsed, 2),
+            "errors": errors, "first_error": first_error[0] if first_error else None,
+            "elapsed_s": round(elapsed, 2),
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "records_per_s": round(len(latencies) * per_request / elapsed, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2),

@@ -78,3 +78,34 @@ def test_upgrading_carries_event_rows_into_hash_chained_segments(db_url: str) ->
         assert report.ok and (report.records, report.segments, report.events) == (1, 4, 4)
     finally:
         st_.close()
+
+
+def test_a_write_transaction_that_reads_first_survives_another_process_committing(
+        tmp_path: Path) -> None:
+    """Two writers on one SQLite file (a writer process, a second keel): a transaction that
+    reads before it writes holds the write lock from its start, so it cannot lose it."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    path = tmp_path / "keel.db"
+    store = Store.open(f"sqlite:///{path}")
+    other = sqlite3.connect(path, timeout=0.2)
+    try:
+        with store.tx() as conn:
+            conn.execute(text("select count(*) from workflows")).scalar_one()
+            try:  # the other writer must wait its turn (here: gives up after 0.2 s)
+                other.execute("insert into runs (id, workflow, kind, started_at) "
+                              "values ('x', 'w', 'run', 1.0)")
+                other.commit()
+                raced = True
+            except sqlite3.OperationalError:
+                raced = False
+            conn.execute(text("insert into runs (id, workflow, kind, started_at) "
+                              "values ('y', 'w', 'run', 1.0)"))
+        assert not raced
+        with store.engine.connect() as conn:
+            assert conn.execute(text("select id from runs")).scalars().all() == ["y"]
+    finally:
+        other.close()
+        store.close()

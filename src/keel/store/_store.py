@@ -44,6 +44,7 @@ class Store:
         self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
         self._write_lock = threading.RLock()
+        self._immediate = self.dialect == "sqlite"
 
     def _insert_rows(self, conn: Connection, table: str, cols: tuple[str, ...],
                      rows: list[tuple[Any, ...]], ignore: bool = False) -> None:
@@ -85,9 +86,14 @@ class Store:
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction. Writers in this process take turns on a lock, so threads never
-        wait on SQLite's sleeping busy handler (other processes still do)."""
+        wait on SQLite's sleeping busy handler (other processes still do). On SQLite it takes
+        the write lock at BEGIN: a transaction that reads before it writes would otherwise
+        fail at once ("database is locked") when another process (a writer process, a
+        second keel) commits in between, instead of waiting its turn."""
         try:
             with self._write_lock, self.engine.begin() as conn:
+                if self._immediate:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store write failed: {exc}") from exc
