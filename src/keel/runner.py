@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from array import array
 from collections import Counter
@@ -32,6 +33,7 @@ from keel.stages import (
     RawRow,
     Screener,
 )
+from keel.stages.admit import Known
 from keel.stages.predict import Checkpoint, Step
 from keel.stages.screen import Detector
 from keel.store import Store
@@ -198,6 +200,8 @@ class Runner:
         self._carry: list[Item] = []  # transient failures waiting for the next batch
         self._defer = False
         self._run_id = ""
+        self._inflight: dict[str, Item] = {}  # serving: decided, not yet stored
+        self._inflight_lock = threading.Lock()
 
     def _checkpoint(self, rows: list[Checkpoint]) -> None:
         """A step's fresh answers: committed now when they were dear, else with the decisions."""
@@ -325,25 +329,58 @@ class Runner:
 
     def decide(self, records: Sequence[dict[str, Any]],
                summary: RunSummary) -> list[Item | Earlier]:
-        """Decide one already-parsed batch; one answer per record, in order.
+        """Decide one already-parsed batch; one answer per record, in order, once stored.
 
         A key decided before (or earlier in the batch) is not decided again: it answers
         :class:`Earlier` (or the batch's first copy). Not thread-safe: callers serialise.
         """
-        admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
+        answers, _stored = self.decide_async(records, summary)
+        self._writer.wait()  # answered only once the decisions are stored
+        return answers
+
+    def decide_async(self, records: Sequence[dict[str, Any]],
+                     summary: RunSummary) -> tuple[list[Item | Earlier], Future[None]]:
+        """Like :meth:`decide`, but returns as soon as the batch is decided, with a future
+        that completes once it is stored: the next batch is decided while this one is
+        written. Keys still being written count as decided (answered :class:`Earlier`)."""
+        inflight = self._inflight
+        admitter = Admitter(self.wf.key, lambda keys: self._lookup_with_inflight(keys))
         first = summary.read + 1
         rows = [RawRow(summary.source, n, r) for n, r in enumerate(records, first)]
         admitted = admitter(rows)
         summary.read += len(rows)
         summary.duplicates += len(admitted.duplicates)
         self.store.resume_state(admitted.items)
-        self._process(admitted.items, summary, run_id=summary.run_id)
-        self._writer.wait()  # answered only once the decisions are stored
+        keys = [i.key for i in admitted.items]
+        with self._inflight_lock:
+            inflight.update((i.key, i) for i in admitted.items)
+        try:
+            self._process(admitted.items, summary, run_id=summary.run_id)
+        except BaseException:
+            self._forget_inflight(keys)
+            raise
+        stored = self._writer.pending or _done()
+        stored.add_done_callback(lambda _f: self._forget_inflight(keys))
         answers: dict[str, Item | Earlier] = {i.key: i for i in admitted.items}
         for key, _where, rid in admitted.duplicates:
             if rid:
                 answers[key] = Earlier(key, rid)
-        return [answers[admitter.key_of(row)] for row in rows]
+        return [answers[admitter.key_of(row)] for row in rows], stored
+
+    def _lookup_with_inflight(self, keys: list[str]) -> dict[str, Known]:
+        """The store's answer, overridden by keys decided and still being written. The
+        in-flight ones are read first: a write that lands in between is then in the store."""
+        with self._inflight_lock:
+            flying = {k: Known(i.record_id, i.disposition or "in_flight")
+                      for k in keys if (i := self._inflight.get(k)) is not None}
+        found = self.store.lookup(self.wf.name, keys)
+        found.update(flying)
+        return found
+
+    def _forget_inflight(self, keys: list[str]) -> None:
+        with self._inflight_lock:
+            for key in keys:
+                self._inflight.pop(key, None)
 
     def set_policy(self, policy: Policy) -> None:
         """Route with ``policy`` from the next batch on (a calibrated or edited policy)."""
@@ -490,6 +527,11 @@ class _Writer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-writer")
         self._pending: Future[None] | None = None
 
+    @property
+    def pending(self) -> Future[None] | None:
+        """The write in flight (the last one submitted), if any."""
+        return self._pending
+
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         self.wait()
         self._pending = self._pool.submit(fn, *args)
@@ -504,6 +546,12 @@ class _Writer:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def _done() -> Future[None]:
+    done: Future[None] = Future()
+    done.set_result(None)
+    return done
 
 
 #: "auto" checkpoints commit a step's answers on their own from this model time per record on

@@ -174,3 +174,39 @@ def test_dashboard_data_moves_with_decisions(api: tuple[TestClient, dict[str, st
     assert after["latency_ms"]["p99"] is not None
     assert sum(p["counts"].get("accepted", 0) for p in after["series"]) == 2
     assert after["cost_per_day"][-1]["decisions"] == 3
+
+
+def test_concurrent_requests_with_one_key_are_decided_once(store: Store) -> None:
+    """Batches overlap (one is written while the next is decided); a key still being written
+    when it comes again is answered as already decided, with the stored decision."""
+    import asyncio
+
+    import httpx
+
+    k = keys(store)
+    app = app_for(store)
+
+    async def go() -> tuple[list[dict[str, object]], dict[str, object]]:
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=transport, base_url="http://keel") as client:
+            async def post(n: int) -> dict[str, object]:
+                records = [{"id": f"c{(n + i) % 30}", "text": f"message {i}"} for i in range(20)]
+                r = await client.post("/v1/decisions", json={"records": records},
+                                      headers=bearer(k["submitter"]))
+                assert r.status_code == 200, r.text
+                return r.json()  # type: ignore[no-any-return]
+            bodies = await asyncio.gather(*(post(n) for n in range(40)))
+            status = await client.get("/v1/status", headers=bearer(k["submitter"]))
+            return bodies, status.json()
+
+    bodies, status = asyncio.run(go())
+    answers = [a for body in bodies for a in body["results"]]  # type: ignore[attr-defined]
+    fresh = [a for a in answers if not a["already_decided"]]
+    assert len(answers) == 800 and sorted(a["key"] for a in fresh) == sorted(f"c{i}" for i in range(30))
+    by_key = {a["key"]: a for a in fresh}
+    for a in answers:  # every repeat names the one record and its stored decision
+        first = by_key[a["key"]]
+        assert (a["record_id"], a["disposition"], a["output"]) == (
+            first["record_id"], "accepted", first["output"])
+    assert status["records"] == 30

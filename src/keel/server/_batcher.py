@@ -3,7 +3,8 @@
 The pipeline is vectorised (one model call and one transaction per batch), so many small
 HTTP requests are cheapest decided as one batch. One worker thread owns the runner, which
 also serialises writes to the store. There is no fixed wait: a lone request is decided at
-once; under load, batches grow by themselves (optionally ``linger_s`` to gather more).
+once; under load, batches grow by themselves (optionally ``linger_s`` to gather more). A
+batch is answered once it is stored; meanwhile the next batch is already being decided.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class DecisionBatcher:
         self.summary: RunSummary | None = None
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="keel-decide")
+        self._readers = ThreadPoolExecutor(1, thread_name_prefix="keel-answer")
+        self._answering: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -77,10 +80,13 @@ class DecisionBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._answering:  # batches decided: their requests get their answers
+            await asyncio.gather(*self._answering, return_exceptions=True)
         if self.summary is not None:
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.runner.finish_serving, self.summary)
         self._executor.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
 
     async def submit(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Decide ``records``; one answer dict per record, in order."""
@@ -92,6 +98,8 @@ class DecisionBatcher:
         return await fut
 
     async def _loop(self) -> None:
+        """Decide batch after batch; a batch's requests are answered once it is stored, while
+        the next batch is already being decided (its write overlaps the next decision)."""
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._queue.get()]
@@ -103,28 +111,38 @@ class DecisionBatcher:
                 jobs.append(job)
                 size += len(job.records)
             try:
-                answers = await loop.run_in_executor(self._executor, self._decide, jobs)
+                results, stored, busy_s = await loop.run_in_executor(self._executor, self._decide,
+                                                                     jobs)
             except Exception as exc:  # every waiting request learns of the failure
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                _fail(jobs, exc)
                 continue
-            for job, answer in zip(jobs, answers, strict=True):
-                if not job.future.done():
-                    job.future.set_result(answer)
+            answering = asyncio.create_task(self._answer(jobs, results, stored, busy_s))
+            self._answering.add(answering)
+            answering.add_done_callback(self._answering.discard)
 
-    def _decide(self, jobs: list[_Job]) -> list[list[dict[str, Any]]]:
+    def _decide(self, jobs: list[_Job]) -> tuple[list[Item | Earlier], Future[None], float]:
         assert self.summary is not None
         t0 = time.perf_counter()
         flat = [r for job in jobs for r in job.records]
-        results = self.runner.decide(flat, self.summary)
-        answers = self._answers(results)
-        self._count(len(flat), answers, time.perf_counter() - t0)
-        out, start = [], 0
+        results, stored = self.runner.decide_async(flat, self.summary)
+        return results, stored, time.perf_counter() - t0
+
+    async def _answer(self, jobs: list[_Job], results: list[Item | Earlier],
+                      stored: Future[None], busy_s: float) -> None:
+        """Once the batch is stored: answer each request (reads run beside the deciding)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wrap_future(stored)
+            answers = await loop.run_in_executor(self._readers, self._answers, results)
+        except Exception as exc:
+            _fail(jobs, exc)
+            return
+        self._count(len(results), answers, busy_s)
+        start = 0
         for job in jobs:
-            out.append(answers[start:start + len(job.records)])
+            if not job.future.done():
+                job.future.set_result(answers[start:start + len(job.records)])
             start += len(job.records)
-        return out
 
     def _count(self, n: int, answers: list[dict[str, Any]], busy_s: float) -> None:
         st = self.stats
@@ -153,6 +171,12 @@ class DecisionBatcher:
                 answer = _earlier(r, stored.get(r.record_id))
             out.append(answer)
         return out
+
+
+def _fail(jobs: list[_Job], exc: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)
 
 
 def _fresh(i: Item, task: dict[str, Any] | None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._sql: dict[tuple[Any, ...], str] = {}
         self._write_lock = threading.RLock()
         self._immediate = self.dialect == "sqlite"
 
@@ -129,16 +129,25 @@ class Store:
 
     # -- the hot path -------------------------------------------------------------------------
     def lookup(self, workflow: str, keys: list[str]) -> dict[str, Known]:
-        r, d = t.records, t.decisions
+        """Which of ``keys`` the store holds (record id, disposition). Plain SQL: on the hot
+        path, compiling 500 bound parameters cost three times what the query does."""
         out: dict[str, Known] = {}
         with self.engine.connect() as conn:
             for part in _chunks(keys):
-                q = (select(r.c.key, r.c.id, d.c.disposition)
-                     .select_from(r.outerjoin(d, d.c.record_id == r.c.id))
-                     .where(r.c.workflow == workflow, r.c.key.in_(part)))
-                for key, rid, disp in conn.execute(q):
+                for key, rid, disp in conn.exec_driver_sql(self._lookup_sql(len(part)),
+                                                           (workflow, *part)):
                     out[key] = Known(rid, disp)
         return out
+
+    def _lookup_sql(self, n: int) -> str:
+        sql = self._sql.get(("lookup", n))
+        if sql is None:
+            marks = ", ".join([self._placeholder] * n)
+            sql = (f"SELECT r.key, r.id, d.disposition FROM records r "
+                   f"LEFT OUTER JOIN decisions d ON d.record_id = r.id "
+                   f"WHERE r.workflow = {self._placeholder} AND r.key IN ({marks})")
+            self._sql[("lookup", n)] = sql
+        return sql
 
     def resume_state(self, items: list[Item]) -> None:
         """For records seen before: restore their event chain head and checkpointed answer."""
