@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keel.redact import MASK, Redactor, StorageRedactor, find_pii, iban_ok, luhn_ok
@@ -88,3 +88,11 @@ def test_storage_policy_raw_needs_no_stage() -> None:
     assert StorageRedactor.for_policy("raw", ["name"]) is None
     with pytest.raises(ValueError, match="storage must be one of"):
         StorageRedactor.for_policy("encrypted", [])
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab12345 .()-@xyzIBAN0987", max_size=40))
+def test_the_quick_pre_check_agrees_with_the_full_pattern(s: str) -> None:
+    from keel.redact import _CANDIDATE, _candidate
+
+    assert _candidate(s) == (_CANDIDATE.search(s) is not None)

@@ -85,6 +85,7 @@ class SpanBuilder:
         self.sample_ratio = sample_ratio
         self.per_record_stages = stage_spans == "record"
         self.rng = random.Random(os.urandom(16))
+        self._names: dict[str | None, tuple[str, str, str, str]] = {}
 
     def _ctx(self, trace_id: int) -> SpanContext:
         return SpanContext(trace_id, self.rng.getrandbits(64) or 1, False, _SAMPLED)
@@ -132,12 +133,15 @@ class SpanBuilder:
                 stages: list[tuple[str, int, int]], whole: tuple[int, int],
                 predict: tuple[int, int], link: tuple[Link, ...], base: dict[str, Any]) -> None:
         known = unit.redactor.known_values(item.raw)
-        root = self._ctx(self.rng.getrandbits(128) or 1)
-        status = _ERROR if item.disposition == "failed" else _UNSET
+        rng = self.rng
+        root = SpanContext(rng.getrandbits(128) or 1, rng.getrandbits(64) or 1, False, _SAMPLED)
         attrs = self._record_attrs(unit, item, known)
         attrs.update(base)
-        out.append(self._span("keel.record", root, None, whole[0], whole[1], attrs, links=link,
-                              status=status))
+        out.append(ReadableSpan(
+            name="keel.record", context=root, parent=None, resource=self.resource,
+            attributes=attrs, start_time=whole[0], end_time=whole[1],
+            instrumentation_scope=SCOPE, links=link,
+            status=_ERROR if item.disposition == "failed" else _UNSET))
         if not self.per_record_stages:
             out += self._model_calls(unit, item, root.trace_id, root, predict[0], predict[1], known)
             return
@@ -192,22 +196,35 @@ class SpanBuilder:
 
     def _model_calls(self, unit: BatchUnit, item: Item, trace_id: int, parent: SpanContext,
                      s: int, e: int, known: Sequence[str]) -> list[ReadableSpan]:
-        out = []
+        out: list[ReadableSpan] = []
+        if not item.attempts:
+            return out
         for ev in item.events:
             if ev.kind not in _ATTEMPT_KINDS:
                 continue
             end = min(max(int(ev.at * 1e9), s), e)
             begin = max(s, end - int((ev.latency_ms or 0.0) * 1e6))
-            name, kind = unit.models.get(ev.model_version or "", (ev.model_version or "model", "model"))
-            op = "chat" if kind in _CHAT_KINDS else "predict"
-            attrs = _model_attrs(ev, name, kind, op)
+            span_name, name, kind, op = self._model_names(unit, ev.model_version)
             status = _UNSET
             if ev.kind == "attempt_failed":
                 error = str((ev.detail or {}).get("error", ""))
                 status = Status(StatusCode.ERROR, unit.redactor.text(error, known))
-            out.append(self._span(f"{op} {name}", self._ctx(trace_id), parent, begin, end, attrs,
-                                  kind=SpanKind.CLIENT, status=status))
+            out.append(ReadableSpan(
+                name=span_name, context=SpanContext(trace_id, self.rng.getrandbits(64) or 1,
+                                                    False, _SAMPLED),
+                parent=parent, resource=self.resource, attributes=_model_attrs(ev, name, kind, op),
+                start_time=begin, end_time=end, instrumentation_scope=SCOPE,
+                kind=SpanKind.CLIENT, status=status))
         return out
+
+    def _model_names(self, unit: BatchUnit, version: str | None) -> tuple[str, str, str, str]:
+        """(span name, model name, provider kind, operation) of a model version, cached."""
+        found = self._names.get(version)
+        if found is None:
+            name, kind = unit.models.get(version or "", (version or "model", "model"))
+            op = "chat" if kind in _CHAT_KINDS else "predict"
+            found = self._names[version] = (f"{op} {name}", name, kind, op)
+        return found
 
 
 def _model_attrs(ev: Event, name: str, kind: str, op: str) -> dict[str, Any]:
