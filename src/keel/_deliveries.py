@@ -22,8 +22,12 @@ def deliveries(*, db: str | None = None, failed: bool = False, sink: str | None 
 
 
 def retry_deliveries(*, db: str | None = None, sink: str | None = None,
-                     store: Store | None = None, max_attempts: int = 5) -> dict[str, Any]:
-    """Send every dead (or pending) webhook delivery again; returns counts per sink."""
+                     store: Store | None = None, max_attempts: int = 5,
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Send every dead (or pending) webhook delivery again; returns counts per sink.
+
+    ``headers`` go with every POST (a receiver's credentials: keel never stores them, so a
+    retry needs them again)."""
     st = store or Store.open(db)
     try:
         ledger = SinkLedger(st)
@@ -32,17 +36,18 @@ def retry_deliveries(*, db: str | None = None, sink: str | None = None,
             if sink not in names:
                 raise NotFoundError(f"no webhook sink {sink!r}; `keel deliveries` lists them")
             names = [sink]
-        return {"sinks": [_retry_one(ledger, name, max_attempts) for name in names]}
+        return {"sinks": [_retry_one(ledger, name, max_attempts, headers or {}) for name in names]}
     finally:
         if store is None:
             st.close()
 
 
-def _retry_one(ledger: SinkLedger, name: str, max_attempts: int) -> dict[str, Any]:
+def _retry_one(ledger: SinkLedger, name: str, max_attempts: int,
+               headers: dict[str, str]) -> dict[str, Any]:
     lines = ledger.owed(name)
     if not lines:
         return {"sink": name, "retried": 0, "delivered": 0, "dead": 0}
-    hook = WebhookSink(name.removeprefix("webhook:"), max_attempts=max_attempts)
+    hook = WebhookSink(name.removeprefix("webhook:"), max_attempts=max_attempts, headers=headers)
     hook.open(0)
     try:
         done = hook.write(lines)

@@ -140,3 +140,44 @@ def test_crash_between_post_and_record_is_redelivered_with_the_same_key(
 def test_webhook_url_must_be_http(tmp_path: Path) -> None:
     with pytest.raises(keel.UserError, match="http"):
         keel.WebhookSink("ftp://example.com/x")
+
+
+def test_receiver_credentials_go_with_every_post_and_retry(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--webhook-header` on `keel run` and on `keel deliveries retry`; never stored."""
+    from tests._cli import keel_cli
+    from tests._workflows import write_workflow
+
+    wf = write_workflow(tmp_path)
+    src = _src(tmp_path, 3)
+    token = {"value": "Bearer right"}
+
+    def guarded(req: Request) -> Reply:
+        if req.headers.get("authorization") != token["value"]:
+            return Reply(401, {"error": "who are you"})
+        return Reply(200, {"ok": True})
+
+    with serve(guarded) as (url, seen):
+        ran = keel_cli(capsys, "run", str(wf), str(src), "--db", db_url, "--webhook", url,
+                       "--webhook-header", "Authorization: Bearer wrong", "--json")
+        assert ran.returncode == 0 and json.loads(ran.stdout)["dead_letters"] == 3
+        assert {r.headers["authorization"] for r in seen} == {"Bearer wrong"}
+        no_creds = keel_cli(capsys, "deliveries", "retry", "--db", db_url, "--json")
+        assert no_creds.returncode == 2  # some still dead
+        assert json.loads(no_creds.stdout)["sinks"][0]["dead"] == 3  # nothing was stored
+        fixed = keel_cli(capsys, "deliveries", "retry", "--db", db_url, "--json",
+                         "--webhook-header", "Authorization: Bearer right")
+        assert json.loads(fixed.stdout)["sinks"][0]["delivered"] == 3
+        bad = keel_cli(capsys, "run", str(wf), str(src), "--db", db_url, "--webhook", url,
+                       "--webhook-header", "Authorization Bearer right")
+        assert bad.returncode == 1 and "Name: value" in bad.stderr + bad.stdout
+    store = Store.open(db_url)
+    try:
+        with store.engine.connect() as conn:
+            from sqlalchemy import text
+
+            dump = " ".join(str(row) for table in ("sinks", "deliveries", "runs")
+                            for row in conn.execute(text(f"select * from {table}")))
+        assert "right" not in dump and "wrong" not in dump
+    finally:
+        store.close()

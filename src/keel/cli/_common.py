@@ -19,6 +19,26 @@ DbOption = Annotated[
                  help="Store URL or SQLite path (default: .keel/keel.db here)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+HeaderOption = Annotated[
+    list[str] | None,
+    typer.Option("--webhook-header", metavar="'NAME: VALUE'",
+                 help="A header for every webhook POST (repeatable), e.g. the receiver's "
+                      "'Authorization: Bearer ...'. Never stored: give it again to "
+                      "`keel deliveries retry`."),
+]
+
+
+def parse_headers(raw: list[str] | None) -> dict[str, str]:
+    """``["Name: value", ...]`` as a dict; a malformed one is a user error."""
+    from keel.errors import UserError
+
+    out: dict[str, str] = {}
+    for item in raw or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise UserError(f"webhook header {item.split(':')[0]!r}...: write it as 'Name: value'")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def print_json(value: Any) -> None:

@@ -8,7 +8,15 @@ import typer
 from rich.table import Table
 
 import keel
-from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
+from keel.cli._common import (
+    DbOption,
+    HeaderOption,
+    JsonOption,
+    console,
+    fmt_time,
+    parse_headers,
+    print_json,
+)
 
 group = typer.Typer(help="Deliveries to sinks (--out file, --webhook): list, retry dead letters.",
                     no_args_is_help=False, invoke_without_command=True)
@@ -45,11 +53,12 @@ def list_cmd(
 @group.command("retry")
 def retry_cmd(
     sink: Annotated[str | None, typer.Option("--sink", help="Only this sink.")] = None,
+    webhook_header: HeaderOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send dead-lettered webhook deliveries again."""
-    done = keel.retry_deliveries(db=db, sink=sink)
+    """Send dead-lettered webhook deliveries again (with the headers the receiver needs)."""
+    done = keel.retry_deliveries(db=db, sink=sink, headers=parse_headers(webhook_header))
     if as_json:
         print_json(done)
     else:

@@ -13,7 +13,15 @@ from rich.table import Table
 
 import keel
 from keel.cli import _telemetry as tel
-from keel.cli._common import DbOption, JsonOption, console, fmt_ms, print_json
+from keel.cli._common import (
+    DbOption,
+    HeaderOption,
+    JsonOption,
+    console,
+    fmt_ms,
+    parse_headers,
+    print_json,
+)
 from keel.runner import ProgressFn, RunSummary
 
 
@@ -76,6 +84,7 @@ def run_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per batch.")] = 500,
     webhook: Annotated[str | None, typer.Option(
         "--webhook", help="POST each decision to this URL (Idempotency-Key, retried).")] = None,
+    webhook_header: HeaderOption = None,
     as_json: JsonOption = False,
     otel: tel.OtelOption = None,
     otel_endpoint: tel.OtelEndpointOption = None,
@@ -88,7 +97,8 @@ def run_cmd(
     opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
     with tel.session(opts, db) as telemetry, progress_bar("deciding", not as_json) as tick:
         summary = keel.run(workflow_py, input_file, db=db, out=out, batch_size=batch_size,
-                           progress=tick, webhook=webhook, telemetry=telemetry)
+                           progress=tick, webhook=_hook(webhook, webhook_header),
+                           telemetry=telemetry)
     _finish(summary, as_json)
 
 
@@ -100,6 +110,7 @@ def replay_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Write one line per replayed record.")] = None,
     webhook: Annotated[str | None, typer.Option(
         "--webhook", help="POST each new decision to this URL.")] = None,
+    webhook_header: HeaderOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     otel: tel.OtelOption = None,
@@ -116,8 +127,17 @@ def replay_cmd(
     opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
     with tel.session(opts, db) as telemetry, progress_bar(f"replaying {which}", not as_json) as tick:
         summary = keel.replay(workflow_py, which, db=db, out=out, progress=tick,
-                              telemetry=telemetry, webhook=webhook)
+                              telemetry=telemetry, webhook=_hook(webhook, webhook_header))
     _finish(summary, as_json)
+
+
+def _hook(url: str | None, headers: list[str] | None) -> keel.WebhookSink | None:
+    found = parse_headers(headers)
+    if url is None:
+        if found:
+            raise keel.UserError("--webhook-header needs --webhook URL")
+        return None
+    return keel.WebhookSink(url, headers=found)
 
 
 def register(app: typer.Typer) -> None:
