@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -210,3 +211,35 @@ def test_concurrent_requests_with_one_key_are_decided_once(store: Store) -> None
         assert (a["record_id"], a["disposition"], a["output"]) == (
             first["record_id"], "accepted", first["output"])
     assert status["records"] == 30
+
+
+def test_serve_checks_drift_on_a_schedule(tmp_path: Path, store: Store) -> None:
+    """With `monitor=keel.DriftMonitor(...)`, keel serve compares the recent window with the
+    reference on its own and /metrics shows the scores (feeding the drift alert rule)."""
+    import time
+
+    from tests._workflows import make, write_csv
+
+    import keel
+    from keel.monitor import build_reference
+    from keel.telemetry import _metrics as tm
+
+    wf = make(monitor=keel.DriftMonitor(ood=False, check_every_s=0.2, check_window="all"))
+    steady = [(f"k{i}", f"message number {i % 37} about the weather") for i in range(200)]
+    keel.run(wf, write_csv(tmp_path / "ref.csv", steady), store=store)
+    build_reference(wf, store=store, window="all", embedder="tfidf", seed=0)
+    k = keys(store)
+    try:
+        with TestClient(app_for(store, workflow=wf)) as client:
+            moved = [{"id": f"m{i}", "text": f"payment {i} failed twice, card blocked"}
+                     for i in range(40)]
+            assert client.post("/v1/decisions", json={"records": moved},
+                               headers=bearer(k["submitter"])).status_code == 200
+            deadline = time.monotonic() + 30
+            body = ""
+            while time.monotonic() < deadline and "keel_drift_score{" not in body:
+                time.sleep(0.2)
+                body = client.get("/metrics", headers=bearer(k["admin"])).text
+        assert 'keel_drift_score{feature="' in body
+    finally:
+        tm._LATEST.pop("tickets", None)

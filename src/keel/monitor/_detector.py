@@ -71,13 +71,19 @@ class DriftMonitor:
     With ``ood=True`` the screen stage scores each record against the workflow's newest
     stored reference profile named ``reference`` (built by ``keel drift reference``) and
     sends out-of-distribution records to review. Without a stored profile it does nothing,
-    and it picks up a newer profile within ``refresh_s`` seconds.
+    and it picks up a newer profile within ``refresh_s`` seconds. Under ``keel serve`` it
+    also checks the recent window for drift on a schedule (``check_every_s``).
     """
 
     reference: str = "reference"
     ood: bool = True
     fields: tuple[str, ...] | None = None
     refresh_s: float = 60.0
+    #: ``keel serve`` compares the last ``check_window`` of decided records with the
+    #: reference every ``check_every_s`` seconds (0: never) and publishes the scores as
+    #: ``keel_drift_score`` gauges for /metrics and the ``drift_score`` alert rule.
+    check_every_s: float = 600.0
+    check_window: str = "1h"
 
     def detector(self, store: Store, workflow: str) -> StoredProfileDetector | None:
         return StoredProfileDetector(store, workflow, self) if self.ood else None

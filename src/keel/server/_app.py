@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +29,8 @@ from keel.store import Store
 from keel.telemetry import Telemetry
 from keel.workflow import Workflow, load_workflow
 
+log = logging.getLogger("keel.server")
+
 
 def _alert_check(store: Store, wf: Workflow) -> Any:
     """Evaluate the workflow's alert rules; changes go to the log (and KEEL_ALERT_WEBHOOK)."""
@@ -35,6 +38,29 @@ def _alert_check(store: Store, wf: Workflow) -> Any:
     if os.environ.get("KEEL_ALERT_WEBHOOK"):
         channels.append(alerts.WebhookChannel(os.environ["KEEL_ALERT_WEBHOOK"]))
     return lambda: alerts.evaluate(store, wf, channels=channels)
+
+
+def _drift_check(store: Store, wf: Workflow) -> Any:
+    """Compare the recent window with the reference; publish the scores (gauges, alert)."""
+    from keel.errors import NotFoundError
+    from keel.monitor import drift_report
+    from keel.telemetry import record_drift
+
+    monitor = wf.monitor
+    assert monitor is not None
+
+    def check() -> None:
+        try:
+            report = drift_report(store, wf, monitor.check_window, name=monitor.reference)
+        except NotFoundError as exc:  # no reference yet, or a quiet window: nothing to say
+            log.info("drift check skipped: %s", exc.message)
+            return
+        record_drift(report)
+        if report.drifted:
+            log.warning("drift: %d of the checks fired over the last %s",
+                        len(report.alerts), monitor.check_window)
+
+    return check
 
 
 def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
@@ -63,6 +89,8 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
                 PeriodicJob("routing-policy", 30.0, runner.reload_policy),
                 PeriodicJob("review-escalation", 60.0, review.escalate_overdue),
                 PeriodicJob("alerts", settings.alert_interval_s, _alert_check(st, wf)), *jobs]
+    if wf.monitor is not None and wf.monitor.check_every_s > 0:
+        all_jobs.append(PeriodicJob("drift", wf.monitor.check_every_s, _drift_check(st, wf)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
