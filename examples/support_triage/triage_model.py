@@ -53,11 +53,16 @@ def load_or_train() -> Any:
     return _cached_fit(training_data_hash(), *read_labelled(DATA / "train.csv"))
 
 
+def artifact_path(name: str | None = None) -> Path:
+    """Where the model trained on these data (default: the train split) is cached."""
+    return cache_dir() / f"support_triage-{name or training_data_hash()}.pkl"
+
+
 def _cached_fit(name: str, texts: list[str], labels: list[str]) -> Any:
-    path = cache_dir() / f"support_triage-{name}.pkl"
+    path = artifact_path(name)
     if path.exists():
         with path.open("rb") as fh:
-            return pickle.load(fh)  # noqa: S301 - keel's own artifact cache
+            return pickle.load(fh)
     model = fit(texts, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

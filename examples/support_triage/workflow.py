@@ -6,9 +6,16 @@ Run it:  keel run examples/support_triage/workflow.py examples/support_triage/da
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from triage_model import (
+    INTENTS,
+    artifact_path,
+    keyword_rules,
+    load_or_train,
+    retrain_with,
+    training_data_hash,
+)
 
 import keel
-from triage_model import INTENTS, keyword_rules, load_or_train, retrain_with, training_data_hash
 
 
 class Ticket(BaseModel):
@@ -24,7 +31,7 @@ def train(labels: list[dict]) -> keel.Model:
     """`keel retrain`: the same model fitted on the train split plus the reviewed labels."""
     estimator, data_hash = retrain_with(labels)
     return keel.SklearnModel(estimator, features="text", output="intent", name="tfidf-logreg",
-                             training_data_hash=data_hash)
+                             training_data_hash=data_hash, artifact=artifact_path(data_hash))
 
 
 workflow = keel.Workflow(
@@ -42,7 +49,8 @@ workflow = keel.Workflow(
                    message="intent is not one of the 77 Banking77 intents"),
     ],
     model=keel.SklearnModel(load_or_train, features="text", output="intent",
-                            name="tfidf-logreg", training_data_hash=training_data_hash()),
+                            name="tfidf-logreg", training_data_hash=training_data_hash(),
+                            artifact=artifact_path),
     fallback=keel.Rules(keyword_rules),
     train=train,
     policy=keel.Policy(threshold=0.6, audit_rate=0.02),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -98,3 +99,29 @@ def test_sklearn_model_confidence_is_top_probability() -> None:
     assert p.output == {"label": "refund"}
     assert p.confidence == pytest.approx(pipe.predict_proba(["refund"]).max())
     assert model.version == keel.SklearnModel(pipe, features="text", output="label").version
+
+
+def test_sklearn_version_is_the_artifact_files_content_hash(tmp_path: Path) -> None:
+    import hashlib
+    import pickle
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(
+        ["card lost", "card stolen", "refund please", "want refund"], ["card", "card", "refund", "refund"])
+    path = tmp_path / "model.pkl"
+
+    def load() -> object:  # a loader that writes the artifact it is read from
+        path.write_bytes(pickle.dumps(pipe, protocol=4))
+        return pickle.loads(path.read_bytes())
+
+    model = keel.SklearnModel(load, features="text", output="label", name="m", artifact=lambda: path)
+    assert model.version == f"m-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    assert model.describe()["artifact_hash"] == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    same = keel.SklearnModel(pipe, features="text", output="label", name="m", artifact=path)
+    assert same.version == model.version
+    path.write_bytes(path.read_bytes() + b"\n")  # another artifact, another version
+    assert keel.SklearnModel(pipe, features="text", output="label", name="m",
+                             artifact=path).version != model.version

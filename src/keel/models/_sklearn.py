@@ -6,6 +6,7 @@ import hashlib
 import pickle
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,11 @@ class SklearnModel(Model):
     ``features`` names the input field fed to the estimator (or is a function of the input);
     ``output`` names the output field that receives the predicted class (or is a function of
     the class label). ``training_data_hash`` and ``metrics`` are recorded with the version.
+
+    The version is ``NAME-`` plus the first 12 hex digits of a SHA-256: of ``artifact`` (the
+    file the estimator was loaded from, or a function returning its path, read once the
+    estimator is loaded) when given, so the version is the artifact's content hash; else of
+    the pickled estimator.
     """
 
     kind = "sklearn"
@@ -37,6 +43,7 @@ class SklearnModel(Model):
         name: str = "sklearn",
         training_data_hash: str | None = None,
         metrics: dict[str, float] | None = None,
+        artifact: str | Path | Callable[[], str | Path] | None = None,
     ) -> None:
         is_loader = callable(estimator) and not hasattr(estimator, "predict_proba")
         self._estimator = None if is_loader else estimator
@@ -46,6 +53,7 @@ class SklearnModel(Model):
         self.name = name
         self.training_data_hash = training_data_hash
         self.metrics = metrics or {}
+        self._artifact = artifact
         self._version: str | None = None
         self._lock = threading.Lock()
 
@@ -61,8 +69,16 @@ class SklearnModel(Model):
     @property
     def version(self) -> str:
         if self._version is None:
-            blob = pickle.dumps(self.estimator, protocol=5)
-            self._version = f"{self.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+            est = self.estimator  # a loader may write the artifact first
+            where = self._artifact() if callable(self._artifact) else self._artifact
+            if where is not None:
+                digest = hashlib.sha256()
+                with Path(where).open("rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            else:
+                digest = hashlib.sha256(pickle.dumps(est, protocol=5))
+            self._version = f"{self.name}-{digest.hexdigest()[:12]}"
         return self._version
 
     def warm(self) -> None:
