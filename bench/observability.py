@@ -25,7 +25,6 @@ Prints one JSON line per measurement.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import io
 import json
@@ -49,6 +48,7 @@ sys.path.insert(0, str(EXAMPLE))
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
+from pipeline import make_traffic  # noqa: E402  (bench/ is the script's folder)
 
 import keel  # noqa: E402
 from keel._record import Item  # noqa: E402
@@ -94,13 +94,7 @@ class Clock:
 
 
 def _traffic(path: Path, n: int) -> Path:
-    with (EXAMPLE / "data" / "test.csv").open(newline="") as fh:
-        texts = [r["text"] for r in csv.DictReader(fh)]
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "text"])
-        for i in range(n):
-            w.writerow([f"r{i:08d}", texts[i % len(texts)]])
+    make_traffic(path, n)  # the pipeline bench's traffic: the test split, repeated
     return path
 
 

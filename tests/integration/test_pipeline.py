@@ -143,3 +143,19 @@ def test_cheap_answers_are_committed_with_their_decisions(tmp_path: Path, store:
     (rec,) = keel.trace("r1", store=store)
     assert [e["kind"] for e in rec["events"]] == ["received", "validated", "predicted", "routed"]
     assert {e["segment"] for e in rec["events"]} == {1}  # one transaction, one segment
+
+
+def test_runner_decide_answers_once_stored_and_knows_repeats(store: Store) -> None:
+    """`Runner.decide`, the embedding entry point: one answer per record, in order."""
+    runner = keel.Runner(make(), store)
+    summary = runner.start_serving("embedded")
+    try:
+        first = runner.decide([{"id": "a", "text": "message one"}, {"id": "b", "text": "unsure"}],
+                              summary)
+        again = runner.decide([{"id": "a", "text": "message one again"}], summary)
+    finally:
+        runner.finish_serving(summary)
+    assert [i.disposition for i in first] == ["accepted", "in_review"]  # type: ignore[union-attr]
+    (earlier,) = again
+    assert isinstance(earlier, keel.runner.Earlier) and earlier.record_id == first[0].record_id
+    assert keel.status(store=store)[0]["dispositions"]["accepted"] == 1

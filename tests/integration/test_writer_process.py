@@ -74,3 +74,15 @@ def test_memory_and_postgresql_stores_never_start_one(pg_url: str) -> None:
             assert RowWriter(store, after_records=0).after is None
         finally:
             store.close()
+
+
+def test_a_misspelt_setting_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.errors import ConfigError
+
+    monkeypatch.setenv("KEEL_WRITER_PROCESS", "sometimes")
+    store = Store.open(f"sqlite:///{tmp_path / 'keel.db'}")
+    try:
+        with pytest.raises(ConfigError, match="KEEL_WRITER_PROCESS='sometimes'"):
+            RowWriter(store)
+    finally:
+        store.close()

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from keel.errors import StoreError
+from keel.errors import ConfigError, StoreError
 from keel.store._store import BatchRows, Store
 
 log = logging.getLogger("keel.store")
@@ -57,6 +57,9 @@ def offload_setting() -> int | None:
         return None
     if raw.isdigit():
         return int(raw)
+    if raw:
+        raise ConfigError(f"KEEL_WRITER_PROCESS={raw!r}: give a number of records after which "
+                          "a run starts its writer process, or 'off'")
     return DEFAULT_AFTER_RECORDS
 
 

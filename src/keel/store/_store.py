@@ -187,14 +187,9 @@ class Store:
         for i in items:
             i.is_new = False
 
-    def write_batch(self, workflow: str, run_id: str, items: list[Item], policy: Policy,
-                    replace: bool = False) -> None:
-        """One transaction for a batch (:func:`batch_rows`, then :meth:`write_rows`)."""
-        self.write_rows(batch_rows(workflow, run_id, items, policy, replace=replace))
-
     def write_rows(self, rows: BatchRows) -> None:
-        """Commit a batch's rows in one transaction. Building them is left to the caller's
-        thread, so a writer thread does little but wait on the database."""
+        """Commit a batch's rows (:func:`batch_rows`) in one transaction. Building them is left
+        to the caller's thread, so a writer thread does little but wait on the database."""
         with self.tx() as conn:
             for part in _chunks(rows.replaced):
                 conn.execute(t.decisions.delete().where(t.decisions.c.record_id.in_(part)))
