@@ -30,6 +30,9 @@ def test_list_and_decide(tmp_path: Path, db_url: str, capsys: pytest.CaptureFixt
     assert [t["key"] for t in tasks] == ["c1", "c3"]
     assert main(["review", "list", "--db", db_url]) == 0
     table = capsys.readouterr().out
+    # On an 80-column terminal (capsys is not a terminal: Rich's default width) every task
+    # id shows whole, ready to copy into `decide`, beside its reason.
+    assert all(t["id"] in table for t in tasks)
     assert "low_confidence" in table and "c3" in table
 
     assert main(["review", "decide", tasks[0]["id"], "--accept", "--reviewer", "dana",

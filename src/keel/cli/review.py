@@ -70,16 +70,29 @@ def list_cmd(
     if not rows:
         console.print(f"no {status} review tasks")
         return
-    table = Table(Column("task", no_wrap=True), Column("workflow / key", no_wrap=True),
-                  Column("reason", no_wrap=True), "prio", "conf",
-                  Column("model output", overflow="ellipsis", no_wrap=True, max_width=30),
-                  "due", "queue", "held by")
+    # Fits an 80-column terminal: the task id (to copy into `decide`) never wraps; the model
+    # output (also in `keel review show`) shows when there is room, queue and holder when
+    # they say something.
+    output = console.width >= 110
+    queues = any(r["queue"] != "default" for r in rows)
+    held = any(r["leased"] for r in rows)
+    columns = [Column("task", no_wrap=True), Column("workflow / key", overflow="fold", min_width=8),
+               Column("reason", no_wrap=True), Column("prio", justify="right", no_wrap=True),
+               Column("conf", justify="right", no_wrap=True), Column("due", no_wrap=True)]
+    columns += [Column("model output", overflow="ellipsis", no_wrap=True, max_width=30)] \
+        if output else []
+    columns += [Column("queue", overflow="fold")] if queues else []
+    columns += [Column("held by", overflow="fold")] if held else []
+    table = Table(*columns, box=None, pad_edge=False, header_style="bold underline")
     for r in rows:
-        due = fmt_time(r["due_at"])[5:-3] + (" [red]overdue[/]" if r["overdue"] else "")
+        due = fmt_time(r["due_at"])[5:-3] + ("\n[red]overdue[/]" if r["overdue"] else "")
         conf = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
-        table.add_row(r["id"], f"{r['workflow']} / {r['key']}", r["reason"], str(r["priority"]),
-                      conf, _short(r["model_output"]), due, r["queue"],
-                      r["claimed_by"] if r["leased"] else "")
+        cells = [r["id"], f"{r['workflow']} / {r['key']}", r["reason"], str(r["priority"]), conf,
+                 due]
+        cells += [_short(r["model_output"])] if output else []
+        cells += [r["queue"]] if queues else []
+        cells += [r["claimed_by"] if r["leased"] else ""] if held else []
+        table.add_row(*cells)
     console.print(table)
     console.print(f"{len(rows)} task(s); decide one with "
                   "`keel review decide TASK (--accept | --correct JSON | --reject REASON)`, "
