@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,18 +23,33 @@ REVIEW_REASONS = ("low_confidence", "output_invalid", "out_of_distribution", "mo
                   "audit_sample", "second_review", "manual")
 
 
-_rng = random.Random(os.urandom(16))
-os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(16)))
+class _Ids:
+    """Where new ids come from in this process: a random tag and a counter (both drawn
+    afresh in a forked child)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        rng = random.Random(os.urandom(16))
+        self.tag = f"{rng.getrandbits(32):08x}"
+        self.counter = itertools.count(rng.getrandbits(31))  # 2^31 ids before it wraps
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids.reset)
 
 
 def new_id() -> str:
-    """A 20-hex-char id that sorts by creation time (milliseconds) then at random.
+    """A 28-hex-char id that sorts by creation time (milliseconds), then by process.
 
-    Time-ordered ids keep the store's B-tree inserts near the end of each index. The random
-    part comes from a generator seeded by the OS once per process (and again in a forked
-    child): a system call per id cost more than the rest of admitting a record.
+    Time-ordered ids keep the store's B-tree inserts near the end of each index. The rest is
+    the process's random tag and a counter: unique within a process by construction (ids
+    drawn at random collided about once in 30,000 batches of 500 made within a millisecond),
+    and apart from other processes' by the 32-bit tag. No system call per id: that cost
+    more than the rest of admitting a record.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{_rng.getrandbits(32):08x}"
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.tag}{next(_ids.counter) & 0xFFFFFFFF:08x}"
 
 
 @dataclass(slots=True)
@@ -99,6 +116,7 @@ class Item:
     review: ReviewRequest | None = None
     audit: bool = False
     events: list[Event] = field(default_factory=list)
+    calls: list[Event] = field(default_factory=list)  # the model attempts among events
     cost_usd: float = 0.0
     seq: int = 0  # the last stored segment of this record's audit trail
     last_hash: str = ""
@@ -118,3 +136,26 @@ class Item:
     @property
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
+
+
+@dataclass(slots=True)
+class BatchTally:
+    """A stored batch counted once, for the run's summary and the metrics alike: records per
+    (disposition, reason class), and their latencies (ms) per disposition."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
+def reason_class(item: Item) -> str:
+    """A bounded label for why a record ended where it did (never free text)."""
+    disp = item.disposition
+    if disp == "in_review" and item.review is not None:
+        return item.review.reason
+    if disp == "quarantined":
+        return item.violations[0].rule if item.violations else "unknown"
+    if disp == "failed":
+        return item.error_code or "unknown"
+    if disp == "fallback":
+        return item.error_code or ("output_invalid" if item.output_violations else "fallback")
+    return "audit_sample" if item.audit else "confident"

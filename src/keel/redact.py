@@ -37,17 +37,23 @@ _PHONE = re.compile(r"(?<![\w.+-])(?:\+|00)?(?:\(\d{1,5}\)[ .-]?)?\d[\d .()-]{5,
 #: Cheap pre-check: nothing can be found in a string this does not match.
 _CANDIDATE = re.compile(r"@|\d(?:[ .()-]{0,2}\d){8}|[A-Za-z]{2}\d{2}")
 _DIGIT = re.compile(r"\d")
+_NO_DIGITS = str.maketrans("", "", "0123456789")  # ASCII text: counting digits without a list
 _IBANISH = re.compile(r"[A-Za-z]{2}\d{2}")
 
 
 def _candidate(s: str) -> bool:
     """Whether ``s`` may hold personal data (what ``_CANDIDATE`` finds), cheaply: a number
-    of 9+ digits needs 9 digits, and the digit pattern is the slow part of the search."""
+    of 9+ digits needs 9 digits (the digit pattern is the slow part of the search), an IBAN
+    15 characters, and anything else an @ (short strings, ids and keys, stop early)."""
     if "@" in s:
         return True
-    if len(_DIGIT.findall(s)) >= 9:
+    n = len(s)
+    if n < 9:
+        return False
+    digits = n - len(s.translate(_NO_DIGITS)) if s.isascii() else len(_DIGIT.findall(s))
+    if digits >= 9:
         return _CANDIDATE.search(s) is not None
-    return _IBANISH.search(s) is not None
+    return n >= 15 and _IBANISH.search(s) is not None
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _GOT = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")

@@ -15,6 +15,7 @@ outcome plus every attempt made, so retries show in the audit trail and in cost.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,12 +40,22 @@ from keel.models._base import Model, Outcome
 
 @dataclass(slots=True)
 class Attempt:
-    """One try at one record: what went wrong (if anything), how long, what it cost."""
+    """One try at one record: what went wrong (if anything), how long, what it cost.
+
+    ``request`` numbers the model request the try was part of (records sent together share
+    it; 0: no request was sent, e.g. the breaker was open). ``latency_ms`` is the record's
+    share of the request's time.
+    """
 
     error: str | None
     code: str | None
     latency_ms: float
     cost_usd: float = 0.0
+    request: int = 0
+
+
+#: Request numbers, unique within the process (``next`` on a count is atomic in CPython).
+_requests = itertools.count(1)
 
 
 @dataclass(slots=True)
@@ -125,16 +136,16 @@ class Budget:
 Layer = Callable[[Sequence[BaseModel], Budget], Awaitable[list[CallResult]]]
 
 
-def _failed(err: ModelError, n: int, latency_ms: float) -> list[CallResult]:
+def _failed(err: ModelError, n: int, latency_ms: float, request: int = 0) -> list[CallResult]:
     share = latency_ms / max(1, n)
-    return [CallResult(err, [Attempt(err.message, err.code, share, err.cost_usd)])
+    return [CallResult(err, [Attempt(err.message, err.code, share, err.cost_usd, request)])
             for _ in range(n)]
 
 
-def _attempt(outcome: Outcome, latency_ms: float) -> Attempt:
+def _attempt(outcome: Outcome, latency_ms: float, request: int) -> Attempt:
     if isinstance(outcome, Prediction):
-        return Attempt(None, None, latency_ms, outcome.usage.cost_usd)
-    return Attempt(outcome.message, outcome.code, latency_ms, outcome.cost_usd)
+        return Attempt(None, None, latency_ms, outcome.usage.cost_usd, request)
+    return Attempt(outcome.message, outcome.code, latency_ms, outcome.cost_usd, request)
 
 
 class Direct:
@@ -146,6 +157,7 @@ class Direct:
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
         model = self.model
+        request = next(_requests)
         t0 = time.perf_counter()
         try:
             if model.is_async:
@@ -165,7 +177,7 @@ class Direct:
                 f"model {model.name!r} returned {len(outcomes)} results for {len(inputs)} inputs"
             )] * len(inputs)
         per_record_ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(inputs))
-        return [CallResult(o, [_attempt(o, per_record_ms)]) for o in outcomes]
+        return [CallResult(o, [_attempt(o, per_record_ms, request)]) for o in outcomes]
 
 
 class Timeout:
@@ -189,7 +201,8 @@ class Timeout:
             return await asyncio.wait_for(self.inner(inputs, budget), limit)
         except TimeoutError:
             err = ModelTimeout(f"model {self.model_name!r} did not answer within {limit:.3g} s")
-            return _failed(err, len(inputs), (time.perf_counter() - t0) * 1000.0)
+            return _failed(err, len(inputs), (time.perf_counter() - t0) * 1000.0,
+                           next(_requests))
 
 
 class Limit:

@@ -20,7 +20,7 @@ from keel import _json
 from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
 from keel._policy import Policy
-from keel._record import DISPOSITIONS, Item, new_id
+from keel._record import DISPOSITIONS, BatchTally, Item, new_id, reason_class
 from keel._sinks import Sink, Written
 from keel.redact import StorageRedactor
 from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
@@ -90,12 +90,23 @@ class RunSummary:
             "delivered": self.delivered, "dead_letters": self.dead_letters,
         }
 
-    def add(self, items: Sequence[Item]) -> None:
+    def add(self, items: Sequence[Item], *, tally: bool = False) -> BatchTally | None:
+        """Count a stored batch in; with ``tally``, also return the batch's own tally (for
+        its metrics: one pass over the batch serves both)."""
+        counted = BatchTally() if tally else None
         for i in items:
             disp = i.disposition or "failed"
             self.counts[disp] += 1
             self.cost_usd += i.cost_usd
-            self.latencies_ms.append(i.latency_ms)
+            ms = i.latency_ms
+            self.latencies_ms.append(ms)
+            if counted is not None:
+                counted.outcomes[disp, reason_class(i)] += 1
+                values = counted.latencies_ms.get(disp)
+                if values is None:
+                    counted.latencies_ms[disp] = [ms]
+                else:
+                    values.append(ms)
             if disp == "quarantined":
                 v = i.violations[0] if i.violations else None
                 self.quarantine_reasons[f"{v.field}: {v.rule}" if v else "unknown"] += 1
@@ -105,6 +116,7 @@ class RunSummary:
                 self.review_reasons[i.review.reason] += 1
             if i.audit:
                 self.audit_samples += 1
+        return counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,9 +502,9 @@ class Runner:
                  mark: _Marks) -> None:
         self.rows_writer.write(rows)
         mark("store.outcomes")
-        summary.add(items)
+        tally = summary.add(items, tally=self.telemetry is not None)
         if self.telemetry is not None:
-            self.telemetry.on_batch(self.wf, run_id, items, mark)
+            self.telemetry.on_batch(self.wf, run_id, items, mark, tally)
         if self.sinks:
             self._deliver([_line(i) for i in items], summary)
 

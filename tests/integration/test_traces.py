@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -15,6 +16,8 @@ from tests.conftest import counts_balance
 import keel
 from keel.store import Store
 from keel.telemetry import Telemetry
+from keel.telemetry._export import SpanQueue
+from keel.telemetry._spans import BatchUnit
 
 
 def _traces(spans: tuple[ReadableSpan, ...]) -> dict[int, list[ReadableSpan]]:
@@ -135,8 +138,84 @@ def test_by_default_stage_spans_live_in_the_batch_trace(tmp_path: Path, store: S
     records = _record_traces(spans)
     assert len(records) == 3
     for group in records.values():
-        assert sorted(s.name for s in group) == ["keel.record", "predict fake"]
+        assert [s.name for s in group] == ["keel.record"]  # the one batch request is the batch's
     (batch,) = [g for g in _traces(spans).values() if any(s.name == "keel.batch" for s in g)]
     assert {s.name for s in batch} == {"keel.batch", "keel.admit", "keel.validate", "keel.screen",
                                        "keel.predict", "keel.route",
-                                       "keel.store.outcomes"}
+                                       "keel.store.outcomes", "predict fake"}
+
+
+def test_a_batch_request_is_one_client_span_in_the_batch_trace(tmp_path: Path, store: Store) -> None:
+    model = keel.FakeModel({"label": "x"}, name="triage", cost_usd=0.001)
+    _summary, spans = _run(tmp_path, store, make(model), [(f"k{i}", f"message {i}") for i in range(3)])
+    (batch,) = [g for g in _traces(spans).values() if any(s.name == "keel.batch" for s in g)]
+    predict = next(s for s in batch if s.name == "keel.predict")
+    (call,) = [s for s in batch if s.kind is SpanKind.CLIENT]
+    assert call.name == "predict triage"
+    assert call.parent is not None and call.parent.span_id == predict.context.span_id
+    assert predict.start_time <= call.start_time <= call.end_time <= predict.end_time
+    attrs = call.attributes
+    assert attrs is not None
+    assert attrs["keel.model.request.records"] == 3
+    assert attrs["gen_ai.usage.input_tokens"] == 30  # 10 per record, summed
+    assert attrs["gen_ai.usage.output_tokens"] == 6
+    assert abs(attrs["keel.cost_usd"] - 0.003) < 1e-12  # type: ignore[operator]
+    assert attrs["gen_ai.response.model"] == model.version
+    roots = [s for s in spans if s.name == "keel.record"]
+    assert len(roots) == 3
+    for root in roots:  # each record names the request that answered it
+        assert root.attributes["keel.model.requests"] == (attrs["keel.model.request"],)  # type: ignore[index]
+
+
+def test_per_record_requests_stay_in_their_record_trace(tmp_path: Path, store: Store) -> None:
+    model = keel.FakeModel({"label": "x"}, name="triage-llm", is_async=True)  # one request a record
+    _summary, spans = _run(tmp_path, store, make(model), [(f"k{i}", f"message {i}") for i in range(3)])
+    records = _record_traces(spans)
+    assert len(records) == 3
+    numbers = set()
+    for group in records.values():
+        root = next(s for s in group if s.parent is None)
+        (call,) = [s for s in group if s.kind is SpanKind.CLIENT]
+        assert call.parent is not None and call.parent.span_id == root.context.span_id
+        assert call.attributes["keel.model.request"] == root.attributes["keel.model.requests"][0]  # type: ignore[index]
+        numbers.add(call.attributes["keel.model.request"])  # type: ignore[index]
+    assert len(numbers) == 3
+    assert not [s for s in spans if s.kind is SpanKind.CLIENT and s.name == "keel.batch"]
+
+
+def test_a_failed_batch_request_is_an_error_span_then_the_fallback(tmp_path: Path, store: Store) -> None:
+    wf = make(keel.FakeModel(error_rate=1.0), fallback=lambda m: {"label": "rules"})
+    summary, spans = _run(tmp_path, store, wf, [(f"k{i}", f"message {i}") for i in range(3)])
+    assert summary.counts["fallback"] == 3
+    calls = sorted((s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    assert all(s.attributes["keel.model.request.records"] == 3 for s in calls)  # type: ignore[index]
+    failed = [s for s in calls if s.status.status_code is StatusCode.ERROR]
+    assert len(failed) == 3  # three tries of the whole batch
+    assert {s.attributes["error.type"] for s in failed} == {"keel.model.unavailable"}  # type: ignore[index]
+    assert all(s.attributes["keel.model.request.failed"] == 3 for s in failed)  # type: ignore[index]
+    assert calls[-1].attributes["keel.step"] == "fallback:1"  # type: ignore[index]
+    assert calls[-1].status.status_code is StatusCode.UNSET
+    roots = [s for s in spans if s.name == "keel.record"]
+    assert all(len(r.attributes["keel.model.requests"]) == 4 for r in roots)  # type: ignore[index,arg-type]
+
+
+@pytest.mark.parametrize("stage_spans", ["batch", "record"])
+@pytest.mark.parametrize("model", [keel.FakeModel({"label": "x"}),
+                                   keel.FakeModel({"label": "x"}, is_async=True),
+                                   keel.FakeModel(error_rate=0.5, seed=3)],
+                         ids=["batch-requests", "per-record-requests", "retries"])
+def test_dropped_spans_are_counted_as_the_spans_they_would_have_been(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch, stage_spans: str,
+        model: keel.Model) -> None:
+    units: list[BatchUnit] = []
+    submit = SpanQueue.submit
+
+    def keep(self: SpanQueue, unit: BatchUnit) -> bool:
+        units.append(unit)
+        return submit(self, unit)
+
+    monkeypatch.setattr(SpanQueue, "submit", keep)
+    wf = make(model, fallback=lambda m: {"label": "rules"})
+    _summary, spans = _run(tmp_path, store, wf, [(f"k{i}", f"message {i}") for i in range(10)]
+                           + [("bad", "")], stage_spans=stage_spans)
+    assert sum(u.span_count(stage_spans == "record") for u in units) == len(spans)

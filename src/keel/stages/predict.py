@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -125,25 +126,29 @@ class Predictor:
 
     def _log_attempts(self, item: Item, step: Step, res: CallResult) -> None:
         before = 0 if not item.attempts else sum(
-            1 for e in item.events if e.kind in ("attempt_failed", "predicted")
-            and e.detail is not None and e.detail.get("step") == step.name)
+            1 for e in item.calls if e.detail is not None and e.detail.get("step") == step.name)
         item.attempts += len(res.attempts)
         for n, att in enumerate(res.attempts, before + 1):
             item.cost_usd += att.cost_usd
             if att.error is None:
                 assert isinstance(res.outcome, Prediction)
                 usage = res.outcome.usage
+                detail: dict[str, Any] = {
+                    "step": step.name, "attempt": n, "confidence": res.outcome.confidence,
+                    "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+                if att.request:
+                    detail["request"] = att.request
                 item.log("predicted", model_version=step.model.version, latency_ms=att.latency_ms,
-                         cost_usd=att.cost_usd, detail={
-                             "step": step.name, "attempt": n, "confidence": res.outcome.confidence,
-                             "input_tokens": usage.input_tokens,
-                             "output_tokens": usage.output_tokens})
+                         cost_usd=att.cost_usd, detail=detail)
+                item.calls.append(item.events[-1])
             else:
                 item.failed_attempts += 1
+                detail = {"step": step.name, "attempt": n, "error": att.error, "code": att.code}
+                if att.request:
+                    detail["request"] = att.request
                 item.log("attempt_failed", model_version=step.model.version,
-                         latency_ms=att.latency_ms, cost_usd=att.cost_usd,
-                         detail={"step": step.name, "attempt": n, "error": att.error,
-                                 "code": att.code})
+                         latency_ms=att.latency_ms, cost_usd=att.cost_usd, detail=detail)
+                item.calls.append(item.events[-1])
         if step.name != "primary" and res.attempts:
             if item.error:
                 cause, code = item.error, item.error_code

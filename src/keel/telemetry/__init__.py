@@ -10,12 +10,12 @@ For ``keel serve``::
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
+from keel._record import reason_class
 from keel.telemetry._core import Telemetry, build_registry, metrics_text
 from keel.telemetry._export import EXPORTERS, make_exporter
 from keel.telemetry._logs import FORMATS, configure_logging
 from keel.telemetry._metrics import (
     drift_scores,
-    reason_class,
     record_drift,
     register_drift_source,
 )

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway, write_to_textfile
 
 from keel._log import log_event
-from keel._record import Item
+from keel._record import BatchTally, Item
 from keel.errors import ConfigError
 from keel.redact import DEFAULT, Redactor
 from keel.telemetry._export import SpanQueue, make_exporter
@@ -82,8 +82,9 @@ class Telemetry:
         if exporter is not None:
             import keel
 
-            resource = Resource.create({"service.name": service_name,
-                                        "service.version": keel.__version__})
+            created = Resource.create({"service.name": service_name,
+                                       "service.version": keel.__version__})
+            resource = _Resource(created.attributes, created.schema_url)
             stages = stage_spans or os.environ.get("KEEL_OTEL_STAGE_SPANS") or "batch"
             try:
                 builder = SpanBuilder(resource, sample_ratio, stages)
@@ -113,13 +114,15 @@ class Telemetry:
                    sample_ratio=ratio)
 
     # -- the hot path -----------------------------------------------------------------------
-    def on_batch(self, workflow: Workflow, run_id: str, items: Sequence[Item], marks: Marks) -> None:
-        """Called by the runner after a batch's outcomes are persisted."""
+    def on_batch(self, workflow: Workflow, run_id: str, items: Sequence[Item], marks: Marks,
+                 tally: BatchTally | None = None) -> None:
+        """Called by the runner after a batch's outcomes are persisted (``tally``: the batch
+        as the run's summary counted it)."""
         if self._closed or not items:
             return
         try:
             if self.metrics is not None:
-                self.metrics.observe_batch(workflow.name, items, marks)
+                self.metrics.observe_batch(workflow.name, items, marks, tally)
             redactor = self._redactor(workflow)
             if log.isEnabledFor(logging.INFO):
                 self._log_batch(workflow, run_id, items, marks, redactor)
@@ -207,6 +210,22 @@ class Telemetry:
         """Push to a Prometheus Pushgateway (for batch runs that end before a scrape)."""
         push_to_gateway(gateway, job=job, registry=self.registry(store),
                         grouping_key=grouping_key or {}, timeout=timeout_s)
+
+
+class _Resource(Resource):
+    """A Resource whose hash is computed once: OTLP's encoder groups spans by resource and
+    the SDK hashes a resource by JSON-encoding its attributes, for every span (about a fifth
+    of encoding a span). A resource's attributes never change, so neither does its hash."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or super().__eq__(other)
 
 
 class _NoRedaction(Redactor):

@@ -101,7 +101,7 @@ class SpanQueue:
                 self._cond.notify()
                 accepted = True
         if not accepted:
-            self.on_drop(reason, unit.span_count())
+            self.on_drop(reason, unit.span_count(self.builder.per_record_stages))
         return accepted
 
     def _take(self) -> BatchUnit | None:
@@ -123,7 +123,7 @@ class SpanQueue:
                     self._export(chunk)
                     done += len(chunk)
             except Exception:  # a broken span must never reach the workflow
-                self.on_drop("export_failed", max(0, unit.span_count() - done))
+                self.on_drop("export_failed", max(0, unit.span_count(self.builder.per_record_stages) - done))
             finally:
                 with self._cond:
                     self._busy = False
@@ -162,7 +162,7 @@ class SpanQueue:
             self._queued_records = 0
             self._cond.notify_all()
         for unit in left:
-            self.on_drop("shutdown_deadline", unit.span_count())
+            self.on_drop("shutdown_deadline", unit.span_count(self.builder.per_record_stages))
         remaining = max(0.0, deadline_s - (time.monotonic() - t0))
         self._worker.join(remaining)
         _bounded(self.exporter.shutdown, max(0.1, deadline_s - (time.monotonic() - t0)))

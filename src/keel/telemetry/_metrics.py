@@ -18,7 +18,7 @@ from prometheus_client import Counter as PCounter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keel._record import Item
+from keel._record import BatchTally, Item, reason_class
 
 if TYPE_CHECKING:
     from keel.store import Store
@@ -82,20 +82,6 @@ def drift_signal(store: Store, workflow: str) -> float | None:
     return max(scores.values()) if scores else None
 
 
-def reason_class(item: Item) -> str:
-    """A bounded label for why a record ended where it did (never free text)."""
-    disp = item.disposition
-    if disp == "in_review" and item.review is not None:
-        return item.review.reason
-    if disp == "quarantined":
-        return item.violations[0].rule if item.violations else "unknown"
-    if disp == "failed":
-        return item.error_code or "unknown"
-    if disp == "fallback":
-        return item.error_code or ("output_invalid" if item.output_violations else "fallback")
-    return "audit_sample" if item.audit else "confident"
-
-
 class BatchHistogram(Collector):
     """A Prometheus histogram observed a batch at a time: bucket counts in NumPy, exposed
     through the client's custom-collector API (one ``observe`` call per record cost more
@@ -110,10 +96,14 @@ class BatchHistogram(Collector):
         self._lock = threading.Lock()
         registry.register(self)
 
-    def observe_many(self, labels: tuple[str, ...], values: Sequence[float]) -> None:
+    def observe_many(self, labels: tuple[str, ...], values: Sequence[float],
+                     scale: float = 1.0) -> None:
+        """Observe ``values`` (each multiplied by ``scale``: milliseconds to seconds, say)."""
         if not values:
             return
         v = np.asarray(values, dtype=np.float64)
+        if scale != 1.0:
+            v *= scale
         counts = np.bincount(np.searchsorted(self.bounds, v, side="left"),
                              minlength=len(self.bounds) + 1)
         with self._lock:
@@ -178,57 +168,62 @@ class PipelineMetrics:
         return child
 
     def observe_batch(self, workflow: str, items: Sequence[Item],
-                      marks: Sequence[tuple[str, int]]) -> None:
+                      marks: Sequence[tuple[str, int]], tally: BatchTally | None = None) -> None:
+        """A stored batch's metrics; ``tally`` is the batch as the run's summary counted it
+        (computed here when not given)."""
         child = self._child
         for n in range(1, len(marks)):
             child(self.stage, workflow, marks[n][0]).observe((marks[n][1] - marks[n - 1][1]) / 1e9)
-        records: Counter[tuple[str, str]] = Counter()
-        latencies: dict[str, list[float]] = {}
-        for item in items:
-            disp = item.disposition or "failed"
-            records[disp, reason_class(item)] += 1
-            latencies.setdefault(disp, []).append(item.latency_ms / 1000.0)
-        for (disp, reason), count in records.items():
+        if tally is None:
+            tally = BatchTally()
+            for item in items:
+                disp = item.disposition or "failed"
+                tally.outcomes[disp, reason_class(item)] += 1
+                tally.latencies_ms.setdefault(disp, []).append(item.latency_ms)
+        for (disp, reason), count in tally.outcomes.items():
             child(self.records, workflow, disp, reason).inc(count)
-        for disp, values in latencies.items():
-            self.latency.observe_many((workflow, disp), values)
+        for disp, values in tally.latencies_ms.items():
+            self.latency.observe_many((workflow, disp), values, 1e-3)
         self._observe_models(workflow, items)
 
     def _observe_models(self, workflow: str, items: Sequence[Item]) -> None:
-        counts: Counter[tuple[PCounter, str, str]] = Counter()
-        cost: dict[str, float] = {}
-        latencies: dict[str, list[float]] = {}
-        child = self._child
+        # per model version: [ok, errors, input tokens, output tokens, retries, cost, latencies]
+        per_version: dict[str, list[Any]] = {}
+        errors: Counter[tuple[str, str]] = Counter()
         for item in items:
-            if not item.attempts:
-                continue
-            for ev in item.events:
-                kind = ev.kind
-                if kind != "predicted" and kind != "attempt_failed":
-                    continue
+            for ev in item.calls:
                 mv = ev.model_version or "unknown"
+                acc = per_version.get(mv)
+                if acc is None:
+                    acc = per_version[mv] = [0, 0, 0, 0, 0, 0.0, []]
                 d = ev.detail or {}
-                if kind == "predicted":
-                    counts[self.model_calls, mv, "ok"] += 1
-                    counts[self.tokens, mv, "input"] += d.get("input_tokens") or 0
-                    counts[self.tokens, mv, "output"] += d.get("output_tokens") or 0
+                if ev.kind == "predicted":
+                    acc[0] += 1
+                    acc[2] += d.get("input_tokens") or 0
+                    acc[3] += d.get("output_tokens") or 0
                 else:
-                    counts[self.model_calls, mv, "error"] += 1
-                    counts[self.model_errors, mv, str(d.get("code") or "unknown")] += 1
+                    acc[1] += 1
+                    errors[mv, str(d.get("code") or "unknown")] += 1
                 if (d.get("attempt") or 1) > 1:
-                    counts[self.retries, mv, ""] += 1
+                    acc[4] += 1
                 if ev.latency_ms is not None:
-                    latencies.setdefault(mv, []).append(ev.latency_ms / 1000.0)
+                    acc[6].append(ev.latency_ms)
                 if ev.cost_usd:
-                    cost[mv] = cost.get(mv, 0.0) + ev.cost_usd
-        for (metric, mv, label), n in counts.items():
-            if n:
-                target = child(metric, workflow, mv, label) if label else child(metric, workflow, mv)
-                target.inc(n)
-        for mv, usd in cost.items():
-            child(self.cost, workflow, mv).inc(usd)
-        for mv, values in latencies.items():
-            self.model_latency.observe_many((workflow, mv), values)
+                    acc[5] += ev.cost_usd
+        child = self._child
+        for mv, (ok, failed, tokens_in, tokens_out, retries, usd, ms) in per_version.items():
+            for metric, label, n in ((self.model_calls, "ok", ok), (self.model_calls, "error", failed),
+                                     (self.tokens, "input", tokens_in),
+                                     (self.tokens, "output", tokens_out)):
+                if n:
+                    child(metric, workflow, mv, label).inc(n)
+            if retries:
+                child(self.retries, workflow, mv).inc(retries)
+            if usd:
+                child(self.cost, workflow, mv).inc(usd)
+            self.model_latency.observe_many((workflow, mv), ms, 1e-3)
+        for (mv, code), n in errors.items():
+            child(self.model_errors, workflow, mv, code).inc(n)
 
     def dropped(self, reason: str, spans: int) -> None:
         self.spans_dropped.labels(reason).inc(spans)

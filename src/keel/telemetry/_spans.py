@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,18 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from keel._record import Event, Item
-from keel.redact import Redactor
+from keel.redact import Redactor, _candidate
 
 SCOPE = InstrumentationScope("keel", "0.1.0")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -39,7 +48,6 @@ STAGE_SPANS = ("record", "batch")
 _FREE_TEXT_REASONS = frozenset({"quarantined", "failed"})
 #: Stages a quarantined record never reaches.
 _MODEL_STAGES = frozenset({"screen", "predict", "route"})
-_ATTEMPT_KINDS = frozenset({"predicted", "attempt_failed"})
 _CHAT_KINDS = frozenset({"openai", "http", "llm", "chat"})
 
 
@@ -55,13 +63,98 @@ class BatchUnit:
     redactor: Redactor
     models: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # version -> (name, kind)
 
-    def span_count(self) -> int:
-        """How many spans this batch becomes (for counting drops without building them)."""
+    def span_count(self, per_record_stages: bool = False) -> int:
+        """How many spans this batch becomes when every record is traced (for counting drops
+        without building them): a model request shared by several records is one span."""
         stages = len(self.marks) - 1
-        n = 1 + stages
+        n = 1 + stages + len(self.items) * (1 + (stages if per_record_stages else 0))
+        unreached = sum(1 for name, _t in self.marks[1:] if name in _MODEL_STAGES)
+        shared: Counter[int] = Counter()
         for item in self.items:
-            n += 1 + stages + sum(1 for e in item.events if e.kind in _ATTEMPT_KINDS)
-        return n
+            if per_record_stages and item.input is None:
+                n -= unreached  # a record that never reached the model has no stage span there
+            for e in item.calls:
+                number = e.detail.get("request") if e.detail else None
+                if number and not per_record_stages:
+                    shared[number] += 1
+                else:
+                    n += 1
+        return n + sum(1 if c > 1 else c for c in shared.values())
+
+
+#: A record's attempt in a model request: (record, its attempt event, its root span context or
+#: None when the record is not sampled, its known personal values).
+_Member = tuple[Item, Event, SpanContext | None, Sequence[str]]
+
+
+class _RecordSpans:
+    """Record spans and their contexts, one per record: the bulk of tracing's work.
+
+    The SDK's constructors do per-call Python work (keyword handling, defaults, validating
+    ids keel draws in range itself). When this SDK's ``ReadableSpan`` keeps its fields in its
+    instance dict and ``SpanContext`` is the tuple it documents, both are filled in directly
+    from a per-batch template; a probe checks that against the constructors once, field by
+    field, and keel uses the constructors whenever they disagree (another SDK version).
+    """
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        self.fast = _fast_matches(resource)
+
+    def context(self, trace_id: int, span_id: int) -> SpanContext:
+        if self.fast:
+            return _new_tuple(SpanContext, (trace_id, span_id, False, _SAMPLED, _STATE, True))
+        return SpanContext(trace_id, span_id, False, _SAMPLED)
+
+    def template(self, start: int, end: int, links: tuple[Link, ...]) -> dict[str, Any]:
+        return _span_fields("keel.record", None, self.resource, None, start, end, links)
+
+    def span(self, template: dict[str, Any], ctx: SpanContext, attrs: dict[str, Any],
+             status: Status) -> ReadableSpan:
+        if self.fast:
+            span: ReadableSpan = _new_object(ReadableSpan)
+            fields = span.__dict__
+            fields.update(template)
+            fields["_context"], fields["_attributes"], fields["_status"] = ctx, attrs, status
+            return span
+        return ReadableSpan(name=template["_name"], context=ctx, parent=None,
+                            resource=self.resource, attributes=attrs,
+                            start_time=template["_start_time"], end_time=template["_end_time"],
+                            instrumentation_scope=SCOPE, links=template["_links"], status=status)
+
+
+_new_tuple = tuple.__new__
+_new_object = object.__new__
+_STATE = TraceState()
+
+
+def _span_fields(name: str, ctx: SpanContext | None, resource: Resource,
+                 attrs: dict[str, Any] | None, start: int, end: int,
+                 links: tuple[Link, ...]) -> dict[str, Any]:
+    return {"_name": name, "_context": ctx, "_kind": SpanKind.INTERNAL,
+            "_instrumentation_info": None, "_instrumentation_scope": SCOPE, "_parent": None,
+            "_start_time": start, "_end_time": end, "_attributes": attrs, "_events": (),
+            "_links": links, "_resource": resource, "_status": _UNSET}
+
+
+def _fast_matches(resource: Resource) -> bool:
+    """Whether spans and contexts filled in directly equal what the constructors make."""
+    try:
+        link = (Link(SpanContext(7, 8, False, _SAMPLED)),)
+        made_ctx = SpanContext(0x0123456789ABCDEF0123, 0x0FEDCBA9, False, _SAMPLED)
+        fast_ctx = _new_tuple(SpanContext, (0x0123456789ABCDEF0123, 0x0FEDCBA9, False, _SAMPLED,
+                                            _STATE, True))
+        if type(fast_ctx) is not type(made_ctx) or tuple(fast_ctx) != tuple(made_ctx):
+            return False
+        made = ReadableSpan(name="keel.record", context=made_ctx, parent=None, resource=resource,
+                            attributes={"a": 1}, start_time=1, end_time=2,
+                            instrumentation_scope=SCOPE, links=link, status=_ERROR)
+        fast: ReadableSpan = _new_object(ReadableSpan)
+        fast.__dict__.update(_span_fields("keel.record", fast_ctx, resource, {"a": 1}, 1, 2, link))
+        fast.__dict__["_status"] = _ERROR
+        return vars(fast) == vars(made) and fast.to_json() == made.to_json()
+    except Exception:  # another SDK layout: use its constructors
+        return False
 
 
 def _attrs(pairs: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,6 +179,7 @@ class SpanBuilder:
         self.per_record_stages = stage_spans == "record"
         self.rng = random.Random(os.urandom(16))
         self._names: dict[str | None, tuple[str, str, str, str]] = {}
+        self._records = _RecordSpans(resource)
 
     def _ctx(self, trace_id: int) -> SpanContext:
         return SpanContext(trace_id, self.rng.getrandbits(64) or 1, False, _SAMPLED)
@@ -113,43 +207,66 @@ class SpanBuilder:
             "keel.workflow": unit.workflow, "keel.workflow.version": unit.workflow_version,
             "keel.run.id": unit.run_id, "keel.batch.size": len(unit.items),
             **{f"keel.batch.{k}": v for k, v in counts.items()}}))]
-        spans += [self._span(f"keel.{name}", self._ctx(batch_ctx.trace_id), batch_ctx, s, e,
-                             {"keel.stage": name}) for name, s, e in stages]
+        predict, predict_ctx = (start, end), batch_ctx
+        for name, s, e in stages:
+            ctx = self._ctx(batch_ctx.trace_id)
+            spans.append(self._span(f"keel.{name}", ctx, batch_ctx, s, e, {"keel.stage": name}))
+            if name == "predict":
+                predict, predict_ctx = (s, e), ctx
         link = (Link(batch_ctx),)
         ratio = self.sample_ratio
-        predict = next(((s, e) for name, s, e in stages if name == "predict"), (start, end))
         base = {"keel.workflow": unit.workflow, "keel.workflow.version": unit.workflow_version,
                 "keel.run.id": unit.run_id}
+        requests: dict[int, list[_Member]] = {}
+        red, rng, tree = unit.redactor, self.rng, self.per_record_stages
+        getrandbits, record_attrs = rng.getrandbits, self._record_attrs
+        sensitive = bool(red.sensitive)
+        records = self._records
+        new_context, new_span = records.context, records.span
+        template = records.template(start, end, link)
         for item in unit.items:
-            if ratio >= 1.0 or self.rng.random() < ratio:
-                self._record(spans, unit, item, stages, (start, end), predict, link, base)
-                if len(spans) >= size:
-                    yield spans
-                    spans = []
+            if ratio < 1.0 and rng.random() >= ratio:
+                if not tree:
+                    for ev in item.calls:  # an unsampled record still counts in its request
+                        if ev.detail and ev.detail.get("request"):
+                            requests.setdefault(ev.detail["request"], []).append(
+                                (item, ev, None, ()))
+                continue
+            known = red.known_values(item.raw) if sensitive else ()
+            root = new_context(getrandbits(128) or 1, getrandbits(64) or 1)
+            spans.append(new_span(template, root, record_attrs(red, item, known, base),
+                                  _ERROR if item.disposition == "failed" else _UNSET))
+            if tree:
+                self._stage_spans(spans, unit, item, stages, root, known, item.calls)
+            else:
+                for ev in item.calls:  # a request shared with other records is the batch's
+                    number = ev.detail.get("request") if ev.detail else None
+                    if number:
+                        members = requests.get(number)
+                        if members is None:
+                            requests[number] = [(item, ev, root, known)]
+                        else:
+                            members.append((item, ev, root, known))
+                    else:
+                        spans.append(self._call_span(unit, ev, root, predict[0], predict[1],
+                                                     known))
+            if len(spans) >= size:
+                yield spans
+                spans = []
+        for number, members in requests.items():
+            if len(members) > 1:
+                spans.append(self._request_span(unit, number, members, predict_ctx, predict))
+            else:
+                _item, ev, member_root, member_known = members[0]
+                if member_root is not None:
+                    spans.append(self._call_span(unit, ev, member_root, predict[0], predict[1],
+                                                 member_known))
         if spans:
             yield spans
 
-    def _record(self, out: list[ReadableSpan], unit: BatchUnit, item: Item,
-                stages: list[tuple[str, int, int]], whole: tuple[int, int],
-                predict: tuple[int, int], link: tuple[Link, ...], base: dict[str, Any]) -> None:
-        known = unit.redactor.known_values(item.raw)
-        rng = self.rng
-        root = SpanContext(rng.getrandbits(128) or 1, rng.getrandbits(64) or 1, False, _SAMPLED)
-        attrs = self._record_attrs(unit, item, known)
-        attrs.update(base)
-        out.append(ReadableSpan(
-            name="keel.record", context=root, parent=None, resource=self.resource,
-            attributes=attrs, start_time=whole[0], end_time=whole[1],
-            instrumentation_scope=SCOPE, links=link,
-            status=_ERROR if item.disposition == "failed" else _UNSET))
-        if not self.per_record_stages:
-            out += self._model_calls(unit, item, root.trace_id, root, predict[0], predict[1], known)
-            return
-        self._stage_spans(out, unit, item, stages, root, known)
-
     def _stage_spans(self, out: list[ReadableSpan], unit: BatchUnit, item: Item,
                      stages: list[tuple[str, int, int]], root: SpanContext,
-                     known: Sequence[str]) -> None:
+                     known: Sequence[str], calls: list[Event]) -> None:
         reached_model = item.input is not None
         for name, s, e in stages:
             if name in _MODEL_STAGES and not reached_model:
@@ -160,62 +277,112 @@ class SpanBuilder:
                 stage_attrs["keel.disposition"] = item.disposition
             out.append(self._span(f"keel.{name}", ctx, root, s, e, stage_attrs))
             if name == "predict":
-                out += self._model_calls(unit, item, root.trace_id, ctx, s, e, known)
+                out += [self._call_span(unit, ev, ctx, s, e, known) for ev in calls]
 
-    def _record_attrs(self, unit: BatchUnit, item: Item, known: Sequence[str]) -> dict[str, Any]:
-        red = unit.redactor
-        pred = item.prediction
-        calls, steps = 0, set()
-        if item.attempts:
-            for ev in item.events:
-                if ev.kind in _ATTEMPT_KINDS:
-                    calls += 1
-                    steps.add((ev.detail or {}).get("step"))
+    @staticmethod
+    def _record_attrs(red: Redactor, item: Item, known: Sequence[str],
+                      base: dict[str, Any]) -> dict[str, Any]:
+        key = item.key
+        if known or _candidate(key):
+            key = red.text(key, known)
         attrs: dict[str, Any] = {
-            "keel.record.id": item.record_id, "keel.record.key": red.text(item.key, known),
-            "keel.cost_usd": item.cost_usd, "keel.retries": max(0, calls - len(steps)),
-            "keel.attempts": item.attempts}
-        if item.disposition is not None:
-            attrs["keel.disposition"] = item.disposition
+            **base, "keel.record.id": item.record_id, "keel.record.key": key,
+            "keel.cost_usd": item.cost_usd, "keel.attempts": item.attempts, "keel.retries": 0}
+        calls = item.calls
+        if len(calls) == 1:  # the usual case: one answer, no retry
+            number = calls[0].detail.get("request") if calls[0].detail else None
+            if number:
+                attrs["keel.model.requests"] = (number,)
+        elif calls:
+            steps = set()
+            numbers = []
+            for ev in calls:
+                d = ev.detail or {}
+                steps.add(d.get("step"))
+                if d.get("request"):
+                    numbers.append(d["request"])
+            attrs["keel.retries"] = len(calls) - len(steps)
+            if numbers:
+                attrs["keel.model.requests"] = tuple(numbers)
+        disposition = item.disposition
+        if disposition is not None:
+            attrs["keel.disposition"] = disposition
         reason = item.reason
         if reason:
-            if item.disposition in _FREE_TEXT_REASONS:
+            if disposition in _FREE_TEXT_REASONS:
                 reason = red.text(reason, known)  # violations and errors may quote the input
             attrs["keel.reason"] = reason
-        if item.review is not None:
-            attrs["keel.review.reason"] = item.review.reason
-        if item.audit:
-            attrs["keel.audit_sample"] = True
+        pred = item.prediction
         if pred is not None:
             attrs["keel.confidence"] = pred.confidence
         if item.predicted_by is not None:
             attrs["keel.model.version"] = item.predicted_by
+        if item.review is not None:
+            attrs["keel.review.reason"] = item.review.reason
+        if item.audit:
+            attrs["keel.audit_sample"] = True
         if item.error_code is not None:
             attrs["keel.error.code"] = item.error_code
         return attrs
 
-    def _model_calls(self, unit: BatchUnit, item: Item, trace_id: int, parent: SpanContext,
-                     s: int, e: int, known: Sequence[str]) -> list[ReadableSpan]:
-        out: list[ReadableSpan] = []
-        if not item.attempts:
-            return out
-        for ev in item.events:
-            if ev.kind not in _ATTEMPT_KINDS:
-                continue
-            end = min(max(int(ev.at * 1e9), s), e)
-            begin = max(s, end - int((ev.latency_ms or 0.0) * 1e6))
-            span_name, name, kind, op = self._model_names(unit, ev.model_version)
-            status = _UNSET
-            if ev.kind == "attempt_failed":
-                error = str((ev.detail or {}).get("error", ""))
-                status = Status(StatusCode.ERROR, unit.redactor.text(error, known))
-            out.append(ReadableSpan(
-                name=span_name, context=SpanContext(trace_id, self.rng.getrandbits(64) or 1,
-                                                    False, _SAMPLED),
-                parent=parent, resource=self.resource, attributes=_model_attrs(ev, name, kind, op),
-                start_time=begin, end_time=end, instrumentation_scope=SCOPE,
-                kind=SpanKind.CLIENT, status=status))
-        return out
+    def _call_span(self, unit: BatchUnit, ev: Event, parent: SpanContext, s: int, e: int,
+                   known: Sequence[str]) -> ReadableSpan:
+        """One record's own model request (a client span in the record's trace)."""
+        end = min(max(int(ev.at * 1e9), s), e)
+        begin = max(s, end - int((ev.latency_ms or 0.0) * 1e6))
+        span_name, name, kind, op = self._model_names(unit, ev.model_version)
+        status = _UNSET
+        if ev.kind == "attempt_failed":
+            error = str((ev.detail or {}).get("error", ""))
+            status = Status(StatusCode.ERROR, unit.redactor.text(error, known))
+        return ReadableSpan(
+            name=span_name, context=SpanContext(parent.trace_id, self.rng.getrandbits(64) or 1,
+                                                False, _SAMPLED),
+            parent=parent, resource=self.resource, attributes=_model_attrs(ev, name, kind, op),
+            start_time=begin, end_time=end, instrumentation_scope=SCOPE,
+            kind=SpanKind.CLIENT, status=status)
+
+    def _request_span(self, unit: BatchUnit, number: int, members: list[_Member],
+                      parent: SpanContext, window: tuple[int, int]) -> ReadableSpan:
+        """A model request several records shared (a batch call): one client span in the
+        batch's trace, with the request's record count, tokens and cost summed; each record's
+        span names it in ``keel.model.requests``."""
+        s, e = window
+        first = members[0][1]
+        end = min(max(int(min(m[1].at for m in members) * 1e9), s), e)
+        begin = max(s, end - int(sum(m[1].latency_ms or 0.0 for m in members) * 1e6))
+        span_name, name, kind, op = self._model_names(unit, first.model_version)
+        attrs: dict[str, Any] = {"gen_ai.operation.name": op, "gen_ai.provider.name": kind,
+                                 "gen_ai.request.model": name, "keel.model.request": number,
+                                 "keel.model.request.records": len(members)}
+        if first.model_version is not None:
+            attrs["gen_ai.response.model"] = attrs["keel.model.version"] = first.model_version
+        step = (first.detail or {}).get("step")
+        if step is not None:
+            attrs["keel.step"] = step
+        failed = [m for m in members if m[1].kind == "attempt_failed"]
+        for key, attr in _TOKEN_ATTRS:
+            values = [v for m in members if (v := (m[1].detail or {}).get(key)) is not None]
+            if values:
+                attrs[attr] = sum(values)
+        cost = sum(m[1].cost_usd or 0.0 for m in members)
+        if cost:
+            attrs["keel.cost_usd"] = cost
+        status = _UNSET
+        if failed:
+            attrs["keel.model.request.failed"] = len(failed)
+            item, ev, _root, known = failed[0]
+            detail = ev.detail or {}
+            if detail.get("code") is not None:
+                attrs["error.type"] = detail["code"]
+            if len(failed) == len(members):
+                known = known or unit.redactor.known_values(item.raw)
+                status = Status(StatusCode.ERROR,
+                                unit.redactor.text(str(detail.get("error", "")), known))
+        return ReadableSpan(
+            name=span_name, context=self._ctx(parent.trace_id), parent=parent,
+            resource=self.resource, attributes=attrs, start_time=begin, end_time=end,
+            instrumentation_scope=SCOPE, kind=SpanKind.CLIENT, status=status)
 
     def _model_names(self, unit: BatchUnit, version: str | None) -> tuple[str, str, str, str]:
         """(span name, model name, provider kind, operation) of a model version, cached."""
@@ -249,6 +416,8 @@ def _model_attrs(ev: Event, name: str, kind: str, op: str) -> dict[str, Any]:
     return attrs
 
 
+_TOKEN_ATTRS = (("input_tokens", "gen_ai.usage.input_tokens"),
+                ("output_tokens", "gen_ai.usage.output_tokens"))
 _OK_ATTRS = (("input_tokens", "gen_ai.usage.input_tokens"),
              ("output_tokens", "gen_ai.usage.output_tokens"), ("confidence", "keel.confidence"))
-_CALL_ATTRS = (("step", "keel.step"), ("attempt", "keel.attempt"))
+_CALL_ATTRS = (("step", "keel.step"), ("attempt", "keel.attempt"), ("request", "keel.model.request"))
