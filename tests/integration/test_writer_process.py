@@ -13,7 +13,7 @@ from keel import audit
 from keel._sources import read_rows
 from keel.errors import StoreError
 from keel.store import Store
-from keel.store._offload import RowWriter
+from keel.store._offload import RowWriter, usable_cores
 from keel.store._store import BatchRows
 
 
@@ -86,3 +86,27 @@ def test_a_misspelt_setting_is_a_clear_error(tmp_path: Path, monkeypatch: pytest
             RowWriter(store)
     finally:
         store.close()
+
+
+def test_a_process_with_one_core_keeps_its_writes_in_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child only pays off with a second core to run on: pinned to one, a run never
+    starts it unless told to (KEEL_WRITER_PROCESS=N)."""
+    import os
+
+    monkeypatch.delenv("KEEL_WRITER_PROCESS", raising=False)
+    store = Store.open(f"sqlite:///{tmp_path / 'keel.db'}")
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})  # this thread, and what it starts
+        assert RowWriter(store).after is None
+        monkeypatch.setenv("KEEL_WRITER_PROCESS", "100")
+        assert RowWriter(store).after == 100
+    finally:
+        os.sched_setaffinity(0, cpus)
+        store.close()
+    monkeypatch.delenv("KEEL_WRITER_PROCESS")
+    if usable_cores() >= 2:  # unpinned again, on a machine with a second core
+        two = Store.open(f"sqlite:///{tmp_path / 'two.db'}")
+        assert RowWriter(two).after == 20_000
+        two.close()
