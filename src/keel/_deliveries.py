@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
+from keel._sinks import FileSink, Sink
 from keel._webhook import WebhookSink
 from keel.errors import NotFoundError
 from keel.store import Store
@@ -24,17 +27,19 @@ def deliveries(*, db: str | None = None, failed: bool = False, sink: str | None 
 def retry_deliveries(*, db: str | None = None, sink: str | None = None,
                      store: Store | None = None, max_attempts: int = 5,
                      headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Send every dead (or pending) webhook delivery again; returns counts per sink.
+    """Send every sink what it is owed: dead webhook deliveries, and decisions a reviewer
+    changed after the sink received them (``pending``: a file sink gets the new line
+    appended). Returns counts per sink.
 
     ``headers`` go with every POST (a receiver's credentials: keel never stores them, so a
     retry needs them again)."""
     st = store or Store.open(db)
     try:
         ledger = SinkLedger(st)
-        names = [n for n in ledger.sinks() if n.startswith("webhook:")]
+        names = [n for n in ledger.sinks() if n.startswith(("webhook:", "file:"))]
         if sink:
             if sink not in names:
-                raise NotFoundError(f"no webhook sink {sink!r}; `keel deliveries` lists them")
+                raise NotFoundError(f"no sink {sink!r}; `keel deliveries` lists them")
             names = [sink]
         return {"sinks": [_retry_one(ledger, name, max_attempts, headers or {}) for name in names]}
     finally:
@@ -47,12 +52,30 @@ def _retry_one(ledger: SinkLedger, name: str, max_attempts: int,
     lines = ledger.owed(name)
     if not lines:
         return {"sink": name, "retried": 0, "delivered": 0, "dead": 0}
-    hook = WebhookSink(name.removeprefix("webhook:"), max_attempts=max_attempts, headers=headers)
-    hook.open(0)
+    out: Sink
+    if name.startswith("file:"):
+        path = Path(name.removeprefix("file:"))
+        out = FileSink(path, _output_fields(path, lines))
+        out.open(ledger.offset(name, "FileSink"))
+    else:
+        out = WebhookSink(name.removeprefix("webhook:"), max_attempts=max_attempts,
+                          headers=headers)
+        out.open(0)
     try:
-        done = hook.write(lines)
+        done = out.write(lines)
     finally:
-        hook.close()
-    ledger.commit(name, None, [line["record_id"] for line in lines], done.dead, done.attempts)
+        out.close()
+    ledger.commit(name, done.offset, [line["record_id"] for line in lines], done.dead,
+                  done.attempts)
     return {"sink": name, "retried": len(lines), "delivered": len(lines) - len(done.dead),
             "dead": len(done.dead)}
+
+
+def _output_fields(path: Path, lines: list[dict[str, Any]]) -> list[str]:
+    """A CSV file's output columns, as its header has them (the run that made it knew the
+    output contract); for a new file, the fields of the lines' outputs."""
+    if path.suffix.lower() == ".csv" and path.exists():
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+        return [c.removeprefix("output.") for c in header if c.startswith("output.")]
+    return list(dict.fromkeys(k for line in lines for k in (line.get("output") or {})))

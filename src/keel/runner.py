@@ -65,6 +65,8 @@ class RunSummary:
     elapsed_s: float = 0.0
     delivered: int = 0
     dead_letters: int = 0
+    #: of ``delivered``: decisions a reviewer changed after a sink had received them
+    updates_delivered: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"), repr=False)  # type: ignore[type-arg]
 
     @property
@@ -88,6 +90,7 @@ class RunSummary:
             "cost_usd": round(self.cost_usd, 6), "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
             "delivered": self.delivered, "dead_letters": self.dead_letters,
+            "updates_delivered": self.updates_delivered,
         }
 
     def add(self, items: Sequence[Item], *, tally: bool = False) -> BatchTally | None:
@@ -277,9 +280,15 @@ class Runner:
         self.policy = self.router.policy = self.predictor.policy = policy
         self.policy_note = note
 
-    def _open_sinks(self) -> None:
+    def _open_sinks(self, summary: RunSummary) -> None:
+        """Open each sink where its committed output ends, and send it what it is owed from
+        before: decisions a person changed since the sink received them (``pending``)."""
         for sink in self.sinks:
             sink.open(self.ledger.offset(sink.name, type(sink).__name__))
+            owed = self.ledger.owed(sink.name, ("pending",))
+            if owed:
+                self._send(sink, owed, summary)
+                summary.updates_delivered += len(owed)
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:
@@ -294,7 +303,7 @@ class Runner:
         admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
         t0 = time.perf_counter()
         self._load_breakers(reset=False)
-        self._open_sinks()
+        self._open_sinks(summary)
         self._writer = _Writer()
         self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
@@ -408,7 +417,7 @@ class Runner:
         t0 = time.perf_counter()
         rows = self.store.replayable(self.wf.name, disposition)
         self._load_breakers(reset=True)  # a replay comes after the cause was fixed
-        self._open_sinks()
+        self._open_sinks(summary)
         self._writer = _Writer()
         self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True

@@ -96,7 +96,7 @@ def test_dead_letters_are_listed_and_retried(tmp_path: Path, store: Store, db_ur
         first_keys = {r.headers["idempotency-key"] for r in seen}
         rx.status = 200  # the receiver is fixed
         assert main(["deliveries", "retry", "--db", db_url]) == 0
-        assert "4 retried, 4 delivered, 0 still dead" in capsys.readouterr().out
+        assert "4 sent, 4 delivered, 0 still dead" in capsys.readouterr().out
         assert main(["deliveries", "--failed", "--db", db_url]) == 0
         assert "no failed deliveries" in capsys.readouterr().out
     assert rx.keys() == ["k0", "k1", "k2", "k3"]

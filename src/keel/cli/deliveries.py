@@ -18,19 +18,21 @@ from keel.cli._common import (
     print_json,
 )
 
-group = typer.Typer(help="Deliveries to sinks (--out file, --webhook): list, retry dead letters.",
+group = typer.Typer(help="Deliveries to sinks (--out file, --webhook): list, send what is owed.",
                     no_args_is_help=False, invoke_without_command=True)
 
 
 @group.callback()
 def list_cmd(
     ctx: typer.Context,
-    failed: Annotated[bool, typer.Option("--failed", help="Only dead letters.")] = False,
+    failed: Annotated[bool, typer.Option(
+        "--failed", help="Only what is owed: dead letters, and decisions changed by review "
+                         "since the sink received them (pending).")] = False,
     sink: Annotated[str | None, typer.Option("--sink", help="Only this sink.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List deliveries, newest first (`keel deliveries retry` sends dead letters again)."""
+    """List deliveries, newest first (`keel deliveries retry` sends what is owed)."""
     if ctx.invoked_subcommand is not None:
         return
     rows = keel.deliveries(db=db, failed=failed, sink=sink)
@@ -48,6 +50,10 @@ def list_cmd(
     dead = sum(1 for r in rows if r["status"] == "dead")
     if dead:
         console.print(f"{dead} dead letter(s); fix the receiver, then `keel deliveries retry`")
+    pending = sum(1 for r in rows if r["status"] == "pending")
+    if pending:
+        console.print(f"{pending} decision(s) changed by review since the sink received them; "
+                      "`keel deliveries retry` (or the next run with the sink) sends them")
 
 
 @group.command("retry")
@@ -57,15 +63,17 @@ def retry_cmd(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send dead-lettered webhook deliveries again (with the headers the receiver needs)."""
+    """Send each sink what it is owed: dead-lettered webhook deliveries (with the headers the
+    receiver needs), and decisions a reviewer changed after the sink received them (a file
+    sink gets the new line appended)."""
     done = keel.retry_deliveries(db=db, sink=sink, headers=parse_headers(webhook_header))
     if as_json:
         print_json(done)
     else:
         if not done["sinks"]:
-            console.print("no webhook sinks in this store")
+            console.print("no sinks in this store")
         for s in done["sinks"]:
-            console.print(f"{s['sink']}: {s['retried']} retried, {s['delivered']} delivered, "
+            console.print(f"{s['sink']}: {s['retried']} sent, {s['delivered']} delivered, "
                           f"{s['dead']} still dead")
     if any(s["dead"] for s in done["sinks"]):
         raise typer.Exit(2)

@@ -58,6 +58,9 @@ def render_summary(s: RunSummary) -> None:
     if s.dead_letters:
         console.print(f"[yellow]{s.dead_letters} deliveries failed:[/] see `keel deliveries "
                       "--failed`, then `keel deliveries retry`")
+    if s.updates_delivered:
+        console.print(f"[bold]sinks:[/] {s.updates_delivered} decision(s) changed by review "
+                      "since an earlier run were sent again")
     if s.audit_samples:
         console.print(f"[bold]audit:[/] {s.audit_samples} accepted decisions sampled for review")
 

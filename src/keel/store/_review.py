@@ -171,6 +171,12 @@ def commit_decision(store: Store, w: DecisionWrite) -> bool:
         if w.record_update:
             conn.execute(update(d).where(d.c.record_id == task["record_id"])
                          .values(**w.record_update))
+            # Sinks that received the earlier decision are owed this one: the next run with
+            # the sink, or `keel deliveries retry`, sends it.
+            dl = t.deliveries
+            conn.execute(update(dl).where(dl.c.record_id == task["record_id"],
+                                          dl.c.status == "delivered")
+                         .values(status="pending", updated_at=w.now))
         if w.second_review:
             conn.execute(rt.insert().values(**w.second_review))
         if w.label:
