@@ -33,7 +33,8 @@ def test_list_and_decide(tmp_path: Path, db_url: str, capsys: pytest.CaptureFixt
     # On an 80-column terminal (capsys is not a terminal: Rich's default width) every task
     # id shows whole, ready to copy into `decide`, beside its reason.
     assert all(t["id"] in table for t in tasks)
-    assert "low_confidence" in table and "c3" in table
+    assert "low_confidence" in table and "c3" in table and "0.300" in table
+    assert table.startswith("tickets: open review tasks")  # one workflow: named once
 
     assert main(["review", "decide", tasks[0]["id"], "--accept", "--reviewer", "dana",
                  "--db", db_url]) == 0

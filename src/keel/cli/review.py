@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -70,29 +70,39 @@ def list_cmd(
     if not rows:
         console.print(f"no {status} review tasks")
         return
-    # Fits an 80-column terminal: the task id (to copy into `decide`) never wraps; the model
-    # output (also in `keel review show`) shows when there is room, queue and holder when
-    # they say something.
-    output = console.width >= 110
-    queues = any(r["queue"] != "default" for r in rows)
-    held = any(r["leased"] for r in rows)
-    columns = [Column("task", no_wrap=True), Column("workflow / key", overflow="fold", min_width=8),
-               Column("reason", no_wrap=True), Column("prio", justify="right", no_wrap=True),
-               Column("conf", justify="right", no_wrap=True), Column("due", no_wrap=True)]
-    columns += [Column("model output", overflow="ellipsis", no_wrap=True, max_width=30)] \
-        if output else []
-    columns += [Column("queue", overflow="fold")] if queues else []
-    columns += [Column("held by", overflow="fold")] if held else []
-    table = Table(*columns, box=None, pad_edge=False, header_style="bold underline")
+    # Fits an 80-column terminal: the task id (to copy into `decide`) never wraps; the
+    # workflow shows once when every task shares it; priority, queue and holder show when
+    # they tell tasks apart, the model output (also in `keel review show`) when there is room.
+    workflows = {r["workflow"] for r in rows}
+    one = next(iter(workflows)) if len(workflows) == 1 else None
+    cols: list[tuple[Column, Callable[[dict[str, Any]], str]]] = [
+        (Column("task", no_wrap=True), lambda r: r["id"]),
+        (Column("key", overflow="fold", min_width=9), lambda r: r["key"]) if one else
+        (Column("workflow / key", overflow="fold", min_width=9),
+         lambda r: f"{r['workflow']} / {r['key']}"),
+        (Column("reason", no_wrap=True), lambda r: r["reason"]),
+    ]
+    if len({r["priority"] for r in rows}) > 1:
+        cols.append((Column("prio", justify="right", no_wrap=True), lambda r: str(r["priority"])))
+    cols += [
+        (Column("conf", justify="right", no_wrap=True),
+         lambda r: "-" if r["confidence"] is None else f"{r['confidence']:.3f}"),
+        (Column("due", no_wrap=True),
+         lambda r: fmt_time(r["due_at"])[5:-3] + ("\n[red]overdue[/]" if r["overdue"] else "")),
+    ]
+    if console.width >= 110:
+        cols.append((Column("model output", overflow="ellipsis", no_wrap=True, max_width=30),
+                     lambda r: _short(r["model_output"])))
+    if any(r["queue"] != "default" for r in rows):
+        cols.append((Column("queue", overflow="fold"), lambda r: r["queue"]))
+    if any(r["leased"] for r in rows):
+        cols.append((Column("held by", overflow="fold"),
+                     lambda r: r["claimed_by"] if r["leased"] else ""))
+    table = Table(*(c for c, _ in cols), box=None, padding=(0, 1, 0, 0), pad_edge=False,
+                  header_style="bold underline",
+                  title=f"{one}: {status} review tasks" if one else None, title_justify="left")
     for r in rows:
-        due = fmt_time(r["due_at"])[5:-3] + ("\n[red]overdue[/]" if r["overdue"] else "")
-        conf = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
-        cells = [r["id"], f"{r['workflow']} / {r['key']}", r["reason"], str(r["priority"]), conf,
-                 due]
-        cells += [_short(r["model_output"])] if output else []
-        cells += [r["queue"]] if queues else []
-        cells += [r["claimed_by"] if r["leased"] else ""] if held else []
-        table.add_row(*cells)
+        table.add_row(*(cell(r) for _, cell in cols))
     console.print(table)
     console.print(f"{len(rows)} task(s); decide one with "
                   "`keel review decide TASK (--accept | --correct JSON | --reject REASON)`, "
