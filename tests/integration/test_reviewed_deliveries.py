@@ -43,6 +43,9 @@ def test_a_reviewed_decision_is_sent_to_the_sinks_that_had_the_first(
         assert main(["deliveries", "--failed", "--json", "--db", db_url]) == 0
         owed = json.loads(capsys.readouterr().out)
         assert sorted((d["key"], d["status"]) for d in owed) == [("k0", "pending")] * 2
+        assert main(["deliveries", "--failed", "--db", db_url]) == 0
+        table = capsys.readouterr().out
+        assert table.count("pending") == 2 and "changed by review" in table
 
         assert main(["deliveries", "retry", "--db", db_url]) == 0
         said = capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 import keel
 from keel.cli._common import (
@@ -42,10 +42,17 @@ def list_cmd(
     if not rows:
         console.print("no failed deliveries" if failed else "no deliveries yet")
         return
-    table = Table("sink", "key", "status", "attempts", "last error", "when")
+    # One sink (the usual case) is named once above the table; several get a column.
+    sinks = {r["sink"] for r in rows}
+    one = next(iter(sinks)) if len(sinks) == 1 else None
+    table = Table(*([] if one else [Column("sink", overflow="fold")]),
+                  Column("key", overflow="fold"), "status", Column("tries", justify="right"),
+                  Column("last error", overflow="fold"), Column("when", no_wrap=True),
+                  title=one, title_justify="left")
     for r in rows:
-        table.add_row(r["sink"], r["key"] or r["record_id"], r["status"], str(r["attempts"]),
-                      (r["last_error"] or "")[:80], fmt_time(r["updated_at"]))
+        table.add_row(*([] if one else [r["sink"]]), r["key"] or r["record_id"], r["status"],
+                      str(r["attempts"]), (r["last_error"] or "")[:80],
+                      fmt_time(r["updated_at"])[5:])
     console.print(table)
     dead = sum(1 for r in rows if r["status"] == "dead")
     if dead:
