@@ -71,19 +71,28 @@ def offload_setting() -> int | None:
 
 
 def usable_cores() -> float:
-    """The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota
     (a container given one CPU on a larger machine)."""
     try:
         cores = float(len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         cores = float(os.cpu_count() or 1)
+    return min(cores, _cgroup_quota())
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float:
+    """CPUs a cgroup CPU quota allows (v2 ``cpu.max``, else v1 ``cfs_quota_us``); inf if none."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, int(quota) / int(period))
+        quota, period = (root / "cpu.max").read_text().split()
+        return float("inf") if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return cores
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return float("inf") if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return float("inf")
 
 
 class RowWriter:
