@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from keel.errors import ConfigError
+from keel.telemetry._process import ProcessExporter, process_setting
 from keel.telemetry._spans import BatchUnit, SpanBuilder
 
 EXPORTERS = ("none", "console", "otlp", "otlp-http", "otlp-grpc", "memory")
@@ -29,12 +30,18 @@ EXPORTERS = ("none", "console", "otlp", "otlp-http", "otlp-grpc", "memory")
 DropFn = Callable[[str, int], None]
 
 
-def make_exporter(kind: str, endpoint: str | None = None, timeout_s: float = 5.0) -> SpanExporter | None:
-    """The span exporter named ``kind`` (one of :data:`EXPORTERS`); None for ``none``."""
+def make_exporter(kind: str, endpoint: str | None = None, timeout_s: float = 5.0, *,
+                  process: bool | None = None) -> SpanExporter | None:
+    """The span exporter named ``kind`` (one of :data:`EXPORTERS`); None for ``none``.
+
+    The OTLP exporters run in a child process when ``process`` is true (None:
+    ``KEEL_OTEL_PROCESS``, by default when this process may use two or more CPUs)."""
     if kind not in EXPORTERS:
         raise ConfigError(f"unknown OpenTelemetry exporter {kind!r}; use one of {', '.join(EXPORTERS)}")
     if kind == "none":
         return None
+    if kind.startswith("otlp") and (process_setting() if process is None else process):
+        return ProcessExporter(kind, endpoint, timeout_s)
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -166,6 +173,8 @@ class SpanQueue:
         remaining = max(0.0, deadline_s - (time.monotonic() - t0))
         self._worker.join(remaining)
         _bounded(self.exporter.shutdown, max(0.1, deadline_s - (time.monotonic() - t0)))
+        if isinstance(self.exporter, ProcessExporter):
+            self.exporter.kill()  # an export still stuck past the deadline ends with the run
 
 
 def _bounded(fn: Callable[[], Any], timeout_s: float) -> None:
