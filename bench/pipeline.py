@@ -79,16 +79,20 @@ def raw_model(n: int, batch: int) -> float:
 
 
 def keel_run(workflow: Path, traffic: Path, db: Path, batch: int,
-             one_core: bool = False) -> dict[str, object]:
+             one_core: bool = False, writer_process: str | None = None) -> dict[str, object]:
     """One run on a fresh store: records/s, and CPU time per record over all of keel's threads
     (the deciding thread, the writer and the model's) and its writer process. With
     ``one_core`` the run and everything it starts (threads, the writer process if it
-    decides to start one) may only use one CPU, as in a container given one core."""
+    decides to start one) may only use one CPU, as in a container given one core;
+    ``writer_process`` sets ``KEEL_WRITER_PROCESS`` for the run."""
     import keel
 
     if db.exists():
         db.unlink()
     cpus = os.sched_getaffinity(0)
+    was = os.environ.get("KEEL_WRITER_PROCESS")
+    if writer_process is not None:
+        os.environ["KEEL_WRITER_PROCESS"] = writer_process
     if one_core:
         os.sched_setaffinity(0, {min(cpus)})  # this thread, and the threads and children it starts
     t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
@@ -97,6 +101,10 @@ def keel_run(workflow: Path, traffic: Path, db: Path, batch: int,
     finally:
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         os.sched_setaffinity(0, cpus)
+        if writer_process is not None:
+            os.environ.pop("KEEL_WRITER_PROCESS", None)
+            if was is not None:
+                os.environ["KEEL_WRITER_PROCESS"] = was
     child = _children_cpu() - k0  # the writer process, if the run started one
     assert s.read == s.decided + s.duplicates
     return {"records_per_s": round(s.read / elapsed, 1), "read": s.read,
@@ -161,6 +169,10 @@ def main() -> None:
              ratio_to_raw_model=round(b1["records_per_s"] / a, 3))  # type: ignore[operator]
         c1 = best_of(args.repeats, keel_run, noop, traffic, d / "c1.db", args.batch_size, True)
         emit(measure="keel_run_noop_model_sqlite_one_core", **c1)
+        # what the writer process would cost on one core, were it started anyway
+        c1w = best_of(args.repeats, keel_run, noop, traffic, d / "c1w.db", args.batch_size, True,
+                      "20000")
+        emit(measure="keel_run_noop_model_sqlite_one_core_writer_process_forced", **c1w)
         if args.memory_records:
             big = d / "big.csv"
             make_traffic(big, args.memory_records)

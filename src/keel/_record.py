@@ -7,6 +7,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,21 @@ class BatchTally:
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def count(self, item: Item, disposition: str, latency_ms: float) -> None:
+        self.outcomes[disposition, reason_class(item)] += 1
+        values = self.latencies_ms.get(disposition)
+        if values is None:
+            self.latencies_ms[disposition] = [latency_ms]
+        else:
+            values.append(latency_ms)
+
+    @classmethod
+    def of(cls, items: Sequence[Item]) -> BatchTally:
+        tally = cls()
+        for item in items:
+            tally.count(item, item.disposition or "failed", item.latency_ms)
+        return tally
 
 
 def reason_class(item: Item) -> str:

@@ -20,7 +20,7 @@ from keel import _json
 from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
 from keel._policy import Policy
-from keel._record import DISPOSITIONS, BatchTally, Item, new_id, reason_class
+from keel._record import DISPOSITIONS, BatchTally, Item, new_id
 from keel._sinks import Sink, Written
 from keel.redact import StorageRedactor
 from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
@@ -104,12 +104,7 @@ class RunSummary:
             ms = i.latency_ms
             self.latencies_ms.append(ms)
             if counted is not None:
-                counted.outcomes[disp, reason_class(i)] += 1
-                values = counted.latencies_ms.get(disp)
-                if values is None:
-                    counted.latencies_ms[disp] = [ms]
-                else:
-                    values.append(ms)
+                counted.count(i, disp, ms)
             if disp == "quarantined":
                 v = i.violations[0] if i.violations else None
                 self.quarantine_reasons[f"{v.field}: {v.rule}" if v else "unknown"] += 1

@@ -19,6 +19,14 @@ from keel.telemetry import Telemetry, make_exporter
 from keel.telemetry._process import ProcessExporter, dump_chunk, load_chunk
 
 
+def _child(url: str, timeout_s: float, start_after_spans: int) -> ProcessExporter:
+    """An OTLP/HTTP exporter through the child, started after ``start_after_spans``."""
+    local = make_exporter("otlp-http", url, timeout_s, process=False)
+    assert local is not None
+    return ProcessExporter(local, ["otlp-http", url, repr(timeout_s)],
+                           start_after_spans=start_after_spans)
+
+
 def _spans(bodies: list[bytes]) -> list[object]:
     out = []
     for body in bodies:
@@ -46,7 +54,7 @@ def test_every_record_reaches_the_collector(tmp_path: Path, store: Store, proces
         assert isinstance(exporter, ProcessExporter) is process
         if isinstance(exporter, ProcessExporter):
             assert exporter._proc is None  # started only once a run has exported 10,000 spans
-            exporter = ProcessExporter("otlp-http", collector.url, 5.0, start_after_spans=0)
+            exporter = _child(collector.url, 5.0, 0)
             assert exporter.wait_ready(30.0)  # every chunk through the child
         telemetry = Telemetry(exporter=exporter)
         summary = keel.run(make(), write_csv(tmp_path / "in.csv", rows), store=store,
@@ -93,7 +101,7 @@ def test_a_dead_child_costs_one_chunk_then_export_goes_on_here(tmp_path: Path,
     telemetry.shutdown()
     spans = list(memory.get_finished_spans())
     with recording_server() as collector:
-        exporter = ProcessExporter("otlp-http", collector.url, 5.0, start_after_spans=1)
+        exporter = _child(collector.url, 5.0, 1)
         assert exporter._proc is None
         assert exporter.export(spans) is SpanExportResult.SUCCESS  # here; the child starts
         assert exporter.wait_ready(30.0)
@@ -115,7 +123,7 @@ def test_a_black_holed_collector_behind_the_child_keeps_the_deadline(tmp_path: P
 
     src = write_csv(tmp_path / "in.csv", [(f"k{i}", f"message {i}") for i in range(300)])
     with black_hole() as url:
-        exporter = ProcessExporter("otlp-http", url, 30.0, start_after_spans=0)
+        exporter = _child(url, 30.0, 0)
         assert exporter.wait_ready(30.0)
         telemetry = Telemetry(exporter=exporter, flush_deadline_s=1.0, max_queue_records=100)
         summary = keel.run(make(), src, store=store, batch_size=20, telemetry=telemetry)

@@ -64,7 +64,7 @@ def offload_setting() -> int | None:
     cores = usable_cores()
     if cores < 2:
         # On one core the child only adds work (pickling every batch, switching processes):
-        # measured 22,000 -> 17,500 no-op records/s pinned to one core.
+        # 25,751 -> 20,437 no-op records/s pinned to one core (docs/benchmarks.md).
         log.debug("no writer process: this process may use %.2g core(s)", cores)
         return None
     return DEFAULT_AFTER_RECORDS

@@ -41,7 +41,9 @@ def make_exporter(kind: str, endpoint: str | None = None, timeout_s: float = 5.0
     if kind == "none":
         return None
     if kind.startswith("otlp") and (process_setting() if process is None else process):
-        return ProcessExporter(kind, endpoint, timeout_s)
+        # built here first: a missing package is a configuration error now, not lost spans later
+        return ProcessExporter(_otlp(kind, endpoint, timeout_s), [kind, endpoint or "",
+                                                                  repr(timeout_s)])
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -50,6 +52,10 @@ def make_exporter(kind: str, endpoint: str | None = None, timeout_s: float = 5.0
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
         return InMemorySpanExporter()
+    return _otlp(kind, endpoint, timeout_s)
+
+
+def _otlp(kind: str, endpoint: str | None, timeout_s: float) -> SpanExporter:
     if kind in ("otlp", "otlp-http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

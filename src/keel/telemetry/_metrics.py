@@ -18,7 +18,7 @@ from prometheus_client import Counter as PCounter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keel._record import BatchTally, Item, reason_class
+from keel._record import BatchTally, Item
 
 if TYPE_CHECKING:
     from keel.store import Store
@@ -175,11 +175,7 @@ class PipelineMetrics:
         for n in range(1, len(marks)):
             child(self.stage, workflow, marks[n][0]).observe((marks[n][1] - marks[n - 1][1]) / 1e9)
         if tally is None:
-            tally = BatchTally()
-            for item in items:
-                disp = item.disposition or "failed"
-                tally.outcomes[disp, reason_class(item)] += 1
-                tally.latencies_ms.setdefault(disp, []).append(item.latency_ms)
+            tally = BatchTally.of(items)
         for (disp, reason), count in tally.outcomes.items():
             child(self.records, workflow, disp, reason).inc(count)
         for disp, values in tally.latencies_ms.items():

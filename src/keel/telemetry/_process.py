@@ -1,12 +1,13 @@
 """OTLP export from a child process, so encoding spans never competes with deciding.
 
-The OpenTelemetry SDK encodes OTLP protobuf in Python, about 45 us a span here: in the span
-worker thread that is still the interpreter lock the deciding thread needs, and it cost the
-demo half its throughput. :class:`ProcessExporter` is a ``SpanExporter`` that sends each chunk
-of spans (as plain tuples, pickled) to a child process (:func:`main`), which rebuilds them
-and exports them with the SDK's own OTLP exporter, then answers success or failure. The span
-worker waits for that answer on a pipe, without the lock, so the queue's accounting (every
-span exported or counted as dropped, the shutdown deadline) holds as before.
+The OpenTelemetry SDK encodes OTLP protobuf in Python (about 60 us of CPU per record in
+the demo, docs/benchmarks.md): in the span worker thread that is still the interpreter lock
+the deciding thread needs, and it cost the demo half its throughput. :class:`ProcessExporter`
+is a ``SpanExporter`` that sends each chunk of spans (as plain tuples, pickled) to a child
+process (:func:`main`), which rebuilds them and exports them with the SDK's own OTLP
+exporter, then answers success or failure. The span worker waits for that answer on a
+pipe, without the lock, so the queue's accounting (every span exported or counted as
+dropped, the shutdown deadline) holds as before.
 
 Used for the OTLP exporters when the process may use two or more CPUs (``KEEL_OTEL_PROCESS``:
 ``auto``, ``on`` or ``off``), once a run has exported 10,000 spans (a short run never pays
@@ -119,13 +120,15 @@ def load_chunk(data: bytes) -> list[ReadableSpan]:
 class ProcessExporter(SpanExporter):
     """Exports through a child process running ``kind``'s OTLP exporter (see module doc)."""
 
-    def __init__(self, kind: str, endpoint: str | None, timeout_s: float, *,
+    def __init__(self, local: SpanExporter, args: list[str], *,
                  start_after_spans: int = START_AFTER_SPANS) -> None:
-        self.args = [kind, endpoint or "", repr(timeout_s)]
+        """``local`` exports here (before the child is ready, after it is gone); ``args`` are
+        the child's: exporter kind, endpoint, timeout in seconds."""
+        self.local = local
+        self.args = args
         self.start_after = start_after_spans
         self.exported_here = 0
         self._lock = threading.Lock()
-        self._local: SpanExporter | None = None  # exports here: before the child is ready, after it is gone
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = False
         self._ready = False
@@ -168,7 +171,7 @@ class ProcessExporter(SpanExporter):
             self.exported_here += len(spans)
             if not self._started and not self._closing and self.exported_here >= self.start_after:
                 self._start()
-            return self._in_process().export(spans)
+            return self.local.export(spans)
 
     def wait_ready(self, wait_s: float) -> bool:
         """Whether the child has its exporter (until then, chunks are exported here: a short
@@ -195,11 +198,6 @@ class ProcessExporter(SpanExporter):
             _close(self._proc)
         self._proc = None
 
-    def _in_process(self) -> SpanExporter:
-        if self._local is None:
-            self._local = _real_exporter(self.args[0], self.args[1] or None, float(self.args[2]))
-        return self._local
-
     def shutdown(self) -> None:
         """Let the child finish what it has (the caller bounds how long this may take)."""
         self._closing = True
@@ -212,8 +210,7 @@ class ProcessExporter(SpanExporter):
             except OSError:
                 proc.kill()
             _close(proc)
-        if self._local is not None:
-            self._local.shutdown()
+        self.local.shutdown()
 
     def kill(self) -> None:
         """Stop the child at once (past the shutdown deadline)."""
@@ -230,14 +227,6 @@ def _close(proc: subprocess.Popen[bytes]) -> None:
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
-
-
-def _real_exporter(kind: str, endpoint: str | None, timeout_s: float) -> SpanExporter:
-    from keel.telemetry._export import make_exporter
-
-    exporter = make_exporter(kind, endpoint, timeout_s, process=False)
-    assert exporter is not None
-    return exporter
 
 
 # -- the child's side --------------------------------------------------------------------------
@@ -257,8 +246,11 @@ def _serve(inp: IO[bytes], out: IO[bytes], exporter: SpanExporter) -> None:
 
 
 def main(argv: list[str]) -> None:
+    from keel.telemetry._export import make_exporter
+
     kind, endpoint, timeout_s = argv
-    exporter = _real_exporter(kind, endpoint or None, float(timeout_s))
+    exporter = make_exporter(kind, endpoint or None, float(timeout_s), process=False)
+    assert exporter is not None
     sys.stdout.buffer.write(_READY)
     sys.stdout.buffer.flush()
     try:
