@@ -1,13 +1,16 @@
 """Pipeline throughput: the raw demo model vs keel end to end vs keel with a no-op model.
 
     python bench/pipeline.py [--records 100000] [--memory-records 1000000] [--repeats 3]
+                             [--instruction-records 10000]
 
 (b) and (c) run twice: free to use both cores (the writer process on the second), and
 pinned to one core (as in a container given one CPU).
 
 Prints one JSON line per measurement. (b)/(a) is the cost of governance around a real model;
 (c) is keel's own overhead per record; the memory run streams 1,000,000 records through the
-no-op workflow in a child process and reports its peak RSS.
+no-op workflow in a child process and reports its peak RSS. With valgrind installed, (a), (b)
+and (c) are also counted in CPU instructions per record (callgrind; everything in one process,
+the writer thread included), a figure that does not move with the machine's load or speed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,14 +140,78 @@ def child_memory(workflow: Path, traffic: Path, db: Path, batch: int) -> None:
     print(json.dumps({"read": s.read, "decided": s.decided, "peak_rss_mb": round(peak_mb, 1)}))
 
 
+def instructions(what: str, workflow: Path, traffic: Path, tmp: Path, n: int) -> None:
+    """Child under callgrind: count from just before to just after one measured step."""
+    os.environ["KEEL_WRITER_PROCESS"] = "off"  # one process: callgrind follows no children
+    if what == "raw_model":
+        from triage_model import load_or_train
+
+        pipe = load_or_train()
+        texts = [r["text"] for r in csv.DictReader(traffic.open(newline=""))][:n]
+        pipe.predict_proba(texts[:500])
+        step = lambda: [pipe.classes_[pipe.predict_proba(texts[i:i + 500]).argmax(axis=1)]  # noqa: E731
+                        for i in range(0, len(texts), 500)]
+    else:
+        import keel
+
+        keel.run(workflow, traffic, db=f"sqlite:///{tmp / 'warm.db'}", batch_size=500)
+        step = lambda: keel.run(workflow, traffic, db=f"sqlite:///{tmp / 'x.db'}",  # noqa: E731
+                                batch_size=500)
+    pid = str(os.getpid())
+    subprocess.run(["callgrind_control", "--instr=on", pid], capture_output=True, check=True)
+    step()
+    subprocess.run(["callgrind_control", "--instr=off", pid], capture_output=True, check=True)
+
+
+def count_instructions(n: int, noop: Path, tmp: Path) -> None:
+    """(a), (b) and (c) in instructions per record, two valgrind processes at a time."""
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        emit(measure="instructions_per_record", skipped="valgrind not installed")
+        return
+    small = tmp / "instr.csv"
+    make_traffic(small, n)
+    python = os.path.realpath(sys.executable)
+    todo = {"raw_model": noop, "keel_demo": EXAMPLE / "workflow.py", "keel_noop": noop}
+    counts: dict[str, int] = {}
+    names = list(todo)
+    for pair in (names[:2], names[2:]):
+        procs = {}
+        for name in pair:
+            (tmp / name).mkdir(exist_ok=True)
+            procs[name] = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                 f"--callgrind-out-file={tmp / name / 'callgrind.out'}", python, __file__,
+                 "--instructions-child", name, str(todo[name]), str(small), str(tmp / name)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, proc in procs.items():
+            _out, err = proc.communicate()
+            found = [line for line in err.splitlines() if "Collected :" in line]
+            if proc.returncode != 0 or not found:
+                emit(measure="instructions_per_record", step=name, failed=err[-2000:])
+                return
+            counts[name] = int(found[-1].split(":")[-1].replace(",", "").strip())
+    per = {k: round(v / n) for k, v in counts.items()}
+    emit(measure="instructions_per_record", records=n, **per,
+         keel_own_per_record_demo=per["keel_demo"] - per["raw_model"],
+         ratio_demo_to_raw_model=round(per["raw_model"] / per["keel_demo"], 3))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--memory-records", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--instruction-records", type=int, default=10_000,
+                    help="records counted under callgrind (0: skip)")
     ap.add_argument("--child", nargs=3)
+    ap.add_argument("--instructions-child", nargs=4)
     args = ap.parse_args()
+    if args.instructions_child:
+        what, wf, traffic, tmp = args.instructions_child
+        os.environ.setdefault("KEEL_ARTIFACTS", str(ROOT / ".keel" / "artifacts"))
+        instructions(what, Path(wf), Path(traffic), Path(tmp), 10**9)
+        return
     if args.child:
         child_memory(*(Path(p) for p in args.child), args.batch_size)
         return
@@ -182,6 +250,8 @@ def main() -> None:
             if out.returncode != 0:
                 sys.exit(f"the memory run failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
             emit(measure="peak_memory_noop_1m", records=args.memory_records, **json.loads(out.stdout))
+        if args.instruction_records:
+            count_instructions(args.instruction_records, noop, d)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ def _csv_rows(file: Path) -> Iterator[RawRow]:
                              "check quoting and delimiters",
                              text=",".join(row)[:10_000])
                 continue
-            big = next((h for h, v in zip(header, row, strict=True) if len(v) > _MAX_FIELD), None)
-            if big is not None:
+            if max(map(len, row)) > _MAX_FIELD:
+                big = next(h for h, v in zip(header, row, strict=True) if len(v) > _MAX_FIELD)
                 yield RawRow(name, line, None, f"field '{big}' is larger than {_MAX_FIELD} bytes")
                 continue
             yield RawRow(name, line, dict(zip(header, row, strict=True)))

@@ -70,6 +70,19 @@ def test_one_megabyte_text_field(tmp_path: Path, store: Store) -> None:
     assert len(v["message"]) < 300  # the message quotes a snippet, not the megabyte
 
 
+def test_a_field_over_the_csv_limit_is_quarantined_not_read(tmp_path: Path, store: Store,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV field over keel's limit (16 MiB; lowered here) never reaches the store whole."""
+    import keel._sources
+
+    monkeypatch.setattr(keel._sources, "_MAX_FIELD", 1_000)
+    src = write_csv(tmp_path / "in.csv", [("ok", "hello there"), ("huge", "y" * 1_001)])
+    s = _run(src, store)
+    assert s.counts["quarantined"] == 1 and s.counts["accepted"] == 1
+    (v,) = _reasons(store)["in.csv#3"]
+    assert v["message"] == "field 'text' is larger than 1000 bytes"
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_invalid_utf8_is_quarantined_and_kept(tmp_path: Path, store: Store, suffix: str) -> None:
     src = tmp_path / f"in{suffix}"

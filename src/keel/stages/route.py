@@ -17,6 +17,16 @@ def audit_draw(key: str) -> float:
 class ConfidenceRouter:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self._vs: dict[tuple[float, str], str] = {}  # " vs threshold ..." per threshold, policy
+
+    def _versus(self, threshold: float) -> str:
+        key = (threshold, self.policy.version)
+        text = self._vs.get(key)
+        if text is None:
+            if len(self._vs) > 1_000:
+                self._vs.clear()
+            text = self._vs[key] = f" vs threshold {threshold:.3f} (policy {self.policy.version})"
+        return text
 
     def __call__(self, items: list[Item]) -> list[Item]:
         for item in items:
@@ -35,7 +45,7 @@ class ConfidenceRouter:
         ood = item.flags.get("out_of_distribution")
         threshold = self.policy.threshold_for(item.output)
         conf = pred.confidence
-        why = f"confidence {conf:.3f} vs threshold {threshold:.3f} (policy {self.policy.version})"
+        why = f"confidence {conf:.3f}{self._versus(threshold)}"
         if ood:
             self._send(item, "out_of_distribution", f"out-of-distribution score {ood}")
         elif conf < threshold:

@@ -17,7 +17,7 @@ def _encoding_violations(raw: dict[str, object]) -> list[Violation]:
         return [Violation(str(name), "encoding", "bytes are not valid UTF-8 (shown as \\xNN); "
                           "re-export the source as UTF-8 and run it again") for name in marked]
     for name, value in raw.items():
-        if isinstance(value, str):
+        if isinstance(value, str) and not value.isascii():  # ASCII is valid UTF-8
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
