@@ -62,7 +62,7 @@ sys.path.insert(0, str(EXAMPLE))
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
-from pipeline import make_traffic  # noqa: E402  (bench/ is the script's folder)
+from pipeline import collected, make_traffic, under_callgrind  # noqa: E402  (bench/ is the script's folder)
 
 import keel  # noqa: E402
 from keel._record import Item  # noqa: E402
@@ -357,25 +357,19 @@ def demo_instructions(tmp: Path) -> None:
     """The target pair's CPU instructions under valgrind's callgrind, which counts them the
     same whatever else the machine does: one run each, the two in parallel, counting from
     the run's start to the telemetry's flush (imports, training and store set-up excluded)."""
-    python = os.path.realpath(sys.executable)
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         emit(measurement="demo_instructions", skipped="valgrind not installed")
         return
-    procs = {}
-    for name in ("all_off", "on_memory"):
-        out = tmp / f"callgrind.{name}"
-        procs[name] = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             python, __file__, "--instructions-child", name, str(tmp / f"instr-{name}.db")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = {name: under_callgrind(tmp / f"callgrind.{name}", [
+        __file__, "--instructions-child", name, str(tmp / f"instr-{name}.db")])
+        for name in ("all_off", "on_memory")}
     counts = {}
     for name, proc in procs.items():
-        _out, err = proc.communicate()
-        found = [line for line in err.splitlines() if "Collected :" in line]
-        if proc.returncode != 0 or not found:
+        count, err = collected(proc)
+        if count is None:
             emit(measurement="demo_instructions", config=name, failed=err[-2000:])
             return
-        counts[name] = int(found[-1].split(":")[-1].replace(",", "").strip())
+        counts[name] = count
     off, on = counts["all_off"], counts["on_memory"]
     emit(measurement="demo_instructions", records=3080,
          instructions_per_record={k: round(v / 3080) for k, v in counts.items()},

@@ -140,23 +140,45 @@ def child_memory(workflow: Path, traffic: Path, db: Path, batch: int) -> None:
     print(json.dumps({"read": s.read, "decided": s.decided, "peak_rss_mb": round(peak_mb, 1)}))
 
 
-def instructions(what: str, workflow: Path, traffic: Path, tmp: Path, n: int) -> None:
+def under_callgrind(out: Path, args: list[str]) -> subprocess.Popen[str]:
+    """This script (``args`` after it) in a child under valgrind's callgrind, counting nothing
+    until the child turns counting on (``callgrind_control --instr=on``)."""
+    return subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         os.path.realpath(sys.executable), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collected(proc: subprocess.Popen[str]) -> tuple[int | None, str]:
+    """The instructions a callgrind child counted (None if it failed), and its stderr."""
+    _out, err = proc.communicate()
+    found = [line for line in err.splitlines() if "Collected :" in line]
+    if proc.returncode != 0 or not found:
+        return None, err
+    return int(found[-1].split(":")[-1].replace(",", "").strip()), err
+
+
+def instructions(what: str, workflow: Path, traffic: Path, tmp: Path) -> None:
     """Child under callgrind: count from just before to just after one measured step."""
     os.environ["KEEL_WRITER_PROCESS"] = "off"  # one process: callgrind follows no children
     if what == "raw_model":
         from triage_model import load_or_train
 
         pipe = load_or_train()
-        texts = [r["text"] for r in csv.DictReader(traffic.open(newline=""))][:n]
+        with traffic.open(newline="") as fh:
+            texts = [r["text"] for r in csv.DictReader(fh)]
         pipe.predict_proba(texts[:500])
-        step = lambda: [pipe.classes_[pipe.predict_proba(texts[i:i + 500]).argmax(axis=1)]  # noqa: E731
-                        for i in range(0, len(texts), 500)]
+
+        def step() -> object:
+            return [pipe.classes_[pipe.predict_proba(texts[i:i + 500]).argmax(axis=1)]
+                    for i in range(0, len(texts), 500)]
     else:
         import keel
 
         keel.run(workflow, traffic, db=f"sqlite:///{tmp / 'warm.db'}", batch_size=500)
-        step = lambda: keel.run(workflow, traffic, db=f"sqlite:///{tmp / 'x.db'}",  # noqa: E731
-                                batch_size=500)
+
+        def step() -> object:
+            return keel.run(workflow, traffic, db=f"sqlite:///{tmp / 'x.db'}", batch_size=500)
     pid = str(os.getpid())
     subprocess.run(["callgrind_control", "--instr=on", pid], capture_output=True, check=True)
     step()
@@ -170,7 +192,6 @@ def count_instructions(n: int, noop: Path, tmp: Path) -> None:
         return
     small = tmp / "instr.csv"
     make_traffic(small, n)
-    python = os.path.realpath(sys.executable)
     todo = {"raw_model": noop, "keel_demo": EXAMPLE / "workflow.py", "keel_noop": noop}
     counts: dict[str, int] = {}
     names = list(todo)
@@ -178,18 +199,15 @@ def count_instructions(n: int, noop: Path, tmp: Path) -> None:
         procs = {}
         for name in pair:
             (tmp / name).mkdir(exist_ok=True)
-            procs[name] = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                 f"--callgrind-out-file={tmp / name / 'callgrind.out'}", python, __file__,
-                 "--instructions-child", name, str(todo[name]), str(small), str(tmp / name)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs[name] = under_callgrind(tmp / name / "callgrind.out", [
+                __file__, "--instructions-child", name, str(todo[name]), str(small),
+                str(tmp / name)])
         for name, proc in procs.items():
-            _out, err = proc.communicate()
-            found = [line for line in err.splitlines() if "Collected :" in line]
-            if proc.returncode != 0 or not found:
+            count, err = collected(proc)
+            if count is None:
                 emit(measure="instructions_per_record", step=name, failed=err[-2000:])
                 return
-            counts[name] = int(found[-1].split(":")[-1].replace(",", "").strip())
+            counts[name] = count
     per = {k: round(v / n) for k, v in counts.items()}
     emit(measure="instructions_per_record", records=n, **per,
          keel_own_per_record_demo=per["keel_demo"] - per["raw_model"],
@@ -210,7 +228,7 @@ def main() -> None:
     if args.instructions_child:
         what, wf, traffic, tmp = args.instructions_child
         os.environ.setdefault("KEEL_ARTIFACTS", str(ROOT / ".keel" / "artifacts"))
-        instructions(what, Path(wf), Path(traffic), Path(tmp), 10**9)
+        instructions(what, Path(wf), Path(traffic), Path(tmp))
         return
     if args.child:
         child_memory(*(Path(p) for p in args.child), args.batch_size)
