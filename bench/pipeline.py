@@ -209,9 +209,24 @@ def count_instructions(n: int, noop: Path, tmp: Path) -> None:
                 return
             counts[name] = count
     per = {k: round(v / n) for k, v in counts.items()}
+    inserts = {f"sqlite_inserts_{k}": round(c / n) for k in ("keel_demo", "keel_noop")
+               if (c := _inclusive(tmp / k / "callgrind.out", "pysqlite_cursor_executemany"))}
     emit(measure="instructions_per_record", records=n, **per,
          keel_own_per_record_demo=per["keel_demo"] - per["raw_model"],
-         ratio_demo_to_raw_model=round(per["raw_model"] / per["keel_demo"], 3))
+         ratio_demo_to_raw_model=round(per["raw_model"] / per["keel_demo"], 3), **inserts)
+
+
+def _inclusive(out: Path, function: str) -> int | None:
+    """Instructions spent in ``function`` and what it called (the store's inserts: the
+    sqlite3 module's executemany), from a callgrind output file."""
+    if not shutil.which("callgrind_annotate"):
+        return None
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)],
+                          capture_output=True, text=True).stdout
+    for line in text.splitlines():  # "1,234 (5.6%)  path/file.c:function [library]"
+        if f".c:{function}" in line and "/clinic/" not in line:  # not the argument wrapper
+            return int(line.split()[0].replace(",", ""))
+    return None
 
 
 def main() -> None:
