@@ -35,7 +35,7 @@ class Prediction:
 
     output: Any
     confidence: float
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE  # frozen: one shared instance
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

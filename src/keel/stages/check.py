@@ -19,4 +19,5 @@ class OutputChecker:
         if value is None:
             return None, violations
         assert isinstance(value, BaseModel)
-        return value.model_dump(mode="json"), []
+        # model_dump(mode="json") minus its argument handling (a third of its cost per record)
+        return type(value).__pydantic_serializer__.to_python(value, mode="json"), []
