@@ -7,6 +7,10 @@ from typing import Any
 import orjson
 
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+#: The same output for dicts whose keys are all strings (nearly every value keel stores),
+#: about a quarter quicker; a non-string key makes orjson refuse, and the value is then
+#: serialised again with OPT_NON_STR_KEYS.
+_STR_KEYS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def _default(value: Any) -> Any:
@@ -21,11 +25,14 @@ def _default(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Serialize to a canonical JSON string (sorted keys), never raising on odd values."""
-    return orjson.dumps(value, default=_default, option=_OPTS).decode()
+    return dumpb(value).decode()
 
 
 def dumpb(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default, option=_OPTS)
+    try:
+        return orjson.dumps(value, default=_default, option=_STR_KEYS)
+    except orjson.JSONEncodeError:  # a key that is not a string
+        return orjson.dumps(value, default=_default, option=_OPTS)
 
 
 def loads(text: str | bytes | None) -> Any:
