@@ -363,13 +363,10 @@ def demo_instructions(tmp: Path) -> None:
     procs = {name: under_callgrind(tmp / f"callgrind.{name}", [
         __file__, "--instructions-child", name, str(tmp / f"instr-{name}.db")])
         for name in ("all_off", "on_memory")}
-    counts = {}
-    for name, proc in procs.items():
-        count, err = collected(proc)
-        if count is None:
-            emit(measurement="demo_instructions", config=name, failed=err[-2000:])
-            return
-        counts[name] = count
+    counts, failed = collected(procs)
+    if failed:
+        emit(measurement="demo_instructions", failed=failed)
+        return
     off, on = counts["all_off"], counts["on_memory"]
     emit(measurement="demo_instructions", records=3080,
          instructions_per_record={k: round(v / 3080) for k, v in counts.items()},

@@ -149,13 +149,19 @@ def under_callgrind(out: Path, args: list[str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def collected(proc: subprocess.Popen[str]) -> tuple[int | None, str]:
-    """The instructions a callgrind child counted (None if it failed), and its stderr."""
-    _out, err = proc.communicate()
-    found = [line for line in err.splitlines() if "Collected :" in line]
-    if proc.returncode != 0 or not found:
-        return None, err
-    return int(found[-1].split(":")[-1].replace(",", "").strip()), err
+def collected(procs: dict[str, subprocess.Popen[str]]) -> tuple[dict[str, int], str | None]:
+    """The instructions each callgrind child counted, waiting for all of them; and, if one
+    failed, its name and the end of its stderr."""
+    counts: dict[str, int] = {}
+    failed = None
+    for name, proc in procs.items():
+        _out, err = proc.communicate()
+        found = [line for line in err.splitlines() if "Collected :" in line]
+        if proc.returncode != 0 or not found:
+            failed = failed or f"{name}: {err[-2000:]}"
+        else:
+            counts[name] = int(found[-1].split(":")[-1].replace(",", "").strip())
+    return counts, failed
 
 
 def instructions(what: str, workflow: Path, traffic: Path, tmp: Path) -> None:
@@ -195,19 +201,16 @@ def count_instructions(n: int, noop: Path, tmp: Path) -> None:
     todo = {"raw_model": noop, "keel_demo": EXAMPLE / "workflow.py", "keel_noop": noop}
     counts: dict[str, int] = {}
     names = list(todo)
-    for pair in (names[:2], names[2:]):
-        procs = {}
+    for pair in (names[:2], names[2:]):  # two at a time: one per core
         for name in pair:
             (tmp / name).mkdir(exist_ok=True)
-            procs[name] = under_callgrind(tmp / name / "callgrind.out", [
-                __file__, "--instructions-child", name, str(todo[name]), str(small),
-                str(tmp / name)])
-        for name, proc in procs.items():
-            count, err = collected(proc)
-            if count is None:
-                emit(measure="instructions_per_record", step=name, failed=err[-2000:])
-                return
-            counts[name] = count
+        done, failed = collected({name: under_callgrind(tmp / name / "callgrind.out", [
+            __file__, "--instructions-child", name, str(todo[name]), str(small),
+            str(tmp / name)]) for name in pair})
+        if failed:
+            emit(measure="instructions_per_record", failed=failed)
+            return
+        counts.update(done)
     per = {k: round(v / n) for k, v in counts.items()}
     inserts = {f"sqlite_inserts_{k}": round(c / n) for k in ("keel_demo", "keel_noop")
                if (c := _inclusive(tmp / k / "callgrind.out", "pysqlite_cursor_executemany"))}

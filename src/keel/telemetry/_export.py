@@ -114,8 +114,12 @@ class SpanQueue:
                 self._cond.notify()
                 accepted = True
         if not accepted:
-            self.on_drop(reason, unit.span_count(self.builder.per_record_stages))
+            self.on_drop(reason, self._spans_in(unit))
         return accepted
+
+    def _spans_in(self, unit: BatchUnit) -> int:
+        """The spans ``unit`` becomes with this queue's builder (for counting drops)."""
+        return unit.span_count(self.builder.per_record_stages)
 
     def _take(self) -> BatchUnit | None:
         with self._cond:
@@ -136,7 +140,7 @@ class SpanQueue:
                     self._export(chunk)
                     done += len(chunk)
             except Exception:  # a broken span must never reach the workflow
-                self.on_drop("export_failed", max(0, unit.span_count(self.builder.per_record_stages) - done))
+                self.on_drop("export_failed", max(0, self._spans_in(unit) - done))
             finally:
                 with self._cond:
                     self._busy = False
@@ -175,7 +179,7 @@ class SpanQueue:
             self._queued_records = 0
             self._cond.notify_all()
         for unit in left:
-            self.on_drop("shutdown_deadline", unit.span_count(self.builder.per_record_stages))
+            self.on_drop("shutdown_deadline", self._spans_in(unit))
         remaining = max(0.0, deadline_s - (time.monotonic() - t0))
         self._worker.join(remaining)
         _bounded(self.exporter.shutdown, max(0.1, deadline_s - (time.monotonic() - t0)))
