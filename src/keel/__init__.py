@@ -1,34 +1,91 @@
-"""keel: run an AI prototype as a governed production workflow."""
+"""keel: run an AI prototype as a governed production workflow.
 
-from keel._api import quarantined, replay, run, status, trace
-from keel._deliveries import deliveries, retry_deliveries
-from keel._policy import Policy
-from keel._prediction import Prediction, Usage
-from keel._webhook import WebhookSink
-from keel.alerts import AlertRule
-from keel.contracts import Check, Contract, Violation, check
-from keel.errors import (
-    CircuitOpen,
-    DeadlineExceeded,
-    KeelError,
-    MalformedOutput,
-    ModelError,
-    ModelTimeout,
-    ModelUnavailable,
-    NonRetryableModelError,
-    RateLimited,
-    Refused,
-    RetryableModelError,
-    UserError,
-)
-from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
-from keel.monitor._detector import DriftMonitor
-from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
-from keel.runner import Runner, RunSummary
-from keel.store import Store
-from keel.workflow import Owners, Workflow, load_workflow
+Names load on first use (PEP 562), so that ``import keel`` and the command line start fast;
+``keel.Workflow`` and the rest import their module the first time they are read.
+"""
+
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from keel._api import replay, run
+    from keel._deliveries import deliveries, retry_deliveries
+    from keel._inspect import quarantined, status, trace
+    from keel._policy import Policy
+    from keel._prediction import Prediction, Usage
+    from keel._webhook import WebhookSink
+    from keel.alerts import AlertRule
+    from keel.contracts import Check, Contract, Violation, check
+    from keel.errors import (
+        CircuitOpen,
+        DeadlineExceeded,
+        KeelError,
+        MalformedOutput,
+        ModelError,
+        ModelTimeout,
+        ModelUnavailable,
+        NonRetryableModelError,
+        RateLimited,
+        Refused,
+        RetryableModelError,
+        UserError,
+    )
+    from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
+    from keel.monitor._detector import DriftMonitor
+    from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
+    from keel.runner import Runner, RunSummary
+    from keel.store import Store
+    from keel.workflow import Owners, Workflow, load_workflow
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "AlertRule": "keel.alerts",
+    "BreakerPolicy": "keel.resilience",
+    "Check": "keel.contracts",
+    "CircuitOpen": "keel.errors",
+    "Contract": "keel.contracts",
+    "DeadlineExceeded": "keel.errors",
+    "DriftMonitor": "keel.monitor._detector",
+    "FakeModel": "keel.models",
+    "FunctionModel": "keel.models",
+    "KeelError": "keel.errors",
+    "MalformedOutput": "keel.errors",
+    "Model": "keel.models",
+    "ModelError": "keel.errors",
+    "ModelTimeout": "keel.errors",
+    "ModelUnavailable": "keel.errors",
+    "NonRetryableModelError": "keel.errors",
+    "OpenAIModel": "keel.models",
+    "Owners": "keel.workflow",
+    "Policy": "keel._policy",
+    "Prediction": "keel._prediction",
+    "RateLimited": "keel.errors",
+    "RateLimits": "keel.resilience",
+    "Refused": "keel.errors",
+    "Resilience": "keel.resilience",
+    "RetryPolicy": "keel.resilience",
+    "RetryableModelError": "keel.errors",
+    "Rules": "keel.models",
+    "RunSummary": "keel.runner",
+    "Runner": "keel.runner",
+    "SklearnModel": "keel.models",
+    "Store": "keel.store",
+    "Usage": "keel._prediction",
+    "UserError": "keel.errors",
+    "Violation": "keel.contracts",
+    "WebhookSink": "keel._webhook",
+    "Workflow": "keel.workflow",
+    "check": "keel.contracts",
+    "deliveries": "keel._deliveries",
+    "load_workflow": "keel.workflow",
+    "quarantined": "keel._inspect",
+    "replay": "keel._api",
+    "retry_deliveries": "keel._deliveries",
+    "run": "keel._api",
+    "status": "keel._inspect",
+    "trace": "keel._inspect",
+}
 
 __all__ = [
     "AlertRule",
@@ -78,3 +135,16 @@ __all__ = [
     "status",
     "trace",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # the next read is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

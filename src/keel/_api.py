@@ -1,17 +1,16 @@
-"""The Python API the CLI and server are thin shells over."""
+"""The Python API for deciding: run and replay (the CLI and server are thin shells over it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from keel._inspect import opened as _opened
 from keel._sinks import FileSink, Sink
 from keel._sources import read_rows
 from keel._webhook import WebhookSink
-from keel.errors import NotFoundError, UserError
-from keel.redact import for_spec
+from keel.errors import UserError
 from keel.resilience import RetryPolicy
 from keel.runner import ProgressFn, Runner, RunSummary
 from keel.stages.screen import Detector
@@ -21,19 +20,6 @@ from keel.workflow import Workflow, load_workflow
 
 if TYPE_CHECKING:
     from keel.telemetry import Telemetry
-
-
-@contextmanager
-def _opened(store: Store | None, db: str | None) -> Iterator[Store]:
-    """The caller's store as it is, or one opened from ``db`` (and closed after)."""
-    if store is not None:
-        yield store
-        return
-    st = Store.open(db)
-    try:
-        yield st
-    finally:
-        st.close()
 
 
 def _workflow(workflow: Workflow | str | Path) -> Workflow:
@@ -97,42 +83,3 @@ def _last_source(store: Store) -> str:
     if not path or not Path(path).is_file():
         raise UserError(f"the workflow file the store last ran ({path}) is gone; pass its path")
     return path
-
-
-def status(*, db: str | None = None, workflow: str | None = None,
-           store: Store | None = None) -> list[dict[str, Any]]:
-    with _opened(store, db) as st:
-        names = [workflow] if workflow else q.workflow_names(st)
-        return [q.status(st, n) for n in names]
-
-
-def _redacted(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with personal data masked, per their workflow's declared sensitive fields."""
-    from keel.store._monitor import workflow_specs
-
-    specs = workflow_specs(st)
-    out = []
-    for row in rows:
-        red = for_spec(specs.get(row["workflow"]))
-        out.append(red.value(row, red.known_values(row.get("input"))))
-    return out
-
-
-def trace(key: str, *, db: str | None = None, workflow: str | None = None,
-          store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
-    """A record's whole story. Personal data is masked unless ``raw`` (for admins)."""
-    with _opened(store, db) as st:
-        found = q.trace(st, key, workflow)
-        if found and not raw:
-            found = _redacted(st, found)
-    if not found:
-        raise NotFoundError(f"no record with key {key!r}; `keel status` lists what the store holds")
-    return found
-
-
-def quarantined(*, db: str | None = None, workflow: str | None = None,
-                store: Store | None = None, raw: bool = False) -> list[dict[str, Any]]:
-    """Open quarantine entries; personal data is masked unless ``raw``."""
-    with _opened(store, db) as st:
-        rows = q.quarantined(st, workflow)
-        return rows if raw else _redacted(st, rows)

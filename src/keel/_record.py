@@ -123,6 +123,9 @@ class Item:
     last_hash: str = ""
     written_events: int = 0
     unsaved: list[Any] = field(default_factory=list)  # checkpoints committed with the decision
+    #: per record, end to end: from admission to its decision (set by finish); the one
+    #: latency keel reports (run summary, `keel status`, dashboard, metrics)
+    latency_ms: float = 0.0
 
     def log(self, kind: str, detail: dict[str, Any] | None = None, actor: str | None = None,
             model_version: str | None = None, latency_ms: float | None = None,
@@ -133,10 +136,7 @@ class Item:
     def finish(self, disposition: str, reason: str | None = None) -> None:
         self.disposition = disposition
         self.reason = reason
-
-    @property
-    def latency_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000.0
+        self.latency_ms = (time.perf_counter() - self.started) * 1000.0
 
 
 @dataclass(slots=True)
@@ -175,3 +175,23 @@ def reason_class(item: Item) -> str:
     if disp == "fallback":
         return item.error_code or ("output_invalid" if item.output_violations else "fallback")
     return "audit_sample" if item.audit else "confident"
+
+
+@dataclass(slots=True)
+class Known:
+    """A key the store has seen: its record id and disposition (None while undecided)."""
+
+    record_id: str
+    disposition: str | None
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A model's fresh answer for one record at one step, to be stored before it is used."""
+
+    record_id: str
+    step: str
+    model_version: str
+    prediction: Prediction
+    latency_ms: float
+    item: Item

@@ -20,7 +20,7 @@ from keel import _json
 from keel._breaker import CircuitBreaker
 from keel._loop import LoopThread
 from keel._policy import Policy
-from keel._record import DISPOSITIONS, BatchTally, Item, new_id
+from keel._record import DISPOSITIONS, BatchTally, Checkpoint, Item, Known, new_id
 from keel._sinks import Sink, Written
 from keel.redact import StorageRedactor
 from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
@@ -33,8 +33,7 @@ from keel.stages import (
     RawRow,
     Screener,
 )
-from keel.stages.admit import Known
-from keel.stages.predict import Checkpoint, Step
+from keel.stages.predict import Step
 from keel.stages.screen import Detector
 from keel.store import Store
 from keel.store._offload import RowWriter

@@ -200,7 +200,9 @@ def test_audit_sample_stays_accepted_and_stores_the_outcome(tmp_path: Path, stor
     ev = overridden["events"][-1]
     assert ev["kind"] == "reviewed" and ev["detail"]["override"] is True
     assert ev["detail"]["previous_output"] == {"label": "long"}
-    assert sql.audit_outcomes(store, "tickets") == (2, 1)
+    with store.engine.connect() as conn:
+        audited = sql.audit_accuracy(conn, "tickets")
+    assert (audited["n"], audited["correct"], audited["wrong"]) == (2, 1, 1)
     labels = {x["key"]: x for x in sql.labels(store)}
     assert labels[tasks[1]["key"]]["reason"] == "audit_sample"
     assert all(x["sampled"] for x in labels.values())  # audit_rate 1.0: all in the sample

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from keel._prediction import Prediction, Usage
-from keel._record import Item
+from keel._record import Checkpoint, Item
 from keel.runner import DEAR_MS_PER_RECORD, _dear
-from keel.stages.predict import Checkpoint
 
 
 def _answer(latency_ms: float, cost_usd: float = 0.0) -> Checkpoint:

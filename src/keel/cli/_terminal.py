@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.panel import Panel
@@ -11,7 +11,9 @@ from rich.table import Table
 
 from keel.cli._common import console, fmt_time
 from keel.errors import InvalidDecision, LeaseConflict
-from keel.review import ReviewQueue
+
+if TYPE_CHECKING:
+    from keel.review import ReviewQueue
 
 KEYS = "[bold]a[/] accept  [bold]c[/] correct  [bold]r[/] reject  [bold]s[/] skip  [bold]q[/] quit"
 

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+import keel
 from keel import alerts
 from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
-from keel.store import Store
 
 alerts_app = typer.Typer(help="Alert rules over the store: check them now, list the history.",
                          no_args_is_help=True)
@@ -34,15 +34,14 @@ def check_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate the alert rules now; send what changed (firing, resolved) to the channels."""
-    from keel.telemetry import configure_logging
-    from keel.workflow import load_workflow
+    from keel.telemetry import configure_logging  # start-up: see keel.cli
 
     configure_logging("auto", "warning")
     channels: list[alerts.Channel] = [alerts.LogChannel()]
     if webhook:
         channels.append(alerts.WebhookChannel(webhook))
-    target = load_workflow(workflow_py) if workflow_py else workflow
-    store = Store.open(db)
+    target = keel.load_workflow(workflow_py) if workflow_py else workflow
+    store = keel.Store.open(db)
     try:
         result = alerts.evaluate(store, target, channels=channels)
     finally:
@@ -71,7 +70,7 @@ def list_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Alerts that fired, newest first, and when they resolved."""
-    store = Store.open(db)
+    store = keel.Store.open(db)
     try:
         rows = alerts.history(store, workflow, state="firing" if firing else None, limit=limit)
     finally:

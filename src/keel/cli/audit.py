@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from keel import audit
 from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
 
 #: Exit code of `keel audit verify` when a chain is broken (1 stays "you asked wrongly").
@@ -24,6 +23,8 @@ def verify_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute every record's event hash chain; name the first broken link (exit 3 if any)."""
+    from keel import audit  # start-up: see keel.cli
+
     report = audit.verify(db=db, workflow=workflow)
     data = audit.report_dict(report)
     if as_json:
@@ -63,6 +64,8 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Export every event, with its hashes, as JSON lines (personal data masked)."""
+    from keel import audit  # start-up: see keel.cli
+
     n = audit.export(out, db=db, workflow=workflow, raw=raw)
     console.print(f"{n:,} events written to {out}" + ("" if raw else " (personal data masked)"))
 

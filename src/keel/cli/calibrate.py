@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from keel import review
+import keel
 from keel.cli._common import DbOption, JsonOption, console, print_json
-from keel.store import Store
-from keel.workflow import load_workflow
+
+if TYPE_CHECKING:
+    from keel.review import CalibrationResult
 
 labels_app = typer.Typer(help="Labelled examples from review and audit decisions.",
                          no_args_is_help=True)
@@ -42,8 +43,10 @@ def calibrate_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Certify a confidence threshold from labels; from then on runs route with it."""
-    wf = load_workflow(workflow_py)
-    store = Store.open(db)
+    from keel import review  # start-up: see keel.cli
+
+    wf = keel.load_workflow(workflow_py)
+    store = keel.Store.open(db)
     try:
         res = review.calibrate(wf, store, labels_file=labels, label_column=label_column,
                                target_accuracy=target_accuracy, delta=delta, method=method,
@@ -57,7 +60,7 @@ def calibrate_cmd(
     _render(res)
 
 
-def _render(res: review.CalibrationResult) -> None:
+def _render(res: CalibrationResult) -> None:
     table = Table(title=f"{res.workflow}: calibrated threshold", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -88,8 +91,10 @@ def _render(res: review.CalibrationResult) -> None:
 
 def retrain_cmd(workflow_py: WorkflowPy, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Train a new model version on the original data plus the labels; register it as candidate."""
-    wf = load_workflow(workflow_py)
-    store = Store.open(db)
+    from keel import review  # start-up: see keel.cli
+
+    wf = keel.load_workflow(workflow_py)
+    store = keel.Store.open(db)
     try:
         with console.status("training"):
             out = review.retrain(wf, store)
@@ -114,7 +119,9 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Every review and audit decision as a labelled example, with lineage."""
-    store = Store.open(db)
+    from keel import review  # start-up: see keel.cli
+
+    store = keel.Store.open(db)
     try:
         n = review.export_labels(store, file, workflow)
     finally:

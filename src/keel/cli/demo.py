@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import keel
-from keel import _demo
 from keel.cli._common import DbOption, JsonOption, console, print_json
 from keel.cli.run import progress_bar, render_summary
-from keel.store import Store
 
 
 def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Run the support_triage demo: train the model if needed, decide 3,080 real messages."""
+    from keel import _demo  # start-up: see keel.cli
+
     ex = _demo.example_dir()
     traffic = ex / "data" / "test.csv"
     if not as_json:
         console.print(f"[bold]keel demo[/]: {ex / 'workflow.py'} on {traffic.name} "
                       "(Banking77, CC BY 4.0). The first run trains the model (about 5 s).")
-    store = Store.open(db)
+    store = keel.Store.open(db)
     try:
         with progress_bar("deciding", not as_json) as tick:
             summary = keel.run(ex / "workflow.py", traffic, store=store, progress=tick)

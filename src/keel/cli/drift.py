@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+import keel
 from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
-from keel.store import Store
+
+if TYPE_CHECKING:
+    from keel.store import Store
 
 
 class _DriftGroup(TyperGroup):
     """``keel drift WORKFLOW_PY`` runs the report; ``keel drift reference ...`` builds one."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if args and args[0] not in self.commands and args[0].endswith(".py"):
             args = ["report", *args]
         return super().parse_args(ctx, args)
 
@@ -26,7 +29,8 @@ drift_app = typer.Typer(
     cls=_DriftGroup,
     no_args_is_help=True,
     add_completion=False,
-    help="Drift and out-of-distribution monitoring against a reference profile.",
+    help="Drift and out-of-distribution monitoring against a reference profile. "
+         "`keel drift WORKFLOW_PY [OPTIONS]` is short for `keel drift report WORKFLOW_PY`.",
 )
 
 WorkflowArg = Annotated[Path, typer.Argument(help="Path to the workflow.py.")]
@@ -177,9 +181,7 @@ def report_cmd(
 def list_cmd(workflow_py: WorkflowArg, db: DbOption = None, as_json: JsonOption = False) -> None:
     """The reference profiles saved for a workflow, newest first."""
     from keel.monitor import list_references
-    from keel.workflow import load_workflow
-
-    wf = load_workflow(workflow_py)
+    wf = keel.load_workflow(workflow_py)
     with _store(db) as store:
         found = list_references(store, wf.name)
     if as_json:
@@ -198,7 +200,7 @@ def list_cmd(workflow_py: WorkflowArg, db: DbOption = None, as_json: JsonOption 
 
 class _store:
     def __init__(self, db: str | None) -> None:
-        self.store = Store.open(db)
+        self.store = keel.Store.open(db)
 
     def __enter__(self) -> Store:
         return self.store

@@ -7,15 +7,17 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
 
+import keel
 from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
 from keel.errors import InvalidDecision
-from keel.review import ReviewQueue
-from keel.store import Store
+
+if TYPE_CHECKING:
+    from keel.review import ReviewQueue
 
 review_app = typer.Typer(help="Review what the model could not decide alone.",
                          no_args_is_help=False)
@@ -40,7 +42,9 @@ def reviewer_name(given: str | None) -> str:
 
 @contextmanager
 def open_queue(db: str | None) -> Iterator[ReviewQueue]:
-    store = Store.open(db)
+    from keel.review import ReviewQueue  # start-up: see keel.cli
+
+    store = keel.Store.open(db)
     try:
         yield ReviewQueue(store)
     finally:

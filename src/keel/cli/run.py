@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
@@ -22,7 +22,9 @@ from keel.cli._common import (
     parse_headers,
     print_json,
 )
-from keel.runner import ProgressFn, RunSummary
+
+if TYPE_CHECKING:
+    from keel.runner import ProgressFn, RunSummary
 
 
 @contextlib.contextmanager

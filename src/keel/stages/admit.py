@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel._record import Item, new_id
+from keel._record import Item, Known, new_id
 from keel.contracts import Violation
 
 
@@ -19,14 +19,6 @@ class RawRow:
     data: dict[str, Any] | None
     error: str | None = None
     text: str | None = None
-
-
-@dataclass(slots=True)
-class Known:
-    """A key the store has seen: its record id and disposition (None while undecided)."""
-
-    record_id: str
-    disposition: str | None
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from keel._policy import Policy
 from keel._prediction import Prediction
-from keel._record import Item, ReviewRequest
+from keel._record import Checkpoint, Item, ReviewRequest
 from keel.errors import CircuitOpen, ModelError
 from keel.models._base import Model
 from keel.resilience import Caller as LayeredCaller
@@ -27,16 +27,6 @@ class Step:
     name: str
     model: Model
     call: Caller
-
-
-@dataclass(slots=True)
-class Checkpoint:
-    record_id: str
-    step: str
-    model_version: str
-    prediction: Prediction
-    latency_ms: float
-    item: Item
 
 
 class Predictor:

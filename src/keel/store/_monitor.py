@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Select, and_, delete, func, select, update
 
 from keel import _json
 from keel.store import _schema as t
+from keel.store._review import audit_accuracy
 from keel.store._store import Store
 
 ACCURACY_WINDOW_S = 7 * 86400.0
@@ -59,15 +60,10 @@ def snapshot(store: Store, workflows: Sequence[str] | None = None,
 
 
 def _accuracy(conn: Connection, workflow: str, since: float) -> tuple[float | None, int]:
-    """Share of decided audit-sample tasks a person accepted as they were."""
-    rt = t.review_tasks
-    rows = _counts(conn, select(rt.c.decision, func.count()).where(
-        rt.c.workflow == workflow, rt.c.reason == "audit_sample", rt.c.status == "decided",
-        rt.c.decided_at >= since).group_by(rt.c.decision))
-    total = sum(rows.values())
-    if not total:
-        return None, 0
-    return rows.get("accept", 0) / total, total
+    """Realized accuracy of automatic decisions audited since ``since`` (one definition:
+    :func:`keel.store._review.audit_accuracy`)."""
+    acc = audit_accuracy(conn, workflow, since=since)
+    return acc["accuracy"], acc["n"]
 
 
 # -- alert signals: (value, sample size) over a window ending now ---------------------------------

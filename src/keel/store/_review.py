@@ -263,16 +263,41 @@ def labels(store: Store, workflow: str | None = None, *, sampled_only: bool = Fa
     return rows
 
 
-def audit_outcomes(store: Store, workflow: str,
-                   policy_version: str | None = None) -> tuple[int, int]:
-    """(audited auto-decisions, of which the model was right), optionally under one policy."""
+def audit_accuracy(conn: Connection, workflow: str, *, policy_version: str | None = None,
+                   since: float | None = None) -> dict[str, Any]:
+    """The realized accuracy of automatic decisions, measured by their audits: of the audited
+    automatic decisions a person has decided, the share where the person kept the model's
+    answer. A correction and a rejection (no right answer: the record should not have been
+    automated) both count as wrong. ``ci95`` is the exact (Clopper-Pearson) 95% interval.
+
+    The one definition keel uses: `keel status`, the dashboard and the alert rules read it.
+    """
     lb = t.labels
     cond = [lb.c.workflow == workflow, lb.c.reason == "audit_sample"]
     if policy_version is not None:
         cond.append(lb.c.policy_version == policy_version)
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(lb.c.model_correct).where(and_(*cond))).all()
-    return len(rows), sum(1 for (ok,) in rows if ok)
+    if since is not None:
+        cond.append(lb.c.decided_at >= since)
+    counts = {(bool(ok), str(dec)): int(n) for ok, dec, n in conn.execute(
+        select(lb.c.model_correct, lb.c.decision, func.count()).where(and_(*cond))
+        .group_by(lb.c.model_correct, lb.c.decision))}
+    n = sum(counts.values())
+    right = sum(v for (ok, _d), v in counts.items() if ok)
+    rejected = sum(v for (_ok, d), v in counts.items() if d == "reject")
+    return {"accuracy": right / n if n else None, "n": n, "correct": right,
+            "wrong": n - right, "rejected": rejected, "ci95": exact_ci(right, n)}
+
+
+def exact_ci(hits: int, n: int, confidence: float = 0.95) -> list[float] | None:
+    """Clopper-Pearson interval for a proportion (None without observations)."""
+    if n == 0:
+        return None
+    from scipy.stats import beta  # start-up: SciPy only when there is something to bound
+
+    tail = (1.0 - confidence) / 2.0
+    low = 0.0 if hits == 0 else float(beta.ppf(tail, hits, n - hits + 1))
+    high = 1.0 if hits == n else float(beta.ppf(1.0 - tail, hits + 1, n - hits))
+    return [low, high]
 
 
 # -- routing policies ------------------------------------------------------------------------
@@ -327,9 +352,8 @@ def live_model_version(store: Store, workflow: str) -> str | None:
 
 
 def guarantee_status(store: Store, workflow: str) -> dict[str, Any]:
-    """The calibrated guarantee in force, and the realized accuracy of audited auto-decisions."""
-    from scipy.stats import binomtest
-
+    """The calibrated guarantee in force, and the realized accuracy of audited auto-decisions
+    (under that policy once it has routed decisions; see :func:`audit_accuracy`)."""
     active = active_routing_policy(store, workflow)
     guarantee = None
     if active is not None:
@@ -350,12 +374,11 @@ def guarantee_status(store: Store, workflow: str) -> dict[str, Any]:
             "decisions_routed": int(routed), "created_at": active["created_at"],
         }
     version = guarantee["version"] if guarantee and guarantee["decisions_routed"] else None
-    n, k = audit_outcomes(store, workflow, version)
-    realized: dict[str, Any] = {"audited": n, "correct": k, "policy_version": version,
-                                "accuracy": k / n if n else None, "ci95": None}
-    if n:
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-        realized["ci95"] = [float(ci.low), float(ci.high)]
+    with store.engine.connect() as conn:
+        acc = audit_accuracy(conn, workflow, policy_version=version)
+    realized: dict[str, Any] = {"audited": acc["n"], "correct": acc["correct"],
+                                "rejected": acc["rejected"], "policy_version": version,
+                                "accuracy": acc["accuracy"], "ci95": acc["ci95"]}
     return {"guarantee": guarantee, "realized_accuracy": realized}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import defaultdict
@@ -13,6 +12,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 
 from keel import _json
 from keel.store import _schema as t
+from keel.store._review import audit_accuracy, exact_ci
 from keel.store._store import Store, _chunks
 
 DAY_S = 86400.0
@@ -117,38 +117,18 @@ def backlog(store: Store, workflow: str, now: float) -> dict[str, Any]:
             "oldest_age_s": round(now - oldest, 1) if oldest else None}
 
 
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """95% Wilson score interval for a proportion."""
-    if n == 0:
-        return None
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _accuracy(store: Store, workflow: str) -> dict[str, Any]:
-    """How often people agreed with the model (from the labels every review leaves):
-    audits of automatic decisions, and all reviews. Rejections (no right answer) aside."""
+    """Audited automatic decisions (:func:`audit_accuracy`, the definition `keel status`
+    uses), and how often reviewers kept the model's answer over all reviews."""
     lb = t.labels
-    q = (select(lb.c.reason, lb.c.decision, lb.c.model_correct, func.count())
-         .where(lb.c.workflow == workflow)
-         .group_by(lb.c.reason, lb.c.decision, lb.c.model_correct))
-    audit, every = [0, 0, 0], [0, 0, 0]  # right, wrong, rejected
     with store.engine.connect() as conn:
-        for reason, decision, right, n in conn.execute(q):
-            slot = 2 if decision == "reject" else (0 if right else 1)
-            every[slot] += int(n)
-            if reason == "audit_sample":
-                audit[slot] += int(n)
-    return {"audited": _rate(audit), "reviewed": _rate(every)}
-
-
-def _rate(c: list[int]) -> dict[str, Any]:
-    n = c[0] + c[1]
-    ci = wilson(c[0], n)
-    return {"accuracy": c[0] / n if n else None, "n": n, "rejected": c[2],
-            "ci95": list(ci) if ci else None}
+        audited = audit_accuracy(conn, workflow)
+        right, n = conn.execute(select(
+            func.count().filter(lb.c.model_correct.is_(True)), func.count())
+            .where(lb.c.workflow == workflow, lb.c.decision != "reject")).one()
+    return {"audited": audited,
+            "reviewed": {"accuracy": right / n if n else None, "n": int(n),
+                         "ci95": exact_ci(int(right), int(n))}}
 
 
 def _recent_rate(series: list[dict[str, Any]], bucket_s: float, now: float) -> float:

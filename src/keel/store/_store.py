@@ -15,10 +15,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from keel import _json
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
-from keel._record import Event, Item, new_id
+from keel._record import Checkpoint, Event, Item, Known, new_id
 from keel.errors import StoreError
-from keel.stages.admit import Known
-from keel.stages.predict import Checkpoint
 from keel.store import _schema as t
 from keel.store._audit import GENESIS, segment_hash
 from keel.store._delivery import BreakerBook, SinkLedger

@@ -17,11 +17,23 @@ from keel.server.ui import _pages
 HERE = Path(__file__).parent
 
 
-def vendor_dir() -> Path | None:
-    """Front-end packages installed from npm (`npm ci` in this folder; see .ci/run)."""
+#: What a page says when the front-end packages are missing.
+ASSETS_FIX = ("run `pip install -e .` again with network (it fetches them from the npm registry), "
+              "or `npm ci --prefix src/keel/server/ui`, or set KEEL_UI_VENDOR to a node_modules "
+              "folder holding chart.js and swagger-ui-dist; no restart is needed")
+
+
+def vendor_path() -> Path:
+    """Where the front-end packages from npm live (see hatch_build.py)."""
     env = os.environ.get("KEEL_UI_VENDOR")
-    path = Path(env) if env else HERE / "node_modules"
-    return path if path.is_dir() else None
+    return Path(env) if env else HERE / "node_modules"
+
+
+def vendor_dir() -> Path | None:
+    """The front-end packages' folder, if they are installed. Looked up on every page, so
+    packages fetched while the server runs are used at once."""
+    path = vendor_path()
+    return path if (path / "chart.js").is_dir() else None
 
 
 def install(app: FastAPI) -> None:
@@ -29,11 +41,9 @@ def install(app: FastAPI) -> None:
     templates.env.globals["quote"] = quote
     templates.env.filters["pct"] = lambda x: "-" if x is None else f"{float(x):.0%}"
     app.state.templates = templates
-    vendor = vendor_dir()
-    app.state.vendor = vendor
     app.mount("/static/keel", StaticFiles(directory=str(HERE / "static")), name="static")
-    if vendor is not None:
-        app.mount("/static/vendor", StaticFiles(directory=str(vendor)), name="vendor")
+    app.mount("/static/vendor", StaticFiles(directory=str(vendor_path()), check_dir=False),
+              name="vendor")
     app.include_router(_pages.router)
 
 

@@ -49,12 +49,12 @@ Person = Annotated[Principal, Depends(person)]
 
 def page(request: Request, name: str, who: Principal | None, status: int = 200,
          **ctx: Any) -> HTMLResponse:
-    from keel.server.ui import csrf_token
+    from keel.server.ui import ASSETS_FIX, csrf_token, vendor_dir
 
     state = request.app.state
     ctx.update(request=request, who=who, workflow=state.workflow,
                csrf=csrf_token(request.session), flash=request.session.pop("flash", None),
-               has_vendor=state.vendor is not None)
+               has_vendor=vendor_dir() is not None, assets_fix=ASSETS_FIX)
     resp: HTMLResponse = state.templates.TemplateResponse(request, name, ctx, status_code=status,
                                                           headers=SECURITY_HEADERS)
     return resp
@@ -196,10 +196,12 @@ def openapi(request: Request, who: Reader) -> Response:
 
 @router.get("/docs")
 def docs(request: Request, who: Person) -> Response:
-    vendor = request.app.state.vendor
-    if vendor is not None and (vendor / "swagger-ui-dist").is_dir():
+    from keel.server.ui import ASSETS_FIX, vendor_path
+
+    if (vendor_path() / "swagger-ui-dist" / "swagger-ui-bundle.js").is_file():
         return get_swagger_ui_html(
             openapi_url="/openapi.json", title="keel API", swagger_favicon_url="",
             swagger_js_url="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
             swagger_css_url="/static/vendor/swagger-ui-dist/swagger-ui.css")
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="keel API")
+    return page(request, "assets_missing.html", who, status=503, what="The API docs page",
+                package="swagger-ui-dist", fix=ASSETS_FIX)
