@@ -52,7 +52,8 @@ class Policy:
         }
     )
     second_review_above: float | None = None
-    version: str = "default"
+    #: "declared": the workflow file's own policy; "<workflow>@<n>": one `keel calibrate` stored
+    version: str = "declared"
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.threshold <= 1.0 or self.threshold == NEVER):

@@ -177,6 +177,7 @@ def _review_everything(store: Store, rows: list[dict[str, object]]) -> tuple[int
     return audits, right
 
 
+@pytest.mark.slow
 def test_labels_from_review_calibrate_export_and_retrain(
         tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     wf = _workflow(tmp_path, audit_rate=1.0)  # every record in the uniform sample
@@ -264,3 +265,45 @@ def test_per_class_thresholds_route_each_class(tmp_path: Path, store: Store) -> 
     expect = sum(float(r["score"]) >= (yes if int(str(r["id"])[1:]) % 2 else no)
                  for r in traffic)
     assert s.counts["accepted"] == expect and counts_balance(s)
+
+
+def test_calibrating_on_records_already_decided_as_traffic_warns(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _workflow(tmp_path)
+    rows = _rows(400)
+    labels = _csv(tmp_path / "labels.csv", rows)
+    res = _json_out(capsys, ["calibrate", str(wf), "--labels", str(labels), "--label-column",
+                             "category", "--target-accuracy", "0.9", "--dry-run", "--db", db_url,
+                             "--json"])
+    assert isinstance(res, dict) and res["warnings"] == []
+    traffic = _csv(tmp_path / "traffic.csv", [
+        {k: v for k, v in r.items() if k != "category"} for r in rows[:150]])
+    keel.run(wf, traffic, db=db_url)
+    capsys.readouterr()
+    assert main(["calibrate", str(wf), "--labels", str(labels), "--label-column", "category",
+                 "--target-accuracy", "0.9", "--dry-run", "--db", db_url]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "warning: 150 of the 400 labelled records were also decided as traffic" in shown
+
+
+def test_a_task_routed_before_calibration_names_the_policy_in_force(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _workflow(tmp_path)
+    traffic = _csv(tmp_path / "traffic.csv", [
+        {k: v for k, v in r.items() if k != "category"} for r in _rows(40, start=2000)])
+    keel.run(wf, traffic, db=db_url)
+    tasks = _json_out(capsys, ["review", "list", "--db", db_url, "--json"])
+    assert isinstance(tasks, list) and tasks
+    task_id = tasks[0]["id"]
+    capsys.readouterr()
+    assert main(["review", "show", task_id, "--db", db_url]) == 0
+    before = capsys.readouterr().out
+    assert "(policy declared)" in before and "policy in force" not in before
+    labels = _csv(tmp_path / "labels.csv", _rows(1000))
+    _json_out(capsys, ["calibrate", str(wf), "--labels", str(labels), "--label-column",
+                       "category", "--target-accuracy", "0.95", "--db", db_url, "--json"])
+    assert main(["review", "show", task_id, "--db", db_url]) == 0
+    after = " ".join(capsys.readouterr().out.split())
+    assert "policy in force scored@1 (threshold" in after
+    shown = _json_out(capsys, ["review", "show", task_id, "--db", db_url, "--json"])
+    assert isinstance(shown, dict) and shown["policy_in_force"]["version"] == "scored@1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,9 @@ def test_status_trace_quarantine(tmp_path: Path, wf: Path,
     (q,) = json.loads(capsys.readouterr().out)
     assert q["key"] == "b" and q["violations"][0]["field"] == "text"
     assert main(["trace", "a"]) == 0
-    assert "routed" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "routed" in text and "confidence=0.950" in text
+    assert not re.search(r"\d\.\d{4,}", text), "numbers print with sensible precision"
     assert main(["trace", "nope"]) == 1
     assert "no record with key 'nope'" in capsys.readouterr().err
 

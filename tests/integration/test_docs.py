@@ -12,8 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-INSTALL = 'pip install -e ".[dev]"'
+INSTALL = 'pip install -e ".[dev]" -c constraints.txt'
 TEST_CMD = "python -m pytest"
+FAST_CMD = 'python -m pytest -m "not slow"'
 
 
 def blocks(lang: str) -> list[str]:
@@ -34,8 +35,9 @@ def test_ci_runs_the_readme_install_and_test_commands() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     cmds = commands()
     assert INSTALL in cmds and TEST_CMD in cmds
-    assert 'pip install --quiet --disable-pip-version-check -e ".[dev]"' in ci
-    assert "python3 -m pytest" in ci
+    assert '"${PIP[@]}" -e ".[dev]" -c constraints.txt' in ci
+    assert "\npython3 -m pytest\n" in ci
+    assert f"`{FAST_CMD}`" in README
 
 
 def _keel(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -7,11 +7,15 @@ import sys
 from pathlib import Path
 
 import pexpect
+import pytest
 from tests._workflows import write_csv, write_workflow
 
 import keel
 from keel.review import ReviewQueue
 from keel.store import Store
+
+# Each test drives the interactive reviewer in a pseudo-terminal for several seconds.
+pytestmark = pytest.mark.slow
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -47,15 +51,17 @@ def test_accept_correct_reject_skip_in_a_terminal(tmp_path: Path, db_url: str) -
         child.expect(r"> ")
         child.send("a")
         child.expect("accepted")
-        # task 2: a wrong key is refused, then correct via the field prompt
+        # task 2: a wrong key is refused, then correct with a JSON object, as
+        # `keel review decide --correct` takes it
         child.expect("why here")
         child.expect(r"> ")
         child.send("x")
         child.expect("unknown key")
         child.expect(r"> ")
         child.send("c")
+        child.expect("a JSON object, or field by field")
         child.expect("label")
-        child.sendline("short")
+        child.sendline('{"label": "short"}')
         child.expect("corrected")
         # task 3: reject needs a reason
         child.expect("why here")

@@ -131,6 +131,7 @@ def _keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_keys_cli_shows_the_key_once_and_revokes(tmp_path: Path) -> None:
     made = _keel("keys", "create", "--role", "reviewer", "--name", "carol", cwd=tmp_path)
     assert made.returncode == 0, made.stderr

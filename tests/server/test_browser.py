@@ -106,10 +106,17 @@ def test_reviewer_decides_with_the_keyboard_and_the_dashboard_moves(
             expect(page.locator("#t-backlog")).to_have_text("0")
             assert page.evaluate("typeof Chart") == "function"
             assert page.evaluate("Chart.getChart('c-mix').data.datasets.length") == 6
-            more = [{"id": f"late-{i}", "text": f"hello number {i}"} for i in range(4)]
+            expect(page.locator("#t-ood")).to_have_text("0.0% (0)")
+            expect(page.locator("#t-drift")).to_have_text("not monitored")
+            more = [{"id": f"late-{i}", "text": f"hello number {i}"} for i in range(3)]
+            more.append({"id": "late-unsure", "text": "unsure: is this a question"})
             httpx.post(f"{url}/v1/decisions", json={"records": more},
                        headers=bearer(k["submitter"]))
             expect(page.locator("#t-decided")).to_have_text("9")  # it refreshed by itself
+            expect(page.locator("#t-backlog")).to_have_text("1")
+            colours = page.evaluate(
+                "Chart.getChart('c-backlog').data.datasets[0].backgroundColor")
+            assert colours == ["#f79009"], colours  # low confidence, in colour (not black)
             _shot(page, "04-dashboard")
 
             page.goto(f"{url}/ui/records/t-2")

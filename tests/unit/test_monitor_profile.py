@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from keel import _json
 from keel.monitor import Profile, ProfileBuilder, WindowCounter, compare
@@ -37,6 +38,7 @@ def test_profile_round_trips_through_json_and_stays_small() -> None:
     assert len(text) < 300_000  # 100k rows, three fields: the profile stays small
 
 
+@pytest.mark.slow
 def test_two_workers_profiles_merge_into_the_whole() -> None:
     rng = np.random.default_rng(2)
     parts = [_cols(rng, 4000) for _ in range(2)]
@@ -60,6 +62,7 @@ def test_two_workers_profiles_merge_into_the_whole() -> None:
     assert np.allclose(np.sort(merged.sample.priority), np.sort(both)[:1000])
 
 
+@pytest.mark.slow
 def test_windows_counted_in_batches_merge_to_the_same_counts() -> None:
     rng = np.random.default_rng(5)
     b = ProfileBuilder(seed=0)
@@ -80,6 +83,7 @@ def test_windows_counted_in_batches_merge_to_the_same_counts() -> None:
     assert compare(profile, merged).drifted_fields() == {"x"}
 
 
+@pytest.mark.slow
 def test_arrow_batches_count_like_numpy_columns() -> None:
     rng = np.random.default_rng(8)
     cols = _cols(rng, 2000)

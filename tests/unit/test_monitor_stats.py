@@ -48,6 +48,7 @@ def test_benjamini_hochberg_matches_the_textbook_procedure() -> None:
     assert q == pytest.approx([0.025, 0.05, 0.05, 0.025, 0.5])
 
 
+@pytest.mark.slow
 def test_no_shift_raises_an_alert_in_at_most_alpha_of_reports() -> None:
     """The stated false-alarm rate: with nothing shifted, <= alpha of reports alert."""
     rng = np.random.default_rng(7)
@@ -87,6 +88,7 @@ def test_new_categories_count_in_the_test() -> None:
     assert shift.max_pp == pytest.approx(10.0)
 
 
+@pytest.mark.slow
 def test_classifier_test_pvalues_are_valid_under_no_shift() -> None:
     rng = np.random.default_rng(11)
     ps = [

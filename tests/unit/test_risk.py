@@ -53,6 +53,7 @@ def test_bounds_invert_the_tests() -> None:
             [pvalue(method, int(k), int(n), 0.02) for k, n in zip(ks, ns, strict=True)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["binomial", "hb"])
 def test_the_guarantee_holds_over_many_draws(method: str) -> None:
     """The certified threshold's true accuracy falls short in about delta of the draws at most.

@@ -45,6 +45,20 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
+def fmt_num(value: Any) -> str:
+    """A value for people: floats to three decimals (a confidence, a score), large ones with
+    thousands separators; containers element by element; anything else as ``str``."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.3f}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {fmt_num(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_num(v) for v in value) + "]"
+    return str(value)
+
+
 def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} ms"
 

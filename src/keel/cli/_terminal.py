@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import click
+import typer
 from rich.panel import Panel
 from rich.table import Table
 
@@ -38,6 +38,11 @@ def render_task(task: dict[str, Any]) -> None:
     conf = task["confidence"]
     grid.add_row("confidence", "-" if conf is None else f"{conf:.3f}")
     grid.add_row("why here", task["why"])
+    now = task.get("policy_in_force") or {}
+    if now.get("version") and f"policy {now['version']})" not in task["why"]:
+        thr = f" (threshold {now['threshold']:.3f})" if now.get("threshold") is not None else ""
+        grid.add_row("policy in force", f"[yellow]{now['version']}{thr}[/]: routed under an "
+                     "earlier policy")
     if task.get("parent"):
         first = task["parent"]
         said = _value(first["output"]) if first["output"] is not None else first["note"]
@@ -69,7 +74,7 @@ class TerminalReviewer:
                 if not self._review(task):
                     self.q.release(task["id"], self.reviewer)
                     break
-        except (KeyboardInterrupt, EOFError, click.Abort):
+        except (KeyboardInterrupt, EOFError, typer.Abort):
             console.print("\nstopped")
         console.print(f"decided {self.decided}, skipped {len(self.skipped)}; "
                       + ("the queue is empty" if not self._left() else "tasks remain open"))
@@ -86,7 +91,7 @@ class TerminalReviewer:
         render_task(task)
         while True:
             console.print(f"{KEYS} > ", end="")
-            key = click.getchar().lower()
+            key = typer.getchar().lower()
             console.print(key)
             if key == "q":
                 return False
@@ -107,7 +112,7 @@ class TerminalReviewer:
             elif key == "c":
                 done = self.q.decide(task["id"], self.reviewer, "correct", self._ask_output(task))
             else:
-                reason = click.prompt("reason for rejecting", default="", show_default=False)
+                reason = typer.prompt("reason for rejecting", default="", show_default=False)
                 done = self.q.decide(task["id"], self.reviewer, "reject", reason=reason)
         except (InvalidDecision, LeaseConflict) as exc:
             console.print(f"[red]{exc.message}[/]")
@@ -119,16 +124,22 @@ class TerminalReviewer:
         return True
 
     def _ask_output(self, task: dict[str, Any]) -> Any:
-        """The corrected output: one prompt per field (Enter keeps the model's value)."""
+        """The corrected output: a JSON object, as `keel review decide --correct` takes, or
+        one field at a time (Enter keeps the model's value)."""
         base = task["model_output"] if isinstance(task["model_output"], dict) else {}
         fields = list(base) or self._fields(task)
+        console.print("corrected output: a JSON object, or field by field (Enter keeps the "
+                      "model's value)")
         if not fields:
-            text = click.prompt("corrected output (JSON object)")
-            return _parse(text)
+            return _parse(typer.prompt("output (JSON object)"))
         out: dict[str, Any] = {}
-        for name in fields:
+        for n, name in enumerate(fields):
             current = base.get(name)
-            text = click.prompt(f"{name}", default=_value(current) if current is not None else None)
+            text = typer.prompt(f"{name}", default=_value(current) if current is not None else None)
+            if n == 0 and text.lstrip().startswith("{"):
+                whole = _parse(text)
+                if isinstance(whole, dict):
+                    return whole
             out[name] = _parse_field(text, current)
         return out
 

@@ -79,6 +79,8 @@ def _render(res: CalibrationResult) -> None:
     for why, n in res.skipped.items():
         table.add_row(f"  skipped: {why}", f"{n:,}")
     console.print(table)
+    for warning in res.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     if res.class_field and not res.per_class:
         console.print(f"no class has the {res.class_min_labels:,} labels a threshold of its own "
                       "needs at this guarantee; all classes share the pooled threshold")

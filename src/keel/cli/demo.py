@@ -1,4 +1,4 @@
-"""keel demo: the support_triage example on Banking77's 3,080-message test split."""
+"""keel demo: the support_triage example on 1,580 messages of Banking77's test split."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from keel.cli.run import progress_bar, render_summary
 
 
 def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Run the support_triage demo: train the model if needed, decide 3,080 real messages."""
+    """Run the support_triage demo: train the model if needed, decide 1,580 real messages."""
     from keel import _demo  # start-up: see keel.cli
 
     ex = _demo.example_dir()
-    traffic = ex / "data" / "test.csv"
+    traffic = ex / "data" / "traffic.csv"  # no labels: the model and reviewers never see them
     if not as_json:
         console.print(f"[bold]keel demo[/]: {ex / 'workflow.py'} on {traffic.name} "
                       "(Banking77, CC BY 4.0). The first run trains the model (about 5 s).")
@@ -20,7 +20,8 @@ def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     try:
         with progress_bar("deciding", not as_json) as tick:
             summary = keel.run(ex / "workflow.py", traffic, store=store, progress=tick)
-        acc = _demo.realized_accuracy(store, "support_triage", _demo.labels(traffic))
+        truth = _demo.labels(ex / "data" / "traffic_labels.csv")
+        acc = _demo.realized_accuracy(store, "support_triage", truth)
     finally:
         store.close()
     if as_json:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 import keel
-from keel.cli._common import DbOption, JsonOption, console, fmt_ms, fmt_time, print_json
+from keel.cli._common import DbOption, JsonOption, console, fmt_ms, fmt_num, fmt_time, print_json
 
 RawOption = Annotated[bool, typer.Option(
     "--raw", help="Show personal data unmasked (admins only: the output is not redacted).")]
@@ -97,7 +97,7 @@ def _event_line(ev: dict[str, Any]) -> str:
         bits.append(f"by {ev['actor']}")
     detail = ev.get("detail") or {}
     for k, v in detail.items():
-        bits.append(f"{k}={v}")
+        bits.append(f"{k}={fmt_num(v)}")
     return ", ".join(str(b) for b in bits)
 
 
@@ -120,7 +120,7 @@ def trace_cmd(
         console.print(f"input: {rec['input']}")
         if dec:
             console.print(f"decision: [bold]{dec['disposition']}[/] output={dec['output']} "
-                          f"confidence={dec['confidence']} reason: {dec['reason']}")
+                          f"confidence={fmt_num(dec['confidence'])} reason: {dec['reason']}")
         table = Table("#", "when", "event", "detail")
         for ev in rec["events"]:
             table.add_row(str(ev["seq"]), fmt_time(ev["at"]), ev["kind"], _event_line(ev))

@@ -57,6 +57,7 @@ class CalibrationResult:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     class_min_labels: int | None = None  # per-class: labels a class needs for its own threshold
     version: str | None = None        # the stored routing policy, when activated
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def accuracy_bound(self) -> float:
@@ -190,12 +191,13 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
     else:
         examples = examples_from_store(wf, store, skipped)
         source = "store:audit-sample"
+    warnings = _overlap_warning(wf, store, examples) if labels_file is not None else []
     wf.model.warm()
     conf, right, outputs = judge(wf, examples, skipped)
     res = CalibrationResult(workflow=wf.name, model_version=wf.model.version, source=source,
                             method=method, target_accuracy=target_accuracy, delta=delta,
                             labels=len(examples), used=int(conf.size), threshold=None,
-                            skipped=dict(skipped))
+                            skipped=dict(skipped), warnings=warnings)
     if per_class:
         _per_class(wf, res, conf, right, outputs, class_field)
     else:
@@ -203,6 +205,18 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
     if activate:
         res.version = sql.save_routing_policy(store, wf.name, _params(res), res.as_dict())
     return res
+
+
+def _overlap_warning(wf: Workflow, store: Store, examples: list[Example]) -> list[str]:
+    """Labelled records that are also traffic this store decided: the guarantee would then be
+    checked on the very records it was certified on."""
+    keys = [str(getattr(e.input, wf.key)) for e in examples]
+    seen = sum(len(store.lookup(wf.name, keys[i:i + 500])) for i in range(0, len(keys), 500))
+    if not seen:
+        return []
+    return [f"{seen:,} of the {len(keys):,} labelled records were also decided as traffic in "
+            "this store: realized accuracy measured on them overstates the guarantee. Calibrate "
+            "on labelled records kept apart from the traffic (a held-out file)."]
 
 
 def _check_args(target: float, delta: float, method: str) -> None:

@@ -85,6 +85,7 @@ class ReviewQueue:
             raise NotFoundError(f"no review task {task_id!r}; `keel review list` shows open tasks")
         task["why"] = _why(task)
         task["overdue"] = task["status"] == "open" and task["due_at"] < self.clock()
+        task["policy_in_force"] = _policy_now(self.store, task["workflow"])
         return task
 
     # -- leases -------------------------------------------------------------------------------
@@ -376,6 +377,14 @@ def _record_update(root: str, task: dict[str, Any], reviewer: str, decision: str
                 "decided_by": reviewer, "reason": f"audit override: {why}", "decided_at": now}
     return {"disposition": "reviewed", "output": _json.dumps(final) if final is not None else None,
             "decided_by": reviewer, "reason": f"review: {why}", "decided_at": now}
+
+
+def _policy_now(store: Store, workflow: str) -> dict[str, Any]:
+    """The routing policy in force now (the task may have been routed under an earlier one)."""
+    active = sql.active_routing_policy(store, workflow)
+    if active is None:
+        return {"version": "declared", "threshold": None}
+    return {"version": active["version"], "threshold": active["params"].get("threshold")}
 
 
 def _why(task: dict[str, Any]) -> str:

@@ -40,8 +40,9 @@ def _alert_check(store: Store, wf: Workflow) -> Any:
     return lambda: alerts.evaluate(store, wf, channels=channels)
 
 
-def _drift_check(store: Store, wf: Workflow) -> Any:
-    """Compare the recent window with the reference; publish the scores (gauges, alert)."""
+def _drift_check(store: Store, wf: Workflow, last: dict[str, Any]) -> Any:
+    """Compare the recent window with the reference; publish the scores (gauges, alert) and
+    keep a summary of the last check in ``last`` (the dashboard shows it)."""
     from keel.errors import NotFoundError
     from keel.monitor import drift_report
     from keel.telemetry import record_drift
@@ -54,8 +55,12 @@ def _drift_check(store: Store, wf: Workflow) -> Any:
             report = drift_report(store, wf, monitor.check_window, name=monitor.reference)
         except NotFoundError as exc:  # no reference yet, or a quiet window: nothing to say
             log.info("drift check skipped: %s", exc.message)
+            last.update(checked_at=time.time(), status="skipped", note=exc.message)
             return
         record_drift(report)
+        last.update(checked_at=time.time(), status="drift" if report.drifted else "ok",
+                    alerts=len(report.alerts), checks=len(report.checks),
+                    window=monitor.check_window, note=None)
         if report.drifted:
             log.warning("drift: %d of the checks fired over the last %s",
                         len(report.alerts), monitor.check_window)
@@ -89,8 +94,11 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
                 PeriodicJob("routing-policy", 30.0, runner.reload_policy),
                 PeriodicJob("review-escalation", 60.0, review.escalate_overdue),
                 PeriodicJob("alerts", settings.alert_interval_s, _alert_check(st, wf)), *jobs]
+    last_drift: dict[str, Any] = {"status": "not monitored"}
     if wf.monitor is not None and wf.monitor.check_every_s > 0:
-        all_jobs.append(PeriodicJob("drift", wf.monitor.check_every_s, _drift_check(st, wf)))
+        last_drift.update(status="not checked yet", every_s=wf.monitor.check_every_s)
+        all_jobs.append(PeriodicJob("drift", wf.monitor.check_every_s,
+                                    _drift_check(st, wf, last_drift)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -116,7 +124,7 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     app.state.workflow, app.state.store, app.state.runner = wf, st, runner
     app.state.batcher, app.state.auth, app.state.settings = batcher, auth, settings
     app.state.metrics, app.state.dashboard_cache = metrics, {}
-    app.state.review = review
+    app.state.review, app.state.last_drift = review, last_drift
     app.state.started_at = time.time()
     install_error_handlers(app)
     for router in api.ROUTERS:

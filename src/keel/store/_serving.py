@@ -162,7 +162,18 @@ def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s
         "cost_per_day": costs if costs is not None else cost_per_day(store, workflow, days),
         "backlog": backlog(store, workflow, now),
         "accuracy": _accuracy(store, workflow),
+        "out_of_distribution": _ood(store, workflow, since, decided),
     }
+
+
+def _ood(store: Store, workflow: str, since: float, decided: int) -> dict[str, Any]:
+    """Records in the window sent to a person because they looked out of distribution."""
+    d = t.decisions
+    with store.engine.connect() as conn:
+        n = conn.execute(select(func.count()).where(
+            d.c.workflow == workflow, d.c.decided_at >= since,
+            d.c.reason == "out_of_distribution")).scalar_one()
+    return {"flagged": int(n), "rate": int(n) / decided if decided else None}
 
 
 _WORD = re.compile(r"\w+")

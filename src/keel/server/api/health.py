@@ -63,6 +63,7 @@ def dashboard(request: Request, who: Watcher,
                             costs=_costs(state, now))
         data["server"] = {"queue_depth": state.batcher.depth,
                           "batches": state.batcher.stats.batches}
+        data["drift"] = dict(state.last_drift)
         hit = (now + state.settings.dashboard_cache_s, _json.dumpb(data))
         cache[window_s] = hit
     return Response(hit[1], media_type="application/json")

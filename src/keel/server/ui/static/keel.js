@@ -123,6 +123,10 @@
 
   const COLORS = { accepted: "#12b76a", reviewed: "#2e90fa", fallback: "#fdb022", in_review: "#f79009",
                    quarantined: "#98a2b3", failed: "#f04438" };
+  const REASON_COLORS = { low_confidence: "#f79009", audit_sample: "#2e90fa", output_invalid: "#f04438",
+                          model_failed: "#b42318", out_of_distribution: "#7a5af8", second_review: "#12b76a",
+                          manual: "#667085" };
+  const SPARE = ["#0ba5ec", "#ee46bc", "#84cc16", "#6172f3"];
   const pct = (x) => (x === null || x === undefined ? "-" : (x * 100).toFixed(1) + "%");
   const ms = (x) => (x === null || x === undefined ? "-" : x.toFixed(1));
 
@@ -148,6 +152,11 @@
       set("t-agree", acc(d.accuracy.reviewed));
       const today = d.cost_per_day[d.cost_per_day.length - 1];
       set("t-cost", "$" + (today ? today.cost_usd : 0).toFixed(4));
+      set("t-ood", d.out_of_distribution.rate === null ? "-" :
+        pct(d.out_of_distribution.rate) + " (" + d.out_of_distribution.flagged.toLocaleString() + ")");
+      const drift = d.drift || { status: "not monitored" };
+      set("t-drift", drift.status === "drift" || drift.status === "ok"
+        ? drift.status + " (" + drift.alerts + " of " + drift.checks + " checks)" : drift.status);
       set("updated", "updated " + new Date(d.now * 1000).toLocaleTimeString());
       document.body.dataset.decided = d.window_decided;
       document.body.dataset.reviewed = d.window_counts.reviewed || 0;
@@ -173,8 +182,10 @@
       const backlog = chart("c-backlog", { type: "doughnut", data: { labels: [], datasets: [{ data: [] }] },
         options: { animation: false, aspectRatio: 2.2, plugins: { legend: { position: "right" } } } });
       if (backlog) {
-        backlog.data.labels = Object.keys(d.backlog.by_reason).map((r) => r.replace("_", " "));
+        const reasons = Object.keys(d.backlog.by_reason);
+        backlog.data.labels = reasons.map((r) => r.replaceAll("_", " "));
         backlog.data.datasets[0].data = Object.values(d.backlog.by_reason);
+        backlog.data.datasets[0].backgroundColor = reasons.map((r, i) => REASON_COLORS[r] || SPARE[i % SPARE.length]);
         backlog.update("none");
       }
     }
