@@ -107,3 +107,45 @@ def test_user_mistakes_exit_1_without_traceback(tmp_path: Path, setup: str, expe
     assert res.returncode == 1, res.stderr
     assert expected in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_one_latency_and_one_audited_accuracy_everywhere(tmp_path: Path, wf: Path, db_url: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The run summary, `keel status` and the dashboard report the same latency (per record,
+    admission to decision) and the same audited accuracy."""
+    from fastapi.testclient import TestClient
+    from tests.server._live import app_for, bearer, keys
+
+    from keel.review import ReviewQueue
+    from keel.store import Store
+
+    wf.write_text(wf.read_text().replace("audit_rate=0.0", "audit_rate=1.0"))
+    rows = [(f"k{i}", "a long message" if i % 3 else "unsure one") for i in range(60)]
+    src = write_csv(tmp_path / "in.csv", rows)
+    assert main(["run", str(wf), str(src), "--db", db_url, "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)["latency_ms"]
+    assert main(["status", "--db", db_url, "--json"]) == 0
+    (st,) = json.loads(capsys.readouterr().out)
+    assert st["latency_ms"]["p50"] == pytest.approx(ran["p50"])
+    assert st["latency_ms"]["p95"] == pytest.approx(ran["p95"])
+    store = Store.open(db_url)
+    try:
+        q = ReviewQueue(store)
+        for n, task in enumerate(q.list(reason="audit_sample", limit=3)):
+            decision = ("accept", "correct", "reject")[n]
+            q.decide(task["id"], "alice", decision,
+                     output={"label": "short"} if decision == "correct" else None,
+                     reason="spam" if decision == "reject" else None)
+        k = keys(store)
+        with TestClient(app_for(store, workflow=None)) as client:
+            dash = client.get("/v1/dashboard", headers=bearer(k["reviewer"])).json()
+        assert dash["latency_ms"]["p50"] == pytest.approx(ran["p50"])
+    finally:
+        store.close()
+    assert main(["status", "--db", db_url, "--json"]) == 0
+    (st,) = json.loads(capsys.readouterr().out)
+    real = st["realized_accuracy"]
+    assert real["audited"] == 3 and real["correct"] == 1 and real["rejected"] == 1
+    assert dash["accuracy"]["audited"]["accuracy"] == real["accuracy"]
+    assert dash["accuracy"]["audited"]["n"] == real["audited"]
+    assert dash["accuracy"]["audited"]["ci95"] == real["ci95"]

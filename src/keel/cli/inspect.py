@@ -47,7 +47,7 @@ def render_status(st: dict[str, Any]) -> None:
     if backlog["oldest_created_at"]:
         table.add_row("  oldest task", fmt_time(backlog["oldest_created_at"]))
     lat = st["latency_ms"]
-    table.add_row("latency p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
+    table.add_row("latency per record p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${st['cost_usd']:.4f}")
     for cause, n in st["failures_by_cause"].items():
         table.add_row(f"failed: {cause}", f"{n:,}")

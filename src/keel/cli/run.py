@@ -48,7 +48,7 @@ def render_summary(s: RunSummary) -> None:
             table.add_row(name.replace("_", " "), f"{count:,}")
     table.add_row("already decided (skipped)", f"{s.duplicates:,}")
     lat = d["latency_ms"]
-    table.add_row("latency p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
+    table.add_row("latency per record p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${d['cost_usd']:.4f}")
     table.add_row("throughput", f"{d['records_per_s'] or 0:,.0f} records/s")
     console.print(table)
