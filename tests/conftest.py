@@ -70,9 +70,13 @@ def store(db_url: str) -> Iterator[Store]:
 
 @pytest.fixture(autouse=True)
 def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs in its own directory, so .keel/ never leaks between tests."""
+    """Every test runs in its own directory, so .keel/ never leaks between tests, and its
+    audit key comes from its own config folder (created on first write, as for a user)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KEEL_DB", raising=False)
+    monkeypatch.delenv("KEEL_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("KEEL_AUDIT_KEY_FILE", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
 
 
 @pytest.fixture(scope="session")

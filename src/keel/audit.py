@@ -1,11 +1,19 @@
-"""The audit trail: verify every record's hash chain, export events (redacted by default).
+"""The audit trail: verify it, anchor it, export it (redacted by default).
 
-A record's events are stored in segments (the events written in one transaction), and each
-segment carries the hash of the one before it (``store/_audit.py``), so editing, deleting or
-reordering any event breaks the chain at that point. :func:`verify` recomputes every chain and
-names the first broken link of each damaged record. The report's ``root`` digests every
-chain's head: keep it somewhere else (a ticket, a log) and a later ``verify`` showing the same
-root proves nothing was rewritten at the ends of the chains either.
+What the trail covers (``store/_audit.py`` has the arithmetic):
+
+* every record's events, in segments hash-chained per record: editing, deleting or reordering
+  an event breaks its chain at that point;
+* the record's rows: each segment commits to the digests of the rows its transaction wrote
+  (the stored input, each model answer, the decision), so editing any of them is caught;
+* a global ledger: each write transaction seals its segments into one block, each block
+  HMAC-keyed and chained to the one before. Deleting a record, truncating its trail, or editing
+  a segment and recomputing its hashes breaks a block; without the key no block can be forged.
+
+What it cannot see on its own: the last blocks deleted together with everything they sealed
+(and the ledger's head rewound). An anchor closes that gap: :func:`anchor` signs the ledger's
+head; keep it outside the store, and ``verify(against=...)`` proves nothing before it changed.
+Anyone holding the audit key could rewrite the ledger: keep the key apart from the database.
 """
 
 from __future__ import annotations
@@ -18,25 +26,42 @@ from keel import _json
 from keel.redact import Redactor, for_spec
 from keel.store import Store
 from keel.store import _monitor as mon
-from keel.store._audit import Break, ChainReport, verify_chains
+from keel.store._audit import AuditKey, ChainReport
+from keel.store._ledger import anchor as _anchor
+from keel.store._ledger import check_anchor, verify_store
 
 
-def _open(store: Store | None, db: str | None) -> tuple[Store, bool]:
-    return (store, False) if store is not None else (Store.open(db), True)
+def _open(store: Store | None, db: str | None, *, existing: bool = False) -> tuple[Store, bool]:
+    if store is not None:
+        return store, False
+    return Store.open(db, must_exist=existing), True
 
 
 def verify(*, db: str | None = None, workflow: str | None = None, store: Store | None = None,
-           limit: int = 100) -> ChainReport:
-    """Recompute every event chain (or one workflow's); the report names each first broken link."""
-    st, own = _open(store, db)
+           limit: int = 100, against: dict[str, Any] | None = None) -> ChainReport:
+    """Check every record's chain and rows (or one workflow's) and the whole ledger; with
+    ``against`` (an anchor), that the ledger still holds the block the anchor saw. A store that
+    does not exist is an error, never an empty "ok"."""
+    st, own = _open(store, db, existing=True)
     try:
-        report = verify_chains(mon.iter_segments(st, workflow), limit=limit)
-        for rid, key in mon.records_without_events(st, workflow):
-            report.broken_records += 1
-            if len(report.broken) < limit:
-                report.broken.append(Break(rid, key, workflow or "", 1, "chain_missing",
-                                           "the record is decided but every event of it is gone"))
+        key = AuditKey.resolve(create=False)
+        with st.engine.connect() as conn:
+            report = verify_store(conn, key, workflow, limit)
+            if against is not None:
+                report.anchor = check_anchor(conn, key, against)
         return report
+    finally:
+        if own:
+            st.close()
+
+
+def anchor(*, db: str | None = None, store: Store | None = None) -> dict[str, Any]:
+    """The ledger's head (block number and hash, segment and record counts), signed with the
+    audit key: write it somewhere the store's writers cannot change."""
+    st, own = _open(store, db, existing=True)
+    try:
+        with st.engine.connect() as conn:
+            return _anchor(conn, st.audit_key)
     finally:
         if own:
             st.close()
@@ -44,7 +69,11 @@ def verify(*, db: str | None = None, workflow: str | None = None, store: Store |
 
 def report_dict(report: ChainReport) -> dict[str, Any]:
     return {"ok": report.ok, "records": report.records, "events": report.events,
-            "segments": report.segments, "broken_records": report.broken_records, "root": report.root,
+            "segments": report.segments, "broken_records": report.broken_records,
+            "ledger": {"blocks": report.blocks, "head_seq": report.head_seq,
+                       "head_hash": report.head_hash, "problems": report.ledger_problems,
+                       "unknown_keys": report.unknown_keys, "key_id": report.key_id},
+            "anchor": report.anchor,
             "first_broken": report.broken[0].as_dict() if report.broken else None,
             "broken": [b.as_dict() for b in report.broken]}
 

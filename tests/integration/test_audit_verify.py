@@ -54,7 +54,8 @@ def test_an_untouched_trail_verifies(tmp_path: Path, store: Store) -> None:
     report = audit.verify(store=store)
     assert report.ok and report.records == 12 and report.events >= 48
     assert report.segments == 24
-    assert len(report.root) == 64
+    assert report.blocks == 6  # three batches: the answers, then the decisions
+    assert len(report.root) == 64 and report.root == report.head_hash
     assert audit.verify(store=store).root == report.root  # stable while nothing changes
 
 
@@ -76,10 +77,13 @@ def test_a_rewrite_that_recomputes_the_hash_is_still_caught(tmp_path: Path, stor
     predicted = _segment(store, "k4", "predicted")
     forged = _forge(predicted, "predicted", latency_ms=0.001)
     new_hash = segment_hash(str(predicted["prev_hash"]), str(predicted["record_id"]),
-                            int(predicted["seq"]), str(predicted["workflow"]), predicted["at"], forged)
+                            int(predicted["seq"]), str(predicted["workflow"]), predicted["at"], forged,
+                            predicted["digests"])
     _edit(store, predicted, entries=forged, hash=new_hash)
-    (brk,) = audit.verify(store=store).broken
+    report = audit.verify(store=store)
+    (brk,) = report.broken
     assert (brk.key, brk.seq, brk.problem) == ("k4", predicted["seq"], "rewritten")
+    assert [p["problem"] for p in report.ledger_problems] == ["block_content_changed"]
 
 
 def test_a_deleted_segment_shows_as_a_gap(tmp_path: Path, store: Store) -> None:
@@ -123,3 +127,160 @@ def test_cli_exits_3_and_prints_the_first_broken_link(tmp_path: Path, db_url: st
     shown = cli()
     assert shown.returncode == 3
     assert "first broken link: record k6" in " ".join(shown.stdout.split())
+
+
+# -- what the trail covers beyond the events (the decision, answers, input; the ledger) --------
+def _sql(store: Store, statement: str, **params: Any) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def _record_id(store: Store, key: str) -> str:
+    with store.engine.connect() as conn:
+        return str(conn.execute(text("select id from records where key = :k"), {"k": key}).scalar_one())
+
+
+def test_a_decision_changed_from_review_to_accepted_is_caught(tmp_path: Path, store: Store) -> None:
+    _decide(tmp_path, store)
+    rid = _record_id(store, "k3")  # "unsure": sent to review
+    _sql(store, "update decisions set disposition = 'accepted', output = :o, confidence = 0.99 "
+         "where record_id = :r", o='{"label": "long"}', r=rid)
+    report = audit.verify(store=store)
+    (brk,) = report.broken
+    assert (brk.key, brk.problem) == ("k3", "row_changed")
+    assert "decision row was edited" in brk.message
+
+
+@pytest.mark.parametrize(("table", "column", "value"), [
+    ("predictions", "confidence", 0.999), ("predictions", "output", '{"label": "x"}'),
+    ("records", "input", '{"id": "k5", "text": "something else"}'),
+])
+def test_an_edited_answer_or_input_is_caught(tmp_path: Path, store: Store, table: str,
+                                             column: str, value: Any) -> None:
+    _decide(tmp_path, store)
+    rid = _record_id(store, "k5")
+    where = "record_id" if table == "predictions" else "id"
+    _sql(store, f"update {table} set {column} = :v where {where} = :r", v=value, r=rid)
+    (brk,) = audit.verify(store=store).broken
+    assert (brk.key, brk.problem) == ("k5", "row_changed")
+    name = "input" if table == "records" else "answer/primary"
+    assert f"its {name} row was edited" in brk.message
+
+
+def test_a_record_deleted_from_every_table_is_caught(tmp_path: Path, store: Store) -> None:
+    _decide(tmp_path, store)
+    rid = _record_id(store, "k2")
+    for table, col in (("review_tasks", "record_id"), ("predictions", "record_id"),
+                       ("decisions", "record_id"), ("events", "record_id"), ("records", "id")):
+        _sql(store, f"delete from {table} where {col} = :r", r=rid)
+    report = audit.verify(store=store)
+    assert not report.ok and report.broken_records == 0 and report.records == 11
+    assert {p["problem"] for p in report.ledger_problems} == {"block_content_changed"}
+
+
+def test_a_truncated_trail_is_caught(tmp_path: Path, store: Store) -> None:
+    _decide(tmp_path, store)
+    routed = _segment(store, "k8", "routed")  # the record's last segment
+    _sql(store, "delete from events where record_id = :r and seq = :s",
+         r=routed["record_id"], s=routed["seq"])
+    report = audit.verify(store=store)
+    assert not report.ok
+    assert {p["problem"] for p in report.ledger_problems} == {"block_content_changed"}
+    (brk,) = report.broken  # the decision row is on no remaining segment
+    assert (brk.key, brk.problem) == ("k8", "row_changed")
+
+
+def test_recomputing_every_hash_without_the_key_is_caught(tmp_path: Path, store: Store) -> None:
+    """Edit a decision, then rebuild everything a plain hash protects: the segment, the
+    block's digest and its hash (with a key of the attacker's own)."""
+    from keel.store._audit import AuditKey, block_digest, block_text
+    from keel.store._ledger import RowDigests
+
+    _decide(tmp_path, store)
+    seg = _segment(store, "k6", "routed")
+    rid = str(seg["record_id"])
+    _sql(store, "update decisions set output = :o where record_id = :r", o='{"label": "x"}', r=rid)
+    with store.engine.connect() as conn:
+        row = conn.execute(text("select record_id, workflow, disposition, reason, output, "
+                                "confidence, model_version, decided_by, policy_version, audit, "
+                                "attempts, failed_attempts, latency_ms, cost_usd, decided_at "
+                                "from decisions where record_id = :r"), {"r": rid}).first()
+    digests = str(seg["digests"]).split(";")
+    digests = ";".join(d if not d.startswith("decision=") else
+                       "decision=" + RowDigests().add_decisions([tuple(row)])[rid]["decision"]
+                       for d in digests)
+    new_hash = segment_hash(str(seg["prev_hash"]), rid, int(seg["seq"]), str(seg["workflow"]),
+                            seg["at"], str(seg["entries"]), digests)
+    _edit(store, seg, digests=digests, hash=new_hash)
+    block = int(seg["block"])
+    with store.engine.begin() as conn:
+        members = [tuple(r) for r in conn.execute(text(
+            "select record_id, seq, hash from events where block = :b"), {"b": block})]
+        lrow = conn.execute(text("select * from ledger where seq = :b"), {"b": block}).mappings().one()
+        mallory = AuditKey(b"not the real key", "mallory")
+        digest = block_digest(members)
+        forged = mallory.mac(block_text(lrow["prev_hash"], block, lrow["at"], len(members),
+                                        digest, lrow["key_id"]))
+        conn.execute(text("update ledger set digest = :d, hash = :h where seq = :b"),
+                     {"d": digest, "h": forged, "b": block})
+    report = audit.verify(store=store)
+    assert report.broken == []  # every per-record check now passes...
+    problems = {p["problem"] for p in report.ledger_problems}
+    assert "block_forged" in problems and not report.ok  # ...but the key catches it
+
+
+def test_verifying_a_store_that_does_not_exist_is_an_error(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere" / "keel.db"
+    res = keel_cli(capsys, "audit", "verify", "--db", str(missing))
+    assert res.returncode == 1 and "there is no store at" in res.stderr
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_an_anchor_proves_the_ledger_was_not_cut_short(tmp_path: Path, db_url: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store.open(db_url)
+    try:
+        _decide(tmp_path, store)
+        anchor_file = tmp_path / "anchor.json"
+        made = keel_cli(capsys, "audit", "anchor", "--db", db_url, "--out", str(anchor_file))
+        assert made.returncode == 0, made.stderr
+        found = json.loads(anchor_file.read_text())
+        assert found["seq"] == 6 and found["records"] == 12 and len(found["signature"]) == 64
+        ok = keel_cli(capsys, "audit", "verify", "--db", db_url, "--against", str(anchor_file))
+        assert ok.returncode == 0 and "anchor at block 6 holds" in " ".join(ok.stdout.split())
+        # Delete the last block with all it sealed and rewind the head: nothing inside the
+        # store can tell...
+        with store.engine.connect() as conn:
+            last = conn.execute(text("select seq, prev_hash from ledger order by seq desc")).first()
+            assert last is not None
+            gone = [r for (r,) in conn.execute(text(
+                "select distinct record_id from events where block = :b"), {"b": last[0]})]
+        _sql(store, "delete from events where block = :b", b=last[0])
+        for rid in gone:
+            for table in ("decisions", "review_tasks"):
+                _sql(store, f"delete from {table} where record_id = :r", r=rid)
+        _sql(store, "delete from ledger where seq = :b", b=last[0])
+        _sql(store, "update ledger_head set seq = :s, hash = :h", s=last[0] - 1, h=last[1])
+        assert audit.verify(store=store).ok
+        # ...but the anchor kept outside it can
+        res = keel_cli(capsys, "audit", "verify", "--db", db_url, "--against", str(anchor_file),
+                       "--json")
+        assert res.returncode == 3
+        assert "truncated" in json.loads(res.stdout)["anchor"]["problem"]
+        edited = dict(found, records=99)
+        anchor_file.write_text(json.dumps(edited))
+        res = keel_cli(capsys, "audit", "verify", "--db", db_url, "--against", str(anchor_file),
+                       "--json")
+        assert "anchor file was edited" in json.loads(res.stdout)["anchor"]["problem"]
+    finally:
+        store.close()
+
+
+def test_a_store_checked_with_another_key_says_which_key_it_needs(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    _decide(tmp_path, store)
+    sealed_with = audit.verify(store=store).key_id
+    monkeypatch.setenv("KEEL_AUDIT_KEY", "some other key")
+    report = audit.verify(store=store)
+    assert not report.ok and report.unknown_keys == [sealed_with]

@@ -1,10 +1,26 @@
-"""The hash chain over each record's events: every event carries its predecessor's hash."""
+"""The audit trail's arithmetic: hash chains, row digests, the keyed ledger (no SQL here).
+
+* A record's events are stored in segments (the events one transaction wrote), each hashed
+  over its content and its predecessor's hash: a per-record chain.
+* A segment also carries the digests of the record's rows that transaction wrote (its input
+  row, each model answer, its decision), so the chain commits to the rows, not only to the
+  events: editing a decision or an input is caught.
+* Every transaction's segments are sealed into one block of a global ledger, HMAC-keyed with a
+  key kept outside the database: deleting a record, truncating its trail, or editing a
+  segment and recomputing its hashes all break a block, and without the key no block can be
+  forged. An anchor (the ledger's head, signed) kept outside the store proves that nothing
+  before it changed.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import hmac
+import os
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,17 +33,114 @@ def _num(value: float | None) -> str:
 
 
 def segment_hash(prev_hash: str, record_id: str, seq: int, workflow: str, at: float,
-                 entries: str) -> str:
+                 entries: str, digests: str | None = None) -> str:
     """Hash of one stored segment (a record's events written in one transaction), given the
-    previous segment's hash (GENESIS for the first). ``entries`` is the stored JSON text."""
+    previous segment's hash (GENESIS for the first). ``entries`` is the stored JSON text;
+    ``digests`` the row digests the segment commits to (None in stores from before 0004)."""
     payload = f"{prev_hash}|{record_id}|{seq}|{workflow}|{_num(at)}|{entries}"
+    if digests is not None:
+        payload += f"|{digests}"
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     """Hash of one stored segment row (a mapping with the events table's columns)."""
     return segment_hash(prev_hash, str(row["record_id"]), int(row["seq"]), str(row["workflow"]),
-                        row["at"], str(row["entries"]))
+                        row["at"], str(row["entries"]), row.get("digests"))
+
+
+# -- row digests ------------------------------------------------------------------------------
+#: How each column kind is written into a digest, so that a value digests the same before it
+#: is stored and after it is read back (an int stored in a REAL column comes back a float).
+def _f(v: Any) -> str:
+    return repr(float(v))
+
+
+def _i(v: Any) -> str:
+    return str(int(v))
+
+
+def _b(v: Any) -> str:
+    return "1" if v else "0"
+
+
+CONVERTERS = {"f": _f, "i": _i, "b": _b, "s": str}
+
+
+def row_digest(values: tuple[Any, ...], kinds: tuple[Any, ...]) -> str:
+    """128-bit digest of one row's values, each converted by its column's kind."""
+    text = "\x1f".join("\x00" if v is None else conv(v) for v, conv in zip(values, kinds, strict=True))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def join_digests(found: Mapping[str, str]) -> str:
+    """The text a segment stores: ``name=digest`` pairs, sorted, ``;``-separated."""
+    return ";".join(f"{k}={found[k]}" for k in sorted(found))
+
+
+def split_digests(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    return dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+
+
+# -- the keyed ledger ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AuditKey:
+    """The HMAC key that seals ledger blocks and signs anchors. ``key_id`` names it (a hash
+    prefix) so a verifier can say which key it would need."""
+
+    secret: bytes
+    source: str
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(self.secret).hexdigest()[:12]
+
+    def mac(self, text: str) -> str:
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def resolve(cls, *, create: bool = True) -> AuditKey | None:
+        """``KEEL_AUDIT_KEY`` (the key itself), else ``KEEL_AUDIT_KEY_FILE``, else this user's
+        key file (``$XDG_CONFIG_HOME/keel/audit.key``), created on first use with ``create``.
+        Give every machine that writes to one store the same key."""
+        raw = os.environ.get("KEEL_AUDIT_KEY")
+        if raw:
+            return cls(raw.encode(), "KEEL_AUDIT_KEY")
+        path = Path(os.environ.get("KEEL_AUDIT_KEY_FILE") or default_key_file())
+        if path.is_file():
+            return cls(path.read_bytes().strip(), str(path))
+        if not create:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        return cls(path.read_bytes().strip(), str(path))
+
+
+def default_key_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "keel" / "audit.key"
+
+
+def block_digest(segments: Iterable[tuple[str, int, str]]) -> str:
+    """Digest of the segments one transaction wrote: (record_id, seq, hash), in any order."""
+    lines = sorted(f"{rid}:{seq}:{h}" for rid, seq, h in segments)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def block_text(prev_hash: str, seq: int, at: float, count: int, digest: str, key_id: str) -> str:
+    return f"{prev_hash}|{seq}|{_num(at)}|{count}|{digest}|{key_id}"
+
+
+def anchor_text(anchor: Mapping[str, Any]) -> str:
+    """What an anchor's signature covers."""
+    return "|".join(str(anchor[k]) for k in ANCHOR_FIELDS)
+
+
+ANCHOR_FIELDS = ("seq", "hash", "at", "segments", "records", "key_id", "made_at")
 
 
 _SEGMENT_FIELDS = ("workflow", "at", "entries")
@@ -59,18 +172,36 @@ class ChainReport:
     segments: int = 0
     broken: list[Break] = field(default_factory=list)
     broken_records: int = 0
-    root: str = ""
+    #: the global ledger: blocks, its head, what is wrong with it, keys it could not check
+    blocks: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    ledger_problems: list[dict[str, Any]] = field(default_factory=list)
+    unknown_keys: list[str] = field(default_factory=list)
+    key_id: str | None = None
+    anchor: dict[str, Any] | None = None  # the anchor checked against, and what it found
 
     @property
     def ok(self) -> bool:
-        return self.broken_records == 0
+        return (self.broken_records == 0 and not self.ledger_problems and not self.unknown_keys
+                and (self.anchor is None or bool(self.anchor.get("ok"))))
+
+    @property
+    def root(self) -> str:
+        """The ledger's head hash (what an anchor keeps)."""
+        return self.head_hash
+
+    def add_break(self, found: Break, limit: int = 100) -> None:
+        self.broken_records += 1
+        if len(self.broken) < limit:
+            self.broken.append(found)
 
 
 def _shown(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in ("seq", *_SEGMENT_FIELDS, "prev_hash", "hash")}
 
 
-def _check(rows: list[Mapping[str, Any]]) -> Break | None:
+def check_record(rows: Sequence[Mapping[str, Any]]) -> Break | None:
     """The first broken link in one record's segments (ordered by seq), or None."""
     prev = GENESIS
     expected = 1
@@ -97,38 +228,9 @@ def _check(rows: list[Mapping[str, Any]]) -> Break | None:
     return None
 
 
-def _entry_count(entries: Any) -> int:
+def entry_count(entries: Any) -> int:
     try:
         found = orjson.loads(entries)
     except (orjson.JSONDecodeError, TypeError):
         return 0  # an edited segment: its hash check reports it
     return len(found) if isinstance(found, list) else 0
-
-
-def verify_chains(rows: Iterable[Mapping[str, Any]], limit: int = 100) -> ChainReport:
-    """Recompute every record's chain from rows ordered by (record_id, seq)."""
-    report = ChainReport()
-    root = hashlib.sha256()
-    current: list[Mapping[str, Any]] = []
-
-    def close() -> None:
-        if not current:
-            return
-        report.records += 1
-        found = _check(current)
-        if found is not None:
-            report.broken_records += 1
-            if len(report.broken) < limit:
-                report.broken.append(found)
-        root.update(f"{current[0]['record_id']}:{current[-1]['hash']}\n".encode())
-
-    for row in rows:
-        report.segments += 1
-        report.events += _entry_count(row["entries"])
-        if current and row["record_id"] != current[0]["record_id"]:
-            close()
-            current = []
-        current.append(row)
-    close()
-    report.root = root.hexdigest()
-    return report

@@ -16,17 +16,20 @@ from keel.errors import ConfigError
 DEFAULT_PATH = Path(".keel") / "keel.db"
 
 
-def resolve_url(url: str | None = None) -> str:
-    """An explicit URL, else ``KEEL_DB``, else SQLite at ``.keel/keel.db`` here."""
+def resolve_url(url: str | None = None, *, create: bool = True) -> str:
+    """An explicit URL, else ``KEEL_DB``, else SQLite at ``.keel/keel.db`` here (``create``:
+    make the SQLite file's folder)."""
     url = url or os.environ.get("KEEL_DB")
     if url:
         if "://" not in url:  # a plain path means a SQLite file
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                Path(url).parent.mkdir(parents=True, exist_ok=True)
             return f"sqlite:///{Path(url).resolve()}"
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
-    DEFAULT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        DEFAULT_PATH.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{DEFAULT_PATH.resolve()}"
 
 
@@ -41,11 +44,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, create: bool = True) -> Engine:
     try:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            if create and path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)

@@ -16,7 +16,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest revision(s). A store already there opens without importing Alembic (a third of
 #: a second of start-up for every command); tests/unit/test_migrations_head.py keeps this in
 #: step with the migration files.
-HEADS = frozenset({"0003_segments"})
+HEADS = frozenset({"0004_ledger"})
+#: Where Alembic keeps the revisions a store is at (migrations/env.py)
+VERSION_TABLE = "keel_schema_version"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -30,9 +32,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def current_heads(connection: Connection) -> frozenset[str]:
     """The revisions a store is at (empty for a new database)."""
-    if not inspect(connection).has_table("alembic_version"):
+    if not inspect(connection).has_table(VERSION_TABLE):
         return frozenset()
-    return frozenset(r for (r,) in connection.execute(text("SELECT version_num FROM alembic_version")))
+    return frozenset(r for (r,) in connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")))
 
 
 def upgrade(connection: Connection) -> None:

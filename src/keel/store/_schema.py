@@ -118,8 +118,33 @@ events = Table(
     Column("entries", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Migration 0004: the digests of the record's rows this transaction wrote (part of the
+    # hash), and the ledger block that seals the segment.
+    Column("digests", Text),
+    Column("block", Integer),
     PrimaryKeyConstraint("record_id", "seq", name="pk_events"),
+    Index("ix_events_block", "block"),
     sqlite_with_rowid=False,
+)
+
+# Migration 0004: one block per write transaction, sealing its segments; HMAC-chained.
+ledger = Table(
+    "ledger", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# The ledger's head, one row: writers take the next block number from it under its row lock.
+ledger_head = Table(
+    "ledger_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 
 review_tasks = Table(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select, update
@@ -16,16 +17,25 @@ from keel import _json
 from keel._policy import Policy
 from keel._prediction import Prediction, Usage
 from keel._record import Checkpoint, Event, Item, Known, new_id
-from keel.errors import StoreError
+from keel.errors import NotFoundError, StoreError
 from keel.store import _schema as t
-from keel.store._audit import GENESIS, segment_hash
+from keel.store._audit import GENESIS, AuditKey, segment_hash
 from keel.store._delivery import BreakerBook, SinkLedger
 from keel.store._engine import insert_ignore, make_engine, resolve_url
-from keel.store._migrate import upgrade
+from keel.store._ledger import (
+    DECISION_COLS,
+    PREDICTION_COLS,
+    RECORD_COLS,
+    RowDigests,
+    decision_digest,
+    seal,
+)
+from keel.store._migrate import current_heads, upgrade
 
 _CHUNK = 500  # keys per IN (...) query
 __all__ = ["BreakerBook", "SinkLedger", "Store"]
-_SEGMENT_COLS = ("record_id", "seq", "workflow", "at", "entries", "prev_hash", "hash")
+_SEGMENT_COLS = ("record_id", "seq", "workflow", "at", "entries", "prev_hash", "hash", "digests",
+                 "block")
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -43,6 +53,22 @@ class Store:
         self._sql: dict[tuple[Any, ...], str] = {}
         self._write_lock = threading.RLock()
         self._immediate = self.dialect == "sqlite"
+        self._audit_key: AuditKey | None = None
+
+    @property
+    def audit_key(self) -> AuditKey:
+        """The key that seals ledger blocks (resolved, and created if need be, on first write)."""
+        if self._audit_key is None:
+            key = AuditKey.resolve(create=True)
+            assert key is not None
+            self._audit_key = key
+        return self._audit_key
+
+    def _insert_segments(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """A transaction's segments, sealed into the next ledger block (in the same transaction)."""
+        if rows:
+            block = seal(conn, self.audit_key, rows)
+            self._insert_rows(conn, "events", _SEGMENT_COLS, [(*r, block) for r in rows])
 
     def _insert_rows(self, conn: Connection, table: str, cols: tuple[str, ...],
                      rows: list[tuple[Any, ...]], ignore: bool = False) -> None:
@@ -63,10 +89,15 @@ class Store:
         return sql
 
     @classmethod
-    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
-        resolved = resolve_url(url)
-        engine = make_engine(resolved)
+    def open(cls, url: str | None = None, *, migrate: bool = True,
+             must_exist: bool = False) -> Store:
+        """Open (and migrate) the store at ``url``. ``must_exist``: a store that is not there
+        is an error (checking a store must never create an empty one that checks out)."""
+        resolved = resolve_url(url, create=not must_exist)
+        engine = make_engine(resolved, create=not must_exist)
         store = cls(engine)
+        if must_exist:
+            store._check_exists(resolved)
         if migrate:
             try:
                 with engine.begin() as conn:
@@ -80,6 +111,26 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _check_exists(self, url: str) -> None:
+        shown = self.engine.url.render_as_string(hide_password=True)
+        if self.dialect == "sqlite":
+            path = url.split("///", 1)[-1]
+            if path != ":memory:" and not Path(path).is_file():
+                self.close()
+                raise NotFoundError(f"there is no store at {path}; pass the right --db (or "
+                                    "KEEL_DB), or run `keel run` or `keel demo` to create one")
+        try:
+            with self.engine.connect() as conn:
+                found = current_heads(conn)
+        except OperationalError as exc:
+            self.close()
+            raise StoreError(f"cannot open the store at {shown}: {exc.orig}; check the --db URL "
+                             "/ KEEL_DB and that the database is running") from exc
+        if not found:
+            self.close()
+            raise NotFoundError(f"the database at {shown} holds no keel store; pass the right "
+                                "--db (or KEEL_DB)")
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -177,11 +228,14 @@ class Store:
         wins, with their records and the events that led there."""
         items = list({id(c.item): c.item for c in rows}.values())
         now = time.time()
+        records = _record_rows(workflow, run_id, items, now)
+        answers = [_prediction_row(c, now) for c in rows]
+        digests = RowDigests().add_records(records).add_answers(answers)
+        segments = segment_rows(workflow, items, digests)
         with self.tx() as conn:
-            self._insert_rows(conn, "records", _RECORD_COLS, _record_rows(workflow, run_id, items, now))
-            self._insert_rows(conn, "predictions", _PREDICTION_COLS,
-                              [_prediction_row(c, now) for c in rows], ignore=True)
-            self._insert_rows(conn, "events", _SEGMENT_COLS, segment_rows(workflow, items))
+            self._insert_rows(conn, "records", _RECORD_COLS, records)
+            self._insert_rows(conn, "predictions", _PREDICTION_COLS, answers, ignore=True)
+            self._insert_segments(conn, segments)
         for i in items:
             i.is_new = False
 
@@ -197,22 +251,23 @@ class Store:
             self._insert_rows(conn, "decisions", _DECISION_COLS, rows.decisions)
             self._insert_rows(conn, "quarantine", _QUARANTINE_COLS, rows.quarantined)
             self._insert_rows(conn, "review_tasks", _TASK_COLS, rows.tasks)
-            self._insert_rows(conn, "events", _SEGMENT_COLS, rows.segments)
+            self._insert_segments(conn, rows.segments)
 
     def append_event(self, conn: Connection, workflow: str, record_id: str, kind: str, *,
                      actor: str | None = None, detail: dict[str, Any] | None = None,
                      model_version: str | None = None, latency_ms: float | None = None,
                      cost_usd: float | None = None) -> None:
-        """Append one event, as a segment of its own, to a record's chain (reviews, alerts)."""
+        """Append one event, as a segment of its own, to a record's chain (reviews, alerts),
+        committing to the record's decision row as this transaction leaves it."""
         e = t.events
         head = conn.execute(select(e.c.seq, e.c.hash).where(e.c.record_id == record_id)
                             .order_by(e.c.seq.desc()).limit(1)).first()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         at = time.time()
         text = _json.dumps([Event(kind, at, detail, actor, model_version, latency_ms, cost_usd).entry()])
-        h = segment_hash(prev, record_id, seq, workflow, at, text)
-        conn.execute(e.insert().values(record_id=record_id, seq=seq, workflow=workflow, at=at,
-                                       entries=text, prev_hash=prev, hash=h))
+        digests = decision_digest(conn, record_id).text(record_id) or None
+        h = segment_hash(prev, record_id, seq, workflow, at, text, digests)
+        self._insert_segments(conn, [(record_id, seq, workflow, at, text, prev, h, digests)])
 
     # -- replay ---------------------------------------------------------------------------------
     def replayable(self, workflow: str, disposition: str) -> list[tuple[str, str, str, str]]:
@@ -259,15 +314,17 @@ def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
     now = time.time()
     done = [i for i in items if i.disposition is not None]
     pv = policy.version
+    records = _record_rows(workflow, run_id, items, now)
+    answers = [_prediction_row(c, now) for i in items for c in i.unsaved]
+    decisions = [_decision_row(workflow, i, pv, now) for i in done]
+    digests = RowDigests().add_records(records).add_answers(answers).add_decisions(decisions)
     rows = BatchRows(
-        records=_record_rows(workflow, run_id, items, now),
-        answers=[_prediction_row(c, now) for i in items for c in i.unsaved],
-        decisions=[_decision_row(workflow, i, pv, now) for i in done],
+        records=records, answers=answers, decisions=decisions,
         quarantined=[(i.record_id, workflow, i.source,
                       _json.dumps([v.as_dict() for v in i.violations]), "open", now)
                      for i in done if i.disposition == "quarantined"],
         tasks=[_task_row(workflow, i, policy, now) for i in done if i.review is not None or i.audit],
-        segments=segment_rows(workflow, items),
+        segments=segment_rows(workflow, items, digests),
         replaced=[i.record_id for i in done] if replace else [])
     for i in items:
         i.is_new = False
@@ -275,8 +332,10 @@ def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
     return rows
 
 
-def segment_rows(workflow: str, items: Iterable[Item]) -> list[tuple[Any, ...]]:
-    """Each record's events not stored yet, as one segment chained to its last one."""
+def segment_rows(workflow: str, items: Iterable[Item],
+                 digests: RowDigests) -> list[tuple[Any, ...]]:
+    """Each record's events not stored yet, as one segment chained to its last one and
+    committing to the digests of the record's rows written with it."""
     rows: list[tuple[Any, ...]] = []
     dumps = _json.dumps
     for item in items:
@@ -287,19 +346,17 @@ def segment_rows(workflow: str, items: Iterable[Item]) -> list[tuple[Any, ...]]:
         item.seq += 1
         prev = item.last_hash or GENESIS
         at = new[0].at
-        h = segment_hash(prev, item.record_id, item.seq, workflow, at, text)
-        rows.append((item.record_id, item.seq, workflow, at, text, prev, h))
+        rows_digest = digests.text(item.record_id) or None
+        h = segment_hash(prev, item.record_id, item.seq, workflow, at, text, rows_digest)
+        rows.append((item.record_id, item.seq, workflow, at, text, prev, h, rows_digest))
         item.last_hash = h
         item.written_events = len(item.events)
     return rows
 
 
-_RECORD_COLS = ("id", "workflow", "key", "input", "source", "run_id", "created_at")
-_PREDICTION_COLS = ("record_id", "step", "model_version", "output", "confidence", "input_tokens",
-                    "output_tokens", "cost_usd", "latency_ms", "metadata", "created_at")
-_DECISION_COLS = ("record_id", "workflow", "disposition", "reason", "output", "confidence",
-                  "model_version", "decided_by", "policy_version", "audit", "attempts",
-                  "failed_attempts", "latency_ms", "cost_usd", "decided_at")
+_RECORD_COLS = RECORD_COLS
+_PREDICTION_COLS = PREDICTION_COLS
+_DECISION_COLS = DECISION_COLS
 _QUARANTINE_COLS = ("record_id", "workflow", "source", "violations", "status", "created_at")
 _TASK_COLS = ("id", "record_id", "workflow", "reason", "detail", "priority", "status", "queue",
               "created_at", "due_at")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from keel.store._migrate import VERSION_TABLE
 from keel.store._schema import metadata
 
 config = context.config
@@ -13,7 +14,7 @@ if connection is None:  # pragma: no cover - keel always passes its own connecti
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    version_table="keel_schema_version",
+    version_table=VERSION_TABLE,
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():
