@@ -13,6 +13,23 @@ from keel.store import Store
 from keel.store._delivery import SinkLedger
 
 
+def send(sink: Sink, ledger: SinkLedger, lines: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write ``lines`` to ``sink`` and record each part in the ledger as soon as the sink has
+    it: (delivered, dead). A webhook's POSTs are recorded every ``commit_every`` lines, so a
+    crash re-sends at most that many (with the same Idempotency-Key); a file sink's lines and
+    its committed offset are recorded together."""
+    step = getattr(sink, "commit_every", None) or len(lines) or 1
+    delivered = dead = 0
+    for i in range(0, len(lines), step):
+        part = lines[i:i + step]
+        done = sink.write(part)
+        ledger.commit(sink.name, done.offset, [line["record_id"] for line in part], done.dead,
+                      done.attempts)
+        delivered += len(part) - len(done.dead)
+        dead += len(done.dead)
+    return delivered, dead
+
+
 def deliveries(*, db: str | None = None, failed: bool = False, sink: str | None = None,
                store: Store | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Deliveries newest first; ``failed=True`` lists only dead letters (and pending ones)."""
@@ -62,13 +79,10 @@ def _retry_one(ledger: SinkLedger, name: str, max_attempts: int,
                           headers=headers)
         out.open(0)
     try:
-        done = out.write(lines)
+        delivered, dead = send(out, ledger, lines)
     finally:
         out.close()
-    ledger.commit(name, done.offset, [line["record_id"] for line in lines], done.dead,
-                  done.attempts)
-    return {"sink": name, "retried": len(lines), "delivered": len(lines) - len(done.dead),
-            "dead": len(done.dead)}
+    return {"sink": name, "retried": len(lines), "delivered": delivered, "dead": dead}
 
 
 def _output_fields(path: Path, lines: list[dict[str, Any]]) -> list[str]:

@@ -1,14 +1,21 @@
 """The webhook sink: POST each decision as JSON with an Idempotency-Key.
 
+Delivery is at least once, with an exactly-once effect for a receiver that drops a key it has
+seen: each decision is owed to the sink from the transaction that decides it (the outbox), and
+marked delivered once the receiver answered 2xx, every ``commit_every`` POSTs. A crash in
+between sends those again, with the same key (a hash of the decision line). Each POST carries
+``Content-Digest`` (RFC 9530, sha-256 of the body): a receiver can refuse a body cut short by
+a crash mid-send.
+
 Failed posts are retried in rounds with exponential backoff (honouring Retry-After, capped);
 a delivery still failing after ``max_attempts`` (or refused with a 4xx that retrying cannot
 fix) becomes a dead letter: ``keel deliveries --failed`` lists it, ``keel deliveries retry``
-sends it again. The key is a hash of the decision line, so the copy a crash between sending
-and recording may produce carries the same key and the receiver can drop it.
+sends it again.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import time
@@ -30,6 +37,11 @@ def idempotency_key(line: dict[str, Any]) -> str:
     return hashlib.sha256(_json.dumpb(line)).hexdigest()[:40]
 
 
+def content_digest(body: bytes) -> str:
+    """The ``Content-Digest`` header value for ``body`` (RFC 9530)."""
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
+
+
 @dataclass(frozen=True, slots=True)
 class _Result:
     ok: bool
@@ -39,6 +51,9 @@ class _Result:
 
 
 class WebhookSink:
+    #: POSTs recorded as delivered together: what a crash can make the receiver see twice
+    commit_every = 32
+
     def __init__(self, url: str, *, max_attempts: int = 5, base_delay_s: float = 0.2,
                  max_delay_s: float = 5.0, timeout_s: float = 10.0, concurrency: int = 8,
                  headers: dict[str, str] | None = None, seed: int | None = None) -> None:
@@ -72,9 +87,11 @@ class WebhookSink:
 
     def _post(self, line: dict[str, Any]) -> _Result:
         assert self._client is not None
-        headers = {"Idempotency-Key": idempotency_key(line), "Content-Type": "application/json"}
+        body = _json.dumpb(line)
+        headers = {"Idempotency-Key": idempotency_key(line), "Content-Type": "application/json",
+                   "Content-Digest": content_digest(body)}
         try:
-            resp = self._client.post(self.url, content=_json.dumpb(line), headers=headers)
+            resp = self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return _Result(False, True, f"{type(exc).__name__}: {exc}")
         if resp.is_success:

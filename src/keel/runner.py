@@ -18,10 +18,11 @@ import numpy as np
 
 from keel import _json
 from keel._breaker import CircuitBreaker
+from keel._deliveries import send
 from keel._loop import LoopThread
 from keel._policy import Policy
 from keel._record import DISPOSITIONS, BatchTally, Checkpoint, Item, Known, new_id
-from keel._sinks import Sink, Written
+from keel._sinks import Sink
 from keel.redact import StorageRedactor
 from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
 from keel.stages import (
@@ -64,7 +65,8 @@ class RunSummary:
     elapsed_s: float = 0.0
     delivered: int = 0
     dead_letters: int = 0
-    #: of ``delivered``: decisions a reviewer changed after a sink had received them
+    #: of ``delivered``: decisions owed from before this run, sent first: ones a reviewer
+    #: changed after a sink had received them, and ones a crashed run decided but never sent
     updates_delivered: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"), repr=False)  # type: ignore[type-arg]
 
@@ -185,6 +187,7 @@ class Runner:
         self.batch_size = batch_size
         self.writer_process_after = writer_process_after
         self.sinks = list(sinks)
+        self._sink_names = [s.name for s in self.sinks]
         self.ledger = SinkLedger(store)
         self.breaker_book = BreakerBook(store)
         self.policy = workflow.policy
@@ -488,7 +491,8 @@ class Runner:
         if self.scrubber is not None:
             self.scrubber(done)
             self.scrubber.done(done)
-        rows = batch_rows(self.wf.name, run_id, done, self.policy, replace=replace)
+        rows = batch_rows(self.wf.name, run_id, done, self.policy, replace=replace,
+                          sinks=self._sink_names)
         self._writer.submit(self._persist, rows, done, summary, run_id, mark)
 
     def _flush(self, summary: RunSummary, *, run_id: str, replace: bool = False) -> None:
@@ -517,11 +521,9 @@ class Runner:
 
     def _send(self, sink: Sink, lines: list[dict[str, Any]], summary: RunSummary) -> None:
         """Write, then record in the ledger (a crash in between is undone on the next open)."""
-        done: Written = sink.write(lines)
-        self.ledger.commit(sink.name, done.offset, [line["record_id"] for line in lines],
-                           done.dead, done.attempts)
-        summary.delivered += len(lines) - len(done.dead)
-        summary.dead_letters += len(done.dead)
+        delivered, dead = send(sink, self.ledger, lines)
+        summary.delivered += delivered
+        summary.dead_letters += dead
 
     def _redeliver(self, record_ids: list[str], summary: RunSummary) -> None:
         """Decided records a sink has not received yet (a run that stopped before delivery)."""

@@ -72,10 +72,11 @@ def test_upgrading_carries_event_rows_into_hash_chained_segments(db_url: str) ->
         (rec,) = keel.trace("k1", store=st_)
         assert [(e["kind"], e["detail"], e["segment"]) for e in rec["events"]] == [
             ("received", {"n": 1}, 1), ("validated", {"n": 2}, 2), ("predicted", {"n": 3}, 3),
-            ("routed", {"n": 4}, 4)]
+            ("routed", {"n": 4}, 4), ("sealed", {"by": "migration 0004_ledger"}, 5)]
         assert rec["events"][2]["model_version"] == "m-1"
         report = audit.verify(store=st_)
-        assert report.ok and (report.records, report.segments, report.events) == (1, 4, 4)
+        assert report.ok and (report.records, report.segments, report.events) == (1, 5, 5)
+        assert report.blocks == 1  # migration 0004 sealed the store as it found it
     finally:
         st_.close()
 

@@ -61,8 +61,9 @@ def render_summary(s: RunSummary) -> None:
         console.print(f"[yellow]{s.dead_letters} deliveries failed:[/] see `keel deliveries "
                       "--failed`, then `keel deliveries retry`")
     if s.updates_delivered:
-        console.print(f"[bold]sinks:[/] {s.updates_delivered} decision(s) changed by review "
-                      "since an earlier run were sent again")
+        console.print(f"[bold]sinks:[/] {s.updates_delivered} decision(s) owed from an earlier "
+                      "run (changed by review, or decided by a run that stopped before sending "
+                      "them) were sent first")
     if s.audit_samples:
         console.print(f"[bold]audit:[/] {s.audit_samples} accepted decisions sampled for review")
 

@@ -25,11 +25,22 @@ def upsert(engine: Engine, table: Any, keys: Sequence[str], rows: list[dict[str,
     return ins.on_conflict_do_update(index_elements=list(keys), set_=cols)
 
 
+def owe(conn: Any, engine: Engine, outbox: Sequence[tuple[str, str]], now: float) -> None:
+    """The outbox: each (sink, record) becomes ``pending`` in the transaction that decides the
+    record, so a crash before the sink has it leaves it owed, never forgotten."""
+    rows = [{"sink": sink, "record_id": rid, "status": "pending", "attempts": 0,
+             "last_error": None, "updated_at": now} for sink, rid in outbox]
+    for i in range(0, len(rows), _CHUNK):
+        part = rows[i:i + _CHUNK]
+        conn.execute(upsert(engine, t.deliveries, ("sink", "record_id"), part), part)
+
+
 class SinkLedger:
     """Which records each sink has received, and where a file sink's committed bytes end.
 
-    A delivery row is ``delivered`` or ``dead`` (failed N times; ``keel deliveries retry``
-    sends it again). A decided record with no row, or a ``pending`` one, is owed to the sink.
+    A delivery row is ``pending`` (owed: written with the decision, the outbox), ``delivered``,
+    or ``dead`` (failed N times; ``keel deliveries retry`` sends it again). A decided record
+    with no row (decided before the sink was used) is owed too.
     """
 
     def __init__(self, store: Any) -> None:

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from keel._record import Checkpoint, Event, Item, Known, new_id
 from keel.errors import NotFoundError, StoreError
 from keel.store import _schema as t
 from keel.store._audit import GENESIS, AuditKey, segment_hash
-from keel.store._delivery import BreakerBook, SinkLedger
+from keel.store._delivery import BreakerBook, SinkLedger, owe
 from keel.store._engine import insert_ignore, make_engine, resolve_url
 from keel.store._ledger import (
     DECISION_COLS,
@@ -252,6 +252,8 @@ class Store:
             self._insert_rows(conn, "quarantine", _QUARANTINE_COLS, rows.quarantined)
             self._insert_rows(conn, "review_tasks", _TASK_COLS, rows.tasks)
             self._insert_segments(conn, rows.segments)
+            if rows.outbox:
+                owe(conn, self.engine, rows.outbox, time.time())
 
     def append_event(self, conn: Connection, workflow: str, record_id: str, kind: str, *,
                      actor: str | None = None, detail: dict[str, Any] | None = None,
@@ -304,10 +306,12 @@ class BatchRows:
     tasks: list[tuple[Any, ...]]
     segments: list[tuple[Any, ...]]
     replaced: list[str]  # record ids whose earlier decision this batch replaces (replay)
+    #: the outbox: (sink, record_id) owed to each sink, committed with the decisions
+    outbox: list[tuple[str, str]] = field(default_factory=list)
 
 
 def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
-               replace: bool = False) -> BatchRows:
+               replace: bool = False, sinks: Sequence[str] = ()) -> BatchRows:
     """Everything a batch stores: new records, answers not checkpointed yet, decisions,
     quarantine entries, review tasks and each record's new events (a segment). The items are
     marked stored (their chain heads advance): write the rows, or give up the run."""
@@ -325,7 +329,8 @@ def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
                      for i in done if i.disposition == "quarantined"],
         tasks=[_task_row(workflow, i, policy, now) for i in done if i.review is not None or i.audit],
         segments=segment_rows(workflow, items, digests),
-        replaced=[i.record_id for i in done] if replace else [])
+        replaced=[i.record_id for i in done] if replace else [],
+        outbox=[(sink, i.record_id) for sink in sinks for i in done])
     for i in items:
         i.is_new = False
         i.unsaved = []
