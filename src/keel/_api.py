@@ -42,8 +42,11 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
         progress: ProgressFn | None = None, store: Store | None = None,
         webhook: str | WebhookSink | None = None,
-        telemetry: Telemetry | None = None) -> RunSummary:
+        telemetry: Telemetry | None = None, encoding: str | None = None) -> RunSummary:
     """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
+
+    ``encoding`` declares the file's text encoding (default: a byte-order mark, else UTF-16
+    by its zero bytes, else UTF-8); gzip, bzip2 and xz files are read as they are.
 
     ``out`` writes one line per decided record to a file; ``webhook`` (a URL or a
     :class:`keel.WebhookSink`) POSTs each decision with an Idempotency-Key, retried with
@@ -53,7 +56,7 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
     caller shuts it down.
     """
     wf = _workflow(workflow)
-    rows = read_rows(source)
+    rows = read_rows(source, encoding=encoding)
     with _opened(store, db) as st:
         runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
         return runner.run(rows, source=str(source), progress=progress)

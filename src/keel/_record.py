@@ -126,6 +126,7 @@ class Item:
     #: per record, end to end: from admission to its decision (set by finish); the one
     #: latency keel reports (run summary, `keel status`, dashboard, metrics)
     latency_ms: float = 0.0
+    conflict: bool = False  # a new version of a key decided from other content (admit)
 
     def log(self, kind: str, detail: dict[str, Any] | None = None, actor: str | None = None,
             model_version: str | None = None, latency_ms: float | None = None,
@@ -179,10 +180,12 @@ def reason_class(item: Item) -> str:
 
 @dataclass(slots=True)
 class Known:
-    """A key the store has seen: its record id and disposition (None while undecided)."""
+    """A key the store has seen: its record id, disposition (None while undecided) and the
+    input it was stored with (JSON text), to tell a repeat from a conflicting new version."""
 
     record_id: str
     disposition: str | None
+    input: str | None = None
 
 
 @dataclass(slots=True)
@@ -195,3 +198,14 @@ class Checkpoint:
     prediction: Prediction
     latency_ms: float
     item: Item
+
+
+@dataclass(slots=True)
+class RawRow:
+    """One row as a source read it: parsed fields, or the reason it could not be parsed."""
+
+    source: str
+    line: int
+    data: dict[str, Any] | None
+    error: str | None = None
+    text: str | None = None

@@ -328,6 +328,13 @@ class StorageRedactor:
                 item.prediction.metadata = r.value(item.prediction.metadata, known)
         return items
 
+    def stored_json(self, raw: dict[str, Any]) -> str:
+        """A row's input as the store keeps it under this policy (JSON text)."""
+        from keel import _json
+
+        r = self.redactor
+        return _json.dumps(r.value(raw, r.known_values(raw)))
+
     def done(self, items: Sequence[Item]) -> None:
         """Forget the batch's sensitive values once its outcomes are written."""
         for item in items:

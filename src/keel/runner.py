@@ -56,6 +56,8 @@ class RunSummary:
     source: str
     read: int = 0
     duplicates: int = 0
+    #: rows that reused a decided key with other content (quarantined under a key of their own)
+    conflicts: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DISPOSITIONS, 0))
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
     failure_causes: Counter[str] = field(default_factory=Counter)
@@ -82,7 +84,8 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "workflow": self.workflow, "run_id": self.run_id, "source": self.source,
-            "read": self.read, "already_decided": self.duplicates, "dispositions": self.counts,
+            "read": self.read, "already_decided": self.duplicates, "key_conflicts": self.conflicts,
+            "dispositions": self.counts,
             "quarantine_reasons": dict(self.quarantine_reasons.most_common()),
             "failure_causes": dict(self.failure_causes.most_common()),
             "review_reasons": dict(self.review_reasons.most_common()),
@@ -215,6 +218,10 @@ class Runner:
         self._inflight: dict[str, Item] = {}  # serving: decided, not yet stored
         self._inflight_lock = threading.Lock()
 
+    def _stored_form(self, raw: dict[str, Any]) -> str:
+        """A row's input as the store keeps it (the storage policy applied)."""
+        return _json.dumps(raw) if self.scrubber is None else self.scrubber.stored_json(raw)
+
     def _checkpoint(self, rows: list[Checkpoint]) -> None:
         """A step's fresh answers: committed now when they were dear, else with the decisions."""
         if self.scrubber is not None:
@@ -297,7 +304,8 @@ class Runner:
         self._register()
         summary = RunSummary(self.wf.name, new_id(), source)
         self.store.start_run(summary.run_id, self.wf.name, "run", source)
-        admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys))
+        admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys),
+                            self._stored_form)
         t0 = time.perf_counter()
         self._load_breakers(reset=False)
         self._open_sinks(summary)
@@ -312,6 +320,7 @@ class Runner:
                     admitted = admitter(batch)
                     summary.read += len(batch)
                     summary.duplicates += len(admitted.duplicates)
+                    summary.conflicts += admitted.conflicts
                     self.store.resume_state(admitted.items)
                     marks("admit")
                     self._process(admitted.items, summary, run_id=summary.run_id, marks=marks)
@@ -362,12 +371,14 @@ class Runner:
         that completes once it is stored: the next batch is decided while this one is
         written. Keys still being written count as decided (answered :class:`Earlier`)."""
         inflight = self._inflight
-        admitter = Admitter(self.wf.key, lambda keys: self._lookup_with_inflight(keys))
+        admitter = Admitter(self.wf.key, lambda keys: self._lookup_with_inflight(keys),
+                            self._stored_form)
         first = summary.read + 1
         rows = [RawRow(summary.source, n, r) for n, r in enumerate(records, first)]
         admitted = admitter(rows)
         summary.read += len(rows)
         summary.duplicates += len(admitted.duplicates)
+        summary.conflicts += admitted.conflicts
         self.store.resume_state(admitted.items)
         keys = [i.key for i in admitted.items]
         with self._inflight_lock:
@@ -389,7 +400,7 @@ class Runner:
         """The store's answer, overridden by keys decided and still being written. The
         in-flight ones are read first: a write that lands in between is then in the store."""
         with self._inflight_lock:
-            flying = {k: Known(i.record_id, i.disposition or "in_flight")
+            flying = {k: Known(i.record_id, i.disposition or "in_flight", _json.dumps(i.raw))
                       for k in keys if (i := self._inflight.get(k)) is not None}
         found = self.store.lookup(self.wf.name, keys)
         found.update(flying)

@@ -106,14 +106,36 @@ def test_empty_and_header_only_files(tmp_path: Path, store: Store, content: str)
 
 
 def test_duplicate_keys_within_a_file_and_across_runs(tmp_path: Path, store: Store) -> None:
-    src = write_csv(tmp_path / "in.csv", [("d1", "first copy"), ("d2", "other"), ("d1", "second copy")])
+    src = write_csv(tmp_path / "in.csv", [("d1", "same text"), ("d2", "other"), ("d1", "same text")])
     s = _run(src, store)
-    assert s.read == 3 and s.decided == 2 and s.duplicates == 1
+    assert s.read == 3 and s.decided == 2 and s.duplicates == 1 and s.conflicts == 0
     (rec,) = keel.trace("d1", store=store)
-    assert rec["input"]["text"] == "first copy"
+    assert rec["input"]["text"] == "same text"
     assert "duplicate_seen" in [e["kind"] for e in rec["events"]]
     again = _run(src, store)
     assert again.decided == 0 and again.duplicates == 3
+
+
+def test_a_key_reused_with_other_content_is_a_conflict_kept_with_both_versions(
+        tmp_path: Path, store: Store) -> None:
+    first = write_csv(tmp_path / "first.csv", [("d1", "first copy"), ("d2", "other")])
+    _run(first, store)
+    second = write_csv(tmp_path / "second.csv", [("d1", "second copy"), ("d2", "other"),
+                                                 ("d3", "new one"), ("d3", "newer one")])
+    s = _run(second, store)
+    assert s.read == 4 and s.duplicates == 1 and s.conflicts == 2
+    assert s.counts["quarantined"] == 2 and s.counts["accepted"] == 1  # d3's first copy
+    found = {q["key"]: q for q in keel.quarantined(store=store)}
+    (d1,) = [k for k in found if k.startswith("d1~conflict-")]
+    (v,) = found[d1]["violations"]
+    assert v["rule"] == "key_conflict" and "already belongs to record" in v["message"]
+    (new,) = keel.trace(d1, store=store)
+    (old,) = keel.trace("d1", store=store)
+    assert new["input"]["text"] == "second copy" and old["input"]["text"] == "first copy"
+    (d3,) = [k for k in found if k.startswith("d3~conflict-")]
+    assert "an earlier row of this run" in found[d3]["violations"][0]["message"]
+    again = _run(second, store)  # the same conflicting rows again: already decided, once
+    assert again.conflicts == 0 and again.duplicates == 4 and again.decided == 0
 
 
 def test_quarantined_records_replay_after_the_contract_is_fixed(tmp_path: Path, store: Store) -> None:

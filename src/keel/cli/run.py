@@ -47,6 +47,8 @@ def render_summary(s: RunSummary) -> None:
         if count or name in ("accepted", "in_review", "quarantined", "failed"):
             table.add_row(name.replace("_", " "), f"{count:,}")
     table.add_row("already decided (skipped)", f"{s.duplicates:,}")
+    if s.conflicts:
+        table.add_row("[yellow]key reused with other content[/]", f"{s.conflicts:,}")
     lat = d["latency_ms"]
     table.add_row("latency per record p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
     table.add_row("cost", f"${d['cost_usd']:.4f}")
@@ -57,6 +59,10 @@ def render_summary(s: RunSummary) -> None:
         if counter:
             reasons = ", ".join(f"{k} ({v})" for k, v in counter.most_common(5))
             console.print(f"[bold]{title}:[/] {reasons}")
+    if s.conflicts:
+        console.print(f"[yellow]{s.conflicts} row(s) reused a key already decided from other "
+                      "content:[/] each is quarantined as KEY~conflict-...; `keel quarantine` "
+                      "lists them with both versions' records")
     if s.dead_letters:
         console.print(f"[yellow]{s.dead_letters} deliveries failed:[/] see `keel deliveries "
                       "--failed`, then `keel deliveries retry`")
@@ -91,6 +97,9 @@ def run_cmd(
     webhook: Annotated[str | None, typer.Option(
         "--webhook", help="POST each decision to this URL (Idempotency-Key, retried).")] = None,
     webhook_header: HeaderOption = None,
+    encoding: Annotated[str | None, typer.Option(
+        "--encoding", help="INPUT's text encoding, e.g. latin-1 (default: a byte-order mark, "
+                           "else UTF-16 by its zero bytes, else UTF-8).")] = None,
     as_json: JsonOption = False,
     otel: tel.OtelOption = None,
     otel_endpoint: tel.OtelEndpointOption = None,
@@ -99,12 +108,13 @@ def run_cmd(
     log_format: tel.LogFormatOption = "auto",
     log_level: tel.LogLevelOption = None,
 ) -> None:
-    """Decide every record in INPUT with the workflow; skip keys already decided."""
+    """Decide every record in INPUT (CSV, JSONL or Parquet; gzip, bzip2 or xz compressed or
+    not) with the workflow; skip keys already decided."""
     opts = tel.TelemetryOptions(otel, otel_endpoint, metrics_file, pushgateway, log_format, log_level)
     with tel.session(opts, db) as telemetry, progress_bar("deciding", not as_json) as tick:
         summary = keel.run(workflow_py, input_file, db=db, out=out, batch_size=batch_size,
                            progress=tick, webhook=_hook(webhook, webhook_header),
-                           telemetry=telemetry)
+                           telemetry=telemetry, encoding=encoding)
     _finish(summary, as_json)
 
 

@@ -1,6 +1,7 @@
 """The stages a record passes through. Each is a callable class with one job."""
 
-from keel.stages.admit import Admitter, RawRow
+from keel._record import RawRow
+from keel.stages.admit import Admitter
 from keel.stages.check import OutputChecker
 from keel.stages.predict import Predictor
 from keel.stages.route import ConfidenceRouter

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel._record import Item, Known, new_id
+from keel import _json
+from keel._record import Item, Known, RawRow, new_id
 from keel.contracts import Violation
-
-
-@dataclass(slots=True)
-class RawRow:
-    """One row as a source read it: parsed fields, or the reason it could not be parsed."""
-
-    source: str
-    line: int
-    data: dict[str, Any] | None
-    error: str | None = None
-    text: str | None = None
 
 
 @dataclass
@@ -26,6 +17,15 @@ class Admitted:
     items: list[Item]
     #: (key, where, record_id or '' when the first copy is in this run)
     duplicates: list[tuple[str, str, str]] = field(default_factory=list)
+    #: rows whose key was seen before with other content (each also an item, quarantined)
+    conflicts: int = 0
+
+
+#: The field a row's raw data gets listing fields that held undecodable bytes.
+UNDECODABLE = "_invalid_utf8"
+
+#: How a conflicting version's key is made from the key it reused.
+CONFLICT_KEY = "{key}~conflict-{digest}"
 
 
 class Admitter:
@@ -33,12 +33,20 @@ class Admitter:
 
     ``lookup(keys)`` answers which keys the store already holds. A key seen before but not
     yet decided (a run that stopped mid-batch) is resumed under its existing record id.
+
+    A key seen again with *other* content is a conflict, never skipped in silence: the new
+    version becomes a record of its own (key ``<key>~conflict-<digest>``), quarantined with a
+    violation naming the record the key already belongs to, so both versions are kept.
+    ``stored_form(raw)`` is the JSON text a row's input is stored as (the workflow's storage
+    policy applied), so a repeat compares equal to what the store holds.
     """
 
-    def __init__(self, key_field: str, lookup: Callable[[list[str]], dict[str, Known]]) -> None:
+    def __init__(self, key_field: str, lookup: Callable[[list[str]], dict[str, Known]],
+                 stored_form: Callable[[dict[str, Any]], str] = _json.dumps) -> None:
         self.key_field = key_field
         self.lookup = lookup
-        self.seen: set[str] = set()
+        self.stored_form = stored_form
+        self.seen: dict[str, str] = {}  # key -> its content as stored
 
     def key_of(self, row: RawRow) -> str:
         """The record key of a row (its key field, or ``source#line`` when it has none)."""
@@ -55,23 +63,44 @@ class Admitter:
         batch: list[Item] = []
         out = Admitted(batch)
         fresh: dict[str, Item] = {}
+        text: dict[str, str] = {}
         for row in rows:
             key = self.key_of(row)
             where = f"{row.source}:{row.line}"
-            if key in self.seen:
+            raw = _raw(row)
+            stored = self.stored_form(raw)
+            earlier = self.seen.get(key)
+            if earlier is not None and earlier != stored:
+                key = _conflict_key(key, stored)
+                if key in self.seen or key in fresh:
+                    out.duplicates.append((key, where, ""))
+                    continue
+                item = self._conflict(self.key_of(row), key, raw, where, "")
+            elif earlier is not None:
                 out.duplicates.append((key, where, ""))
                 if key in fresh:
                     fresh[key].log("duplicate_seen", detail={"at": where})
                 continue
-            self.seen.add(key)
-            item = Item(key=key, raw=_raw(row), source=where)
-            if row.data is None:
-                item.violations.append(Violation("*", "parse", row.error or "row could not be parsed"))
+            else:
+                item = Item(key=key, raw=raw, source=where)
+                if row.data is None:
+                    item.violations.append(Violation("*", "parse",
+                                                     row.error or "row could not be parsed"))
+            self.seen[key] = stored
             fresh[key] = item
+            text[key] = stored
         known = self.lookup(list(fresh)) if fresh else {}
         for key, item in fresh.items():
             hit = known.get(key)
+            if hit is not None and hit.input is not None and hit.input != text[key]:
+                alt = _conflict_key(key, text[key])
+                if alt in known or self.lookup([alt]):
+                    out.duplicates.append((alt, item.source, ""))
+                    continue
+                item = self._conflict(key, alt, item.raw, item.source, hit.record_id)
+                hit = None
             if hit is None:
+                out.conflicts += int(item.conflict)
                 item.record_id = new_id()
                 item.log("received", detail={"source": item.source})
                 batch.append(item)
@@ -84,8 +113,46 @@ class Admitter:
                 out.duplicates.append((key, item.source, hit.record_id))
         return out
 
+    def _conflict(self, key: str, alt: str, raw: dict[str, Any], where: str,
+                  record_id: str) -> Item:
+        """The new version of a reused key, kept as a quarantined record of its own."""
+        owner = f"record {record_id}" if record_id else "an earlier row of this run"
+        item = Item(key=alt, raw=raw, source=where, conflict=True)
+        item.violations.append(Violation(
+            self.key_field, "key_conflict",
+            f"key {key!r} already belongs to {owner} with other content; this version is "
+            f"kept as {alt!r}: compare both (`keel trace {key}`, `keel trace '{alt}'`), fix "
+            "the source, and send the right one under a key of its own"))
+        return item
+
+
+def _conflict_key(key: str, stored: str) -> str:
+    digest = hashlib.sha256(stored.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return CONFLICT_KEY.format(key=key, digest=digest)
+
 
 def _raw(row: RawRow) -> dict[str, Any]:
-    if row.data is not None:
-        return row.data
-    return {"_unparsed": row.text if row.text is not None else ""}
+    if row.data is None:
+        return {"_unparsed": row.text if row.text is not None else ""}
+    raw = row.data
+    bad = [name for name, value in raw.items() if isinstance(value, str) and _not_text(value)]
+    if bad:  # shown as \xNN so the row can be stored; validate quarantines it
+        for name in bad:
+            raw[name] = raw[name].encode("utf-8", "surrogateescape").decode(
+                "utf-8", "backslashreplace").replace("\x00", "\\x00")
+        raw[UNDECODABLE] = [str(n) for n in bad]
+    return raw
+
+
+def _not_text(value: str) -> bool:
+    """Undecodable bytes (kept as surrogates by the reader) or a NUL, which no database text
+    column takes."""
+    if "\x00" in value:
+        return True
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 from keel._record import Item
 from keel.contracts import Contract, Violation
-
-_MARK = "_invalid_utf8"
+from keel.stages.admit import UNDECODABLE
 
 
 def _encoding_violations(raw: dict[str, object]) -> list[Violation]:
-    """Fields holding undecodable bytes. The raw row is rewritten with the bytes shown as
-    ``\\xNN`` and marked, so it can be stored and replay still knows it was bad."""
-    found = []
-    marked = raw.get(_MARK)
-    if isinstance(marked, list):
-        return [Violation(str(name), "encoding", "bytes are not valid UTF-8 (shown as \\xNN); "
-                          "re-export the source as UTF-8 and run it again") for name in marked]
-    for name, value in raw.items():
-        if isinstance(value, str) and not value.isascii():  # ASCII is valid UTF-8
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                found.append(Violation(
-                    str(name), "encoding",
-                    f"bytes at character {exc.start} are not valid UTF-8; "
-                    "re-export the source as UTF-8 and run it again",
-                ))
-                raw[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if found:
-        raw[_MARK] = [v.field for v in found]
-    return found
+    """Fields holding undecodable bytes: admit rewrote them as ``\\xNN`` and marked them (so
+    the row can be stored, and a replay still knows it was bad)."""
+    marked = raw.get(UNDECODABLE)
+    if not isinstance(marked, list):
+        return []
+    return [Violation(str(name), "encoding", "holds bytes that are not text (invalid UTF-8 or a "
+                      "NUL, shown as \\xNN); re-export the source as UTF-8 (or pass --encoding) "
+                      "and run it again") for name in marked]
 
 
 class InputValidator:

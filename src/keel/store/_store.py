@@ -183,16 +183,16 @@ class Store:
         out: dict[str, Known] = {}
         with self.engine.connect() as conn:
             for part in _chunks(keys):
-                for key, rid, disp in conn.exec_driver_sql(self._lookup_sql(len(part)),
-                                                           (workflow, *part)):
-                    out[key] = Known(rid, disp)
+                for key, rid, disp, text in conn.exec_driver_sql(self._lookup_sql(len(part)),
+                                                                 (workflow, *part)):
+                    out[key] = Known(rid, disp, text)
         return out
 
     def _lookup_sql(self, n: int) -> str:
         sql = self._sql.get(("lookup", n))
         if sql is None:
             marks = ", ".join([self._placeholder] * n)
-            sql = (f"SELECT r.key, r.id, d.disposition FROM records r "
+            sql = (f"SELECT r.key, r.id, d.disposition, r.input FROM records r "
                    f"LEFT OUTER JOIN decisions d ON d.record_id = r.id "
                    f"WHERE r.workflow = {self._placeholder} AND r.key IN ({marks})")
             self._sql[("lookup", n)] = sql
