@@ -6,7 +6,7 @@ minimal Typer app answering --help (the floor any Typer CLI pays) in the same ru
 Each command runs as its own process; CPU is user + system time of that child (from
 os.wait4), so a loaded machine inflates it less than wall time. Prints one JSON line per
 command with the median, min and max over the repeats (the commands interleaved), and the
-ratio to the floor. `keel status` reads a store holding the demo's 3,080 decisions.
+ratio to the floor. `keel status` reads a store holding the demo's 1,580 decisions.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 from keel._sinks import FileSink, Sink
 from keel._webhook import WebhookSink
 from keel.errors import NotFoundError
+from keel.redact import DEFAULT
 from keel.store import Store
 from keel.store._delivery import SinkLedger
 
@@ -35,10 +36,13 @@ def deliveries(*, db: str | None = None, failed: bool = False, sink: str | None 
     """Deliveries newest first; ``failed=True`` lists only dead letters (and pending ones)."""
     st = store or Store.open(db)
     try:
-        return SinkLedger(st).listing(failed_only=failed, sink=sink, limit=limit)
+        rows = SinkLedger(st).listing(failed_only=failed, sink=sink, limit=limit)
     finally:
         if store is None:
             st.close()
+    for row in rows:  # a key may hold personal data (a card number used as an id)
+        row["key"] = DEFAULT.text(row["key"]) if row.get("key") else row.get("key")
+    return rows
 
 
 def retry_deliveries(*, db: str | None = None, sink: str | None = None,

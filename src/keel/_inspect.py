@@ -35,7 +35,7 @@ def status(*, db: str | None = None, workflow: str | None = None,
         return [q.status(st, n) for n in names]
 
 
-def _redacted(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def masked(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with personal data masked, per their workflow's declared sensitive fields."""
     from keel.store._monitor import workflow_specs
 
@@ -53,7 +53,7 @@ def trace(key: str, *, db: str | None = None, workflow: str | None = None,
     with opened(store, db) as st:
         found = q.trace(st, key, workflow)
         if found and not raw:
-            found = _redacted(st, found)
+            found = masked(st, found)
     if not found:
         raise NotFoundError(f"no record with key {key!r}; `keel status` lists what the store holds")
     return found
@@ -64,4 +64,4 @@ def quarantined(*, db: str | None = None, workflow: str | None = None,
     """Open quarantine entries; personal data is masked unless ``raw``."""
     with opened(store, db) as st:
         rows = q.quarantined(st, workflow)
-        return rows if raw else _redacted(st, rows)
+        return rows if raw else masked(st, rows)

@@ -66,6 +66,10 @@ STRUCTURAL_KEYS = frozenset({
 })
 
 
+#: Keys whose values are a record's own data (its input): nothing in them is keel's.
+USER_DATA = frozenset({"input", "raw"})
+
+
 def luhn_ok(digits: str) -> bool:
     """The Luhn checksum every payment card number satisfies."""
     total = 0
@@ -251,9 +255,17 @@ class Redactor:
                 out[k] = v if k in STRUCTURAL_KEYS else self.text(v, known)
             elif kind in _SCALARS or v is None:
                 out[k] = v
+            elif k in USER_DATA and kind is dict:
+                out[k] = self._user(v, known)
             else:
                 out[k] = self.value(v, known)
         return out
+
+    def _user(self, value: dict[Any, Any], known: Sequence[str]) -> dict[Any, Any]:
+        """A record's own data: every field is the user's, even one named like keel's ids."""
+        return {k: (self.mask(v) if self.is_sensitive(str(k)) and not isinstance(v, (dict, list))
+                    else self.text(v, known) if isinstance(v, str) else self.value(v, known))
+                for k, v in value.items()}
 
     def _mapping(self, value: Mapping[Any, Any], known: Sequence[str]) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
@@ -262,6 +274,8 @@ class Redactor:
             name = str(k)
             if self.is_sensitive(name):
                 out[k] = self.mask(v) if not isinstance(v, (dict, list)) else MASK
+            elif name in USER_DATA and isinstance(v, dict):
+                out[k] = self._user(v, known)
             elif name in STRUCTURAL_KEYS and not isinstance(v, (dict, list)):
                 out[k] = v
             elif quoting and name == "message" and isinstance(v, str):

@@ -23,7 +23,7 @@ from keel._loop import LoopThread
 from keel._policy import Policy
 from keel._record import DISPOSITIONS, BatchTally, Checkpoint, Item, Known, new_id
 from keel._sinks import Sink
-from keel.redact import StorageRedactor
+from keel.redact import Redactor, StorageRedactor
 from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
 from keel.stages import (
     Admitter,
@@ -191,6 +191,7 @@ class Runner:
         self.writer_process_after = writer_process_after
         self.sinks = list(sinks)
         self._sink_names = [s.name for s in self.sinks]
+        self._line_mask = Redactor(workflow.sensitive_fields)
         self.ledger = SinkLedger(store)
         self.breaker_book = BreakerBook(store)
         self.policy = workflow.policy
@@ -524,7 +525,7 @@ class Runner:
         if self.telemetry is not None:
             self.telemetry.on_batch(self.wf, run_id, items, mark, tally)
         if self.sinks:
-            self._deliver([_line(i) for i in items], summary)
+            self._deliver([_line(i, self._line_mask) for i in items], summary)
 
     def _deliver(self, lines: list[dict[str, Any]], summary: RunSummary) -> None:
         for sink in self.sinks:
@@ -597,9 +598,15 @@ def _dear(rows: Sequence[Checkpoint]) -> bool:
     return slowest >= DEAR_MS_PER_RECORD
 
 
-def _line(i: Item) -> dict[str, Any]:
-    return {"key": i.key, "record_id": i.record_id, "disposition": i.disposition,
-            "reason": i.reason, "confidence": i.prediction.confidence if i.prediction else None,
+def _line(i: Item, red: Redactor) -> dict[str, Any]:
+    """What a sink receives for a record: the decided output as it is (the business result);
+    personal data in the key (a card number used as an id) and in the reason (a violation
+    quoting the input) masked. ``record_id`` is the handle to join on."""
+    known = red.known_values(i.raw) if red.sensitive else ()
+    return {"key": red.text(i.key, known), "record_id": i.record_id,
+            "disposition": i.disposition,
+            "reason": red.text(i.reason, known) if i.reason else i.reason,
+            "confidence": i.prediction.confidence if i.prediction else None,
             "model_version": i.predicted_by, "output": i.output}
 
 

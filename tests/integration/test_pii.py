@@ -175,3 +175,65 @@ def test_keel_cli_masks_unless_raw(tmp_path: Path, capsys: pytest.CaptureFixture
     exported = cli("audit", "export", "--out", str(tmp_path / "events.jsonl"))
     assert exported.returncode == 0
     assert _leaks((tmp_path / "events.jsonl").read_text()) == []
+
+
+def test_no_command_or_endpoint_shows_personal_data(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep: every command that prints records and every endpoint that serves them, on a
+    store holding the corpus, including a record whose key is a card number."""
+    from fastapi.testclient import TestClient
+    from tests.server._live import app_for, bearer, keys
+
+    wf, src = _setup(tmp_path, "raw")
+    with src.open("a") as fh:  # the key itself is a card number
+        fh.write(f'{CARD.replace(" ", "")},{NAME},{EMAIL},"unsure: {PHONE}"\n')
+    db = f"sqlite:///{tmp_path / 'keel.db'}"
+
+    def cli(*args: str) -> str:
+        res = keel_cli(capsys, *args, "--db", db) if args[0] != "run" else keel_cli(capsys, *args)
+        assert "Traceback" not in res.stderr, res.stderr
+        return res.stdout + res.stderr
+
+    out = cli("run", str(wf), str(src), "--db", db, "--out", str(tmp_path / "out.jsonl"))
+    seen = [out, (tmp_path / "out.jsonl").read_text()]
+    tasks = json.loads(cli("review", "list", "--json"))
+    assert len(tasks) == 2
+    seen += [cli("review", "list"), cli("quarantine"), cli("quarantine", "--json"), cli("status"),
+             cli("status", "--json"), cli("deliveries")]
+    for task in tasks:
+        seen += [cli("review", "show", task["id"]), cli("review", "show", task["id"], "--json")]
+    for key in ("c1", "c2", "c5", CARD.replace(" ", "")):
+        seen += [cli("trace", key), cli("trace", key, "--json")]
+    first = tasks[0]["id"]
+    seen.append(cli("review", "decide", first, "--accept", "--reviewer", "qa"))
+    cli("labels", "export", str(tmp_path / "labels.csv"))
+    cli("audit", "export", "--out", str(tmp_path / "events.jsonl"))
+    seen += [(tmp_path / "labels.csv").read_text(), (tmp_path / "events.jsonl").read_text()]
+    raw = cli("review", "show", tasks[1]["id"], "--json", "--raw")
+    assert EMAIL in raw  # admins can still see it, when they ask
+    store = Store.open(db)
+    try:
+        k = keys(store)
+        app = app_for(store, workflow=keel.load_workflow(wf))
+        with TestClient(app) as client:
+            h = bearer(k["admin"])
+            listed = client.get("/v1/review/tasks", headers=h).json()
+            seen.append(json.dumps(listed))
+            for task in listed:
+                seen.append(client.get(f"/v1/review/tasks/{task['id']}", headers=h).text)
+                seen.append(client.get(f"/v1/records/{task['record_id']}", headers=h).text)
+            seen.append(client.post("/v1/review/claim", json={}, headers=h).text)
+            seen += [client.get("/v1/dashboard", headers=h).text,
+                     client.get("/metrics", headers=h).text]
+            page = client.get("/login")
+            csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            client.post("/login", data={"key": k["reviewer"], "csrf": csrf})
+            seen.append(client.get("/ui/review").text)
+            for task in listed:
+                seen.append(client.get(f"/ui/review/tasks/{task['id']}").text)
+                seen.append(client.get(f"/ui/records/{task['record_id']}").text)
+    finally:
+        store.close()
+    where = [(n, [ln for ln in text.splitlines() if _leaks(ln)][:3])
+             for n, text in enumerate(seen) if _leaks(text)]
+    assert where == [], where

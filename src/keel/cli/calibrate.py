@@ -118,14 +118,17 @@ def retrain_cmd(workflow_py: WorkflowPy, db: DbOption = None, as_json: JsonOptio
 def export_cmd(
     file: Annotated[Path, typer.Argument(help="Where to write: .csv or .parquet.")],
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Export personal data unmasked (admins, for training elsewhere).")] = False,
     db: DbOption = None,
 ) -> None:
-    """Every review and audit decision as a labelled example, with lineage."""
+    """Every review and audit decision as a labelled example, with lineage (personal data
+    masked unless --raw)."""
     from keel import review  # start-up: see keel.cli
 
     store = keel.Store.open(db)
     try:
-        n = review.export_labels(store, file, workflow)
+        n = review.export_labels(store, file, workflow, raw=raw)
     finally:
         store.close()
     console.print(f"wrote {n:,} labelled examples to {file}")

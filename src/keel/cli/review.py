@@ -24,6 +24,8 @@ review_app = typer.Typer(help="Review what the model could not decide alone.",
 
 WorkflowOption = Annotated[str | None, typer.Option("--workflow", "-w", help="Only this workflow.")]
 ReasonOption = Annotated[str | None, typer.Option(help="Only tasks with this reason.")]
+RawOption = Annotated[bool, typer.Option(
+    "--raw", help="Show personal data unmasked (admins only: the output is not redacted).")]
 ReviewerOption = Annotated[
     str | None,
     typer.Option("--reviewer", envvar="KEEL_REVIEWER",
@@ -63,11 +65,12 @@ def list_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
     db: DbOption = None,
     as_json: JsonOption = False,
+    raw: RawOption = False,
 ) -> None:
-    """Review tasks, highest priority first, then earliest due."""
+    """Review tasks, highest priority first, then earliest due (personal data masked)."""
     with open_queue(db) as q:
         rows = q.list(status=None if status == "all" else status, reason=reason, limit=limit,
-                      workflow=workflow)
+                      workflow=workflow, raw=raw)
     if as_json:
         print_json(rows)
         return
@@ -117,10 +120,12 @@ def show_cmd(
     task_id: Annotated[str, typer.Argument(help="The task id (from `keel review list`).")],
     db: DbOption = None,
     as_json: JsonOption = False,
+    raw: RawOption = False,
 ) -> None:
-    """One task: the input, the model's output and confidence, and why it is here."""
+    """One task: the input, the model's output and confidence, and why it is here (personal
+    data masked)."""
     with open_queue(db) as q:
-        task = q.get(task_id)
+        task = q.get(task_id, raw=raw)
     if as_json:
         print_json(task)
         return

@@ -12,6 +12,7 @@ from typing import Any
 from keel import _json
 from keel.errors import ConfigError
 from keel.models._base import Model
+from keel.redact import for_spec
 from keel.store import Store
 from keel.store import _review as sql
 from keel.workflow import Workflow
@@ -51,13 +52,26 @@ def flat_rows(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[dict[str,
     return columns, out
 
 
-def export_labels(store: Store, path: str | Path, workflow: str | None = None) -> int:
-    """Write the labels to a CSV or Parquet file (by extension); returns how many."""
+def export_labels(store: Store, path: str | Path, workflow: str | None = None, *,
+                  raw: bool = False) -> int:
+    """Write the labels to a CSV or Parquet file (by extension); returns how many. Personal
+    data is masked unless ``raw`` (training elsewhere needs the text as it was; `keel retrain`
+    reads the labels from the store itself)."""
     file = Path(path)
     suffix = file.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ConfigError(f"{file}: export labels to a .csv or .parquet file")
-    columns, rows = flat_rows(labels(store, workflow))
+    found = labels(store, workflow)
+    if not raw:
+        from keel.store._monitor import workflow_specs
+
+        specs = workflow_specs(store)
+        masked = []
+        for row in found:
+            red = for_spec(specs.get(row["workflow"]))
+            masked.append(red.value(row, red.known_values(row.get("input"))))
+        found = masked
+    columns, rows = flat_rows(found)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".tmp")
     if suffix == ".csv":

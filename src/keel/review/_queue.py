@@ -19,6 +19,7 @@ from keel._policy import Policy
 from keel._record import new_id
 from keel.contracts import Contract
 from keel.errors import InvalidDecision, LeaseConflict, NotFoundError
+from keel.redact import for_spec
 from keel.stages.route import audit_draw
 from keel.store import Store
 from keel.store import _review as sql
@@ -65,8 +66,10 @@ class ReviewQueue:
 
     # -- reading ------------------------------------------------------------------------------
     def list(self, status: str | None = "open", reason: str | None = None, limit: int = 100,
-             workflow: str | None = None, queue: str | None = None) -> list[dict[str, Any]]:
-        """Tasks, highest priority first, then earliest due. Overdue tasks are escalated first."""
+             workflow: str | None = None, queue: str | None = None,
+             raw: bool = False) -> list[dict[str, Any]]:
+        """Tasks, highest priority first, then earliest due. Overdue tasks are escalated first.
+        Personal data is masked unless ``raw`` (admins)."""
         if self.auto_escalate and status in (None, "open"):
             self.escalate_overdue()
         name = workflow or (self.workflow.name if self.workflow else None)
@@ -76,10 +79,20 @@ class ReviewQueue:
         for row in rows:
             row["overdue"] = row["status"] == "open" and row["due_at"] < now
             row["leased"] = bool(row["claimed_by"] and (row["lease_until"] or 0) >= now)
-        return rows
+        return rows if raw else [self._masked(r) for r in rows]
 
-    def get(self, task_id: str) -> dict[str, Any]:
-        """The task, the record's key and input, the model's output and confidence, and why."""
+    def get(self, task_id: str, raw: bool = False) -> dict[str, Any]:
+        """The task, the record's key and input, the model's output and confidence, and why.
+        Personal data (the workflow's sensitive fields; e-mail addresses, phone, card and IBAN
+        numbers anywhere, the key included) is masked unless ``raw`` (admins)."""
+        task = self._get(task_id)
+        return task if raw else self._masked(task)
+
+    def _masked(self, task: dict[str, Any]) -> dict[str, Any]:
+        red = for_spec(self._spec(task["workflow"]))
+        return red.value(task, red.known_values(task.get("input")))  # type: ignore[no-any-return]
+
+    def _get(self, task_id: str) -> dict[str, Any]:
         task = sql.task_context(self.store, task_id)
         if task is None:
             raise NotFoundError(f"no review task {task_id!r}; `keel review list` shows open tasks")
@@ -115,10 +128,10 @@ class ReviewQueue:
         return None
 
     def _claim_one(self, task_id: str, reviewer: str, lease_s: float) -> dict[str, Any]:
-        task = self.get(task_id)
+        task = self._get(task_id)
         self._check_open(task, reviewer)
         if not sql.claim(self.store, task_id, reviewer, lease_s, self.clock()):
-            self._check_open(self.get(task_id), reviewer)
+            self._check_open(self._get(task_id), reviewer)
             raise LeaseConflict(f"task {task_id} could not be claimed; try again")
         return self.get(task_id)
 
@@ -153,13 +166,13 @@ class ReviewQueue:
         if decision not in DECISIONS:
             raise InvalidDecision(
                 f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
-        task = self.get(task_id)
+        task = self._get(task_id)
         self._check_open(task, reviewer)
         contract = self.contract(task["workflow"])
         final = self._final_output(task, decision, output, reason, contract)
         write = self._plan(task, reviewer, decision, final, reason, contract)
         if not sql.commit_decision(self.store, write):
-            self._check_open(self.get(task_id), reviewer)
+            self._check_open(self._get(task_id), reviewer)
             raise LeaseConflict(f"task {task_id} changed while deciding; reload it")
         task.update(status="decided", decided_by=reviewer, decided_at=write.now,
                     decision=decision, output=final, note=reason, claimed_by=reviewer,
@@ -168,7 +181,7 @@ class ReviewQueue:
             task["disposition"] = write.record_update.get("disposition", task["disposition"])
             task["decision_output"] = final
         task["second_review_id"] = write.second_review["id"] if write.second_review else None
-        return task
+        return self._masked(task)
 
     def _final_output(self, task: dict[str, Any], decision: str, output: dict[str, Any] | None,
                       reason: str | None, contract: Contract | None) -> dict[str, Any] | None:

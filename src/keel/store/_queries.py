@@ -92,14 +92,18 @@ def expand_segments(rows: Iterable[Mapping[str, Any]] | Any) -> list[dict[str, A
 
 
 def trace(store: Store, key: str, workflow: str | None = None) -> list[dict[str, Any]]:
-    """Every record with this key (one per workflow, or the one workflow given)."""
+    """Every record with this key (one per workflow, or the one workflow given); a record id
+    finds its record too (links use ids, so a key holding personal data is never in a URL)."""
     r, e, d, p, rt = t.records, t.events, t.decisions, t.predictions, t.review_tasks
     out = []
     with store.engine.connect() as conn:
         q = select(r).where(r.c.key == key)
         if workflow:
             q = q.where(r.c.workflow == workflow)
-        for rec in conn.execute(q).mappings().all():
+        found = conn.execute(q).mappings().all()
+        if not found:
+            found = conn.execute(select(r).where(r.c.id == key)).mappings().all()
+        for rec in found:
             rid = rec["id"]
             evs = expand_segments(conn.execute(select(e).where(e.c.record_id == rid)
                                                .order_by(e.c.seq)).mappings())

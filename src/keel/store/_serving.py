@@ -207,7 +207,8 @@ def similar_decisions(store: Store, workflow: str, record_id: str, text: Any,
         if score > 0:
             scored.append((score, row, model_said, same))
     scored.sort(key=lambda s: -s[0])
-    return [{"key": row["key"], "input": _json.loads(row["input"]), "model_output": model_said,
+    return [{"key": row["key"], "record_id": row["record_id"], "workflow": workflow,
+             "input": _json.loads(row["input"]), "model_output": model_said,
              "decision": row["decision"],
              "final_output": _json.loads(row["output"]) if row["output"] else model_said,
              "decided_by": row["decided_by"], "decided_at": row["decided_at"],

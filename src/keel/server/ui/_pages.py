@@ -12,6 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 import keel
+from keel._inspect import masked
 from keel.errors import KeelError, LeaseConflict, NotFoundError
 from keel.server._http import LoginRequired, Reader
 from keel.server._keys import Principal
@@ -146,14 +147,16 @@ def task_page(request: Request, who: Person, task_id: str) -> Response:
         except LeaseConflict as exc:
             request.session["flash"] = f"Someone else is reviewing that task ({exc.message})."
             return RedirectResponse("/ui/review", 303)
-    record = keel.trace(task["key"], store=state.store, workflow=state.workflow.name)[0]
+    record = keel.trace(task["record_id"], store=state.store, workflow=state.workflow.name)[0]
     model_output = task.get("model_output")
     schema = state.workflow.output.model_json_schema()
     fields = form_fields(schema)
     suggestions = {f.name: sq.output_values(state.store, state.workflow.name, f.name)
                    for f in fields if f.kind == "text"}
-    similar = sq.similar_decisions(state.store, state.workflow.name, record["record_id"],
-                                   _text_of(record["input"], state.workflow.key), model_output)
+    raw = keel.trace(task["record_id"], store=state.store, workflow=state.workflow.name, raw=True)[0]
+    similar = masked(state.store, sq.similar_decisions(
+        state.store, state.workflow.name, record["record_id"],
+        _text_of(raw["input"], state.workflow.key), q.get(task_id, raw=True).get("model_output")))
     return page(request, "task.html", who, task=task, record=record, model_output=model_output,
                 confidence=task.get("confidence"), fields=fields, suggestions=suggestions,
                 similar=similar, why=REASONS.get(task["reason"], task["reason"]),
@@ -181,7 +184,7 @@ def find_record(request: Request, who: Person, key: str = "") -> Response:
 @router.get("/ui/records/{key:path}")
 def record_page(request: Request, who: Person, key: str) -> Response:
     state = request.app.state
-    try:
+    try:  # a key or a record id (links use ids: a key may hold personal data)
         record = keel.trace(key, store=state.store, workflow=state.workflow.name)[0]
     except NotFoundError:
         return page(request, "record.html", who, 404, record=None, missing=key)
