@@ -15,12 +15,13 @@ LOGPROBS = [-0.01, -0.2, -0.01]
 
 
 def completion(content: str, *, finish: str = "stop", refusal: str | None = None,
-               logprobs: bool = True) -> dict[str, Any]:
+               logprobs: bool = True, values: list[Any] | None = None) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "finish_reason": finish,
                               "message": {"role": "assistant", "content": content,
                                           "refusal": refusal}}
     if logprobs:
-        choice["logprobs"] = {"content": [{"token": "t", "logprob": lp} for lp in LOGPROBS]}
+        choice["logprobs"] = {"content": [{"token": "t", "logprob": lp}
+                                          for lp in (values or LOGPROBS)]}
     return {"id": "x", "model": "tiny-llm", "choices": [choice],
             "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
 
@@ -55,6 +56,16 @@ class FakeLLM:
             return Reply(200, completion('{"label": "lo', finish="length"))
         if "always-wrong" in text:
             return Reply(200, completion('{"colour": "blue"}'))
+        if "positive-logprob" in text:
+            return Reply(200, completion(json.dumps({"label": "long"}), values=[-0.1, 0.7]))
+        if "null-logprob" in text:
+            return Reply(200, completion(json.dumps({"label": "long"}), values=[-0.1, None]))
+        if "nan-logprob" in text:
+            return Reply(200, b'{"id": "x", "model": "tiny-llm", "choices": [{"index": 0, '
+                              b'"finish_reason": "stop", "message": {"role": "assistant", '
+                              b'"content": "{\\"label\\": \\"long\\"}"}, "logprobs": {"content": '
+                              b'[{"token": "t", "logprob": NaN}]}}], "usage": {"prompt_tokens": 20, '
+                              b'"completion_tokens": 5, "total_tokens": 25}}')
         if "confidence" in text:
             return Reply(200, completion('{"label": "sure", "certainty": 0.42}', logprobs=False))
         return Reply(200, completion(json.dumps({"label": "long"})))

@@ -1,4 +1,6 @@
-"""A circuit breaker per model version: closed, open, half-open.
+"""A circuit breaker per workflow and model version: closed, open, half-open.
+
+Keyed by both, so one workflow's outage of a shared model never stops another's calls.
 
 Closed: calls pass; the outcome of each record of each call goes into a sliding window, and
 when at least ``min_calls`` outcomes are there and ``failure_ratio`` of them failed, the
@@ -39,8 +41,9 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class BreakerState:
-    """What the store keeps: one row per model version."""
+    """What the store keeps: one row per workflow and model version."""
 
+    workflow: str
     model_version: str
     state: str
     failures: int
@@ -49,7 +52,8 @@ class BreakerState:
 
 
 class CircuitBreaker:
-    def __init__(self, model_version: str, policy: BreakerPolicy) -> None:
+    def __init__(self, model_version: str, policy: BreakerPolicy, workflow: str = "") -> None:
+        self.workflow = workflow
         self.model_version = model_version
         self.policy = policy
         self.state = CLOSED
@@ -127,8 +131,8 @@ class CircuitBreaker:
         self.changed = True
 
     def snapshot(self) -> BreakerState:
-        return BreakerState(self.model_version, self.state, self.failures, self.opened_at,
-                            time.time())
+        return BreakerState(self.workflow, self.model_version, self.state, self.failures,
+                            self.opened_at, time.time())
 
     def as_dict(self) -> dict[str, Any]:
         return {"model_version": self.model_version, "state": self.state,

@@ -38,15 +38,19 @@ Third-party errors are mapped at the boundary with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KeelError(Exception):
-    """Root of every error keel raises on purpose."""
+    """Root of every error keel raises on purpose. ``problems`` itemises what was wrong (a
+    request's records that break the input contract, say), for APIs to return."""
 
     code = "keel.error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.problems = problems
 
 
 class UserError(KeelError):

@@ -254,12 +254,12 @@ class Runner:
             return
         version = step.model.version
         if version not in self.breakers:
-            self.breakers[version] = CircuitBreaker(version, policy)
+            self.breakers[version] = CircuitBreaker(version, policy, self.wf.name)
         caller.set_breaker(self.breakers[version])
 
     def _load_breakers(self, *, reset: bool) -> None:
         """Continue from the breaker states in the store (or close them all for a replay)."""
-        saved = self.breaker_book.load(list(self.breakers))
+        saved = self.breaker_book.load(self.wf.name, list(self.breakers))
         for version, breaker in self.breakers.items():
             if reset:
                 breaker.reset()
@@ -395,7 +395,7 @@ class Runner:
         for key, _where, rid in admitted.duplicates:
             if rid:
                 answers[key] = Earlier(key, rid)
-        return [answers[admitter.key_of(row)] for row in rows], stored
+        return [answers[key] for key in admitted.keys], stored
 
     def _lookup_with_inflight(self, keys: list[str]) -> dict[str, Known]:
         """The store's answer, overridden by keys decided and still being written. The

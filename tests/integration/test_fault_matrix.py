@@ -250,3 +250,32 @@ def test_a_carried_record_gets_only_its_remaining_attempts(tmp_path: Path, store
     (rec,) = keel.trace("k0", store=store)
     tries = [e["detail"]["attempt"] for e in rec["events"] if e["kind"] == "attempt_failed"]
     assert tries == [1, 2, 3] and rec["decision"]["attempts"] == 3
+
+
+def test_one_workflows_outage_never_trips_anothers_breaker(tmp_path: Path, store: Store) -> None:
+    """Two workflows share one model; all of one's calls fail. Its breaker opens; the other's
+    calls still go through, on a breaker of its own."""
+    from keel.resilience import BreakerPolicy, Resilience, RetryPolicy
+
+    def answer(msg: Any) -> tuple[dict[str, str], float]:
+        if "boom" in msg.text:
+            raise keel.ModelUnavailable("upstream 503")
+        return {"label": "long"}, 0.95
+
+    shared = keel.FunctionModel(answer, version="shared-1")
+    shared.resilience = Resilience(retry=RetryPolicy(max_attempts=1),
+                                   breaker=BreakerPolicy(window=10, min_calls=5,
+                                                         reset_timeout_s=600))
+    broken = make(shared, name="broken", policy=keel.Policy(threshold=0.5, audit_rate=0.0,
+                                                            on_model_failure="review"))
+    healthy = make(shared, name="healthy")
+    keel.run(broken, write_csv(tmp_path / "a.csv", [(f"a{i}", "boom now") for i in range(20)]),
+             store=store, batch_size=5)
+    s = keel.run(healthy, write_csv(tmp_path / "b.csv", [(f"b{i}", "fine message")
+                                                          for i in range(20)]),
+                 store=store, batch_size=5)
+    assert s.counts["accepted"] == 20  # not a single call skipped for the other's outage
+    by_wf = {st["workflow"]: {b["model_version"]: b["state"] for b in st["breakers"]}
+             for st in keel.status(store=store)}
+    assert by_wf["broken"] == {"shared-1": "open"}
+    assert by_wf["healthy"].get("shared-1", "closed") == "closed"  # never tripped

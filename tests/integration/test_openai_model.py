@@ -140,3 +140,18 @@ def test_version_changes_with_the_prompt() -> None:
     b = keel.OpenAIModel("m", prompt="Label: {text}")
     assert a.version != b.version
     assert a.version == keel.OpenAIModel("m", prompt="Classify: {text}").version
+
+
+@pytest.mark.parametrize("text", ["positive-logprob here", "null-logprob here", "nan-logprob here"])
+def test_an_impossible_logprob_is_never_a_confident_decision(tmp_path: Path, store: Store,
+                                                             text: str) -> None:
+    """A positive, null or NaN log-probability would make any confidence up: the answer is an
+    adapter error (no re-ask, its cost kept) and the record goes to the fallback."""
+    s, seen = _run(tmp_path, store, {"p": text})
+    assert s.counts["fallback"] == 1 and s.counts["accepted"] == 0
+    assert len(seen) == 1
+    rec = _decision(store, "p")
+    (failed,) = [e for e in rec["events"] if e["kind"] == "attempt_failed"]
+    assert failed["detail"]["code"] == "keel.model.malformed"
+    assert "impossible log-probability" in failed["detail"]["error"]
+    assert failed["cost_usd"] == pytest.approx(CALL_COST)

@@ -156,7 +156,7 @@ def test_runner_decide_answers_once_stored_and_knows_repeats(store: Store) -> No
     try:
         first = runner.decide([{"id": "a", "text": "message one"}, {"id": "b", "text": "unsure"}],
                               summary)
-        again = runner.decide([{"id": "a", "text": "message one again"}], summary)
+        again = runner.decide([{"id": "a", "text": "message one"}], summary)
     finally:
         runner.finish_serving(summary)
     assert [i.disposition for i in first] == ["accepted", "in_review"]  # type: ignore[union-attr]

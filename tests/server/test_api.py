@@ -27,13 +27,21 @@ def test_one_record_is_decided_once(api: tuple[TestClient, dict[str, str]]) -> N
     body = first.json()
     assert body["disposition"] == "accepted" and body["output"] == {"label": "long"}
     assert body["already_decided"] is False and body["confidence"] == 0.95
-    again = client.post("/v1/decisions", json={"id": "t1", "text": "something else"}, headers=h)
+    again = client.post("/v1/decisions", json={"id": "t1", "text": "where is my card"}, headers=h)
     assert again.status_code == 200
     assert again.json()["already_decided"] is True
     assert again.json()["record_id"] == body["record_id"]
     assert again.json()["output"] == {"label": "long"}  # the stored decision, not a new one
+    other = client.post("/v1/decisions", json={"id": "t1", "text": "something else"}, headers=h)
+    assert other.status_code == 200  # the key reused with other content: kept, never skipped
+    assert other.json()["disposition"] == "quarantined"
+    assert other.json()["key"].startswith("t1~conflict-")
+    assert other.json()["violations"][0]["rule"] == "key_conflict"
+    same = client.post("/v1/decisions", json={"id": "t1", "text": "something else"}, headers=h)
+    assert same.json()["already_decided"] is True
+    assert same.json()["record_id"] == other.json()["record_id"]
     status = client.get("/v1/status", headers=h).json()
-    assert status["records"] == 1 and status["dispositions"]["accepted"] == 1
+    assert status["records"] == 2 and status["dispositions"]["accepted"] == 1
 
 
 def test_unsure_record_answers_202_with_its_review_task(
@@ -56,20 +64,27 @@ def test_batch_answers_every_record_in_order(api: tuple[TestClient, dict[str, st
     client, k = api
     records = [{"id": f"b{i}", "text": "unsure" if i % 3 == 0 else f"message {i}"}
                for i in range(20)]
-    records += [{"id": "b1", "text": "repeat in the same batch"}, {"id": "bad", "text": ""}]
+    records += [{"id": "b1", "text": "message 1"}, {"id": "b1", "text": "b1 with other text"}]
+    bad = client.post("/v1/decisions", json={"records": [*records, {"id": "bad", "text": ""}]},
+                      headers=bearer(k["submitter"]))
+    assert bad.status_code == 422  # a record that breaks the input contract: nothing decided
+    (problem,) = bad.json()["error"]["problems"]
+    assert (problem["record"], problem["key"], problem["field"]) == (22, "bad", "text")
+    assert client.get("/v1/status", headers=bearer(k["submitter"])).json()["records"] == 0
     resp = client.post("/v1/decisions", json={"records": records}, headers=bearer(k["submitter"]))
     assert resp.status_code == 200
     body = resp.json()
     results = body["results"]
-    assert [r["key"] for r in results] == [r["id"] for r in records]
-    # one answer per record sent: b1's repeat carries b1's (accepted) decision again
+    # one answer per record sent: b1's repeat carries b1's (accepted) decision again; a
+    # repeat with other content is a conflict, kept apart and quarantined
+    assert [r["key"] for r in results[:21]] == [r["id"] for r in records[:21]]
     assert body["counts"] == {"accepted": 14, "in_review": 7, "quarantined": 1}
     assert results[20]["already_decided"] is True
     assert results[20]["record_id"] == results[1]["record_id"]
-    assert results[21]["disposition"] == "quarantined"
-    assert results[21]["violations"][0]["field"] == "text"
+    assert results[21]["key"].startswith("b1~conflict-")
+    assert results[21]["violations"][0]["rule"] == "key_conflict"
     status = client.get("/v1/status", headers=bearer(k["submitter"])).json()
-    # nothing lost: 21 distinct keys, each in exactly one disposition
+    # nothing lost: 20 distinct keys and the conflict, each in exactly one disposition
     assert status["records"] == 21 == sum(status["dispositions"].values())
 
 
@@ -97,7 +112,13 @@ def test_admin_changes_routing_from_the_next_request(
     unsure = client.post("/v1/decisions", json={"id": "r1", "text": "unsure one"},
                          headers=bearer(k["submitter"]))
     assert unsure.json()["disposition"] == "in_review"
-    changed = client.put("/v1/routing", json={"threshold": 0.2, "note": "pilot"},
+    refused = client.put("/v1/routing", json={"threshold": 0.2, "note": "pilot"},
+                         headers=bearer(k["admin"]))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "keel.request.invalid"
+    assert "below the workflow's declared threshold (0.800)" in refused.json()["error"]["message"]
+    assert client.get("/v1/routing", headers=bearer(k["reviewer"])).json()["threshold"] == 0.8
+    changed = client.put("/v1/routing", json={"threshold": 0.2, "note": "pilot", "override": True,
+                                              "reason": "two-week pilot, every decision audited"},
                          headers=bearer(k["admin"]))
     assert changed.status_code == 200 and changed.json()["threshold"] == 0.2
     now = client.post("/v1/decisions", json={"id": "r2", "text": "unsure two"},
@@ -109,7 +130,8 @@ def test_admin_changes_routing_from_the_next_request(
 def test_routing_change_outlives_a_restart(store: Store) -> None:
     k = keys(store)
     with TestClient(app_for(store)) as client:
-        client.put("/v1/routing", json={"threshold": 0.25}, headers=bearer(k["admin"]))
+        client.put("/v1/routing", json={"threshold": 0.25, "override": True, "reason": "pilot"},
+                   headers=bearer(k["admin"]))
     with TestClient(app_for(store)) as again:
         policy = again.get("/v1/routing", headers=bearer(k["admin"])).json()
         assert policy["threshold"] == 0.25 and policy["version"] == "tickets@1"
@@ -192,7 +214,8 @@ def test_concurrent_requests_with_one_key_are_decided_once(store: Store) -> None
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=transport, base_url="http://keel") as client:
             async def post(n: int) -> dict[str, object]:
-                records = [{"id": f"c{(n + i) % 30}", "text": f"message {i}"} for i in range(20)]
+                records = [{"id": f"c{(n + i) % 30}", "text": f"message {(n + i) % 30}"}
+                           for i in range(20)]
                 r = await client.post("/v1/decisions", json={"records": records},
                                       headers=bearer(k["submitter"]))
                 assert r.status_code == 200, r.text

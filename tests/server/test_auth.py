@@ -103,10 +103,10 @@ def test_browser_session_needs_csrf_token_for_changes(
     client, k = api
     token = _login(client, k["admin"])
     assert client.get("/v1/status").status_code == 200  # the session cookie signs us in
-    no_token = client.put("/v1/routing", json={"threshold": 0.5})
+    no_token = client.put("/v1/routing", json={"threshold": 0.9})
     assert no_token.status_code == 403
     assert no_token.json()["error"]["code"] == "keel.auth.csrf"
-    ok = client.put("/v1/routing", json={"threshold": 0.5}, headers={"X-CSRF-Token": token})
+    ok = client.put("/v1/routing", json={"threshold": 0.9}, headers={"X-CSRF-Token": token})
     assert ok.status_code == 200
 
 

@@ -51,14 +51,24 @@ def test_bad_request_is_refused_with_a_stable_code(
     assert st["records"] == 0  # nothing was admitted from a refused request
 
 
-def test_invalid_record_with_a_key_is_quarantined_not_refused(
+def test_a_record_that_breaks_the_contract_is_refused_with_its_violations(
         api: tuple[TestClient, dict[str, str]]) -> None:
+    """The API admits only what its own schema (the input contract) describes."""
     client, k = api
     resp = client.post("/v1/decisions", json={"id": "q1", "text": 42},
                        headers=bearer(k["submitter"]))
-    assert resp.status_code == 200
-    assert resp.json()["disposition"] == "quarantined"
-    assert resp.json()["violations"][0]["field"] == "text"
+    assert resp.status_code == 422
+    err = resp.json()["error"]
+    assert err["code"] == "keel.request.invalid" and "breaks the input contract" in err["message"]
+    assert err["problems"][0]["field"] == "text" and err["problems"][0]["key"] == "q1"
+    assert client.get("/v1/status", headers=bearer(k["submitter"])).json()["records"] == 0
+
+
+def test_releasing_a_task_that_does_not_exist_is_404(
+        api: tuple[TestClient, dict[str, str]]) -> None:
+    client, k = api
+    resp = client.post("/v1/review/tasks/no-such-task/release", headers=bearer(k["reviewer"]))
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "keel.not_found"
 
 
 def test_unknown_route_and_method(api: tuple[TestClient, dict[str, str]]) -> None:

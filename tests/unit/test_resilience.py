@@ -214,7 +214,7 @@ def test_open_breaker_skips_the_model_and_restores_from_store_state(loop: LoopTh
     assert model.calls == calls
     assert all(isinstance(r.outcome, keel.CircuitOpen) for r in again)
     fresh = CircuitBreaker(model.version, BreakerPolicy())
-    fresh.restore(BreakerState(model.version, OPEN, 10, time.time(), time.time()))
+    fresh.restore(BreakerState("tickets", model.version, OPEN, 10, time.time(), time.time()))
     assert not fresh.allow()
 
 

@@ -232,8 +232,7 @@ class OpenAIModel(Model):
             return (conf, None) if 0.0 <= conf <= 1.0 else (0.0, f"{field!r} is not in [0, 1]")
         tokens = ((choice.get("logprobs") or {}).get("content")) or []
         if tokens:
-            total = sum(float(t.get("logprob", 0.0)) for t in tokens)
-            return min(1.0, max(0.0, math.exp(total))), None
+            return math.exp(_total_logprob(tokens)), None
         return self.default_confidence, None
 
     async def _one(self, item: BaseModel) -> Outcome:
@@ -252,7 +251,10 @@ class OpenAIModel(Model):
             if refusal or choice.get("finish_reason") == "content_filter":
                 return Refused(f"{self.name} refused: {refusal or 'content filter'}",
                                cost_usd=usage.cost_usd)
-            out, conf, problem_or_none = self._read(choice)
+            try:
+                out, conf, problem_or_none = self._read(choice)
+            except ImpossibleAnswer as exc:  # the server's own numbers are wrong: no re-ask
+                return MalformedOutput(f"{self.name}: {exc}", cost_usd=usage.cost_usd)
             if out is not None:
                 meta = {"prompt": messages[1]["content"], "raw": choice["message"].get("content"),
                         "finish_reason": choice.get("finish_reason"), "reasks": ask,
@@ -277,6 +279,26 @@ class OpenAIModel(Model):
                 await self.aclose()
 
         return asyncio.run(go())
+
+
+class ImpossibleAnswer(ValueError):
+    """The server sent numbers no model can produce (a positive log-probability, say)."""
+
+
+def _total_logprob(tokens: list[dict[str, Any]]) -> float:
+    """The answer's joint log-probability. Each token's must be a finite number <= 0: anything
+    else (null, NaN, a positive value) makes the confidence meaningless, so the answer is
+    refused rather than trusted (it goes to the fallback or a person, never auto-accepted)."""
+    total = 0.0
+    for tok in tokens:
+        lp = tok.get("logprob") if isinstance(tok, dict) else None
+        if isinstance(lp, bool) or not isinstance(lp, (int, float)) or not math.isfinite(lp) \
+                or lp > 0:
+            raise ImpossibleAnswer(f"the server sent an impossible log-probability ({lp!r}) for "
+                                   f"token {tok.get('token') if isinstance(tok, dict) else tok!r}: "
+                                   "the answer's confidence cannot be trusted")
+        total += float(lp)
+    return total
 
 
 def _status_error(name: str, resp: httpx.Response) -> ModelError:

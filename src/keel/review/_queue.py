@@ -136,7 +136,9 @@ class ReviewQueue:
         return self.get(task_id)
 
     def release(self, task_id: str, reviewer: str) -> None:
-        """Give a claimed task back to the queue (a no-op if ``reviewer`` does not hold it)."""
+        """Give a claimed task back to the queue (a no-op if ``reviewer`` does not hold it);
+        an unknown task is a NotFoundError."""
+        self._get(task_id)
         sql.release(self.store, task_id, reviewer)
 
     def _check_open(self, task: dict[str, Any], reviewer: str) -> None:

@@ -42,7 +42,7 @@ class FastLane:
         try:
             status, body = await self._decide(secret, scope, receive)
         except KeelError as exc:
-            status, body = status_of(exc), _error(exc.code, exc.message)
+            status, body = status_of(exc), _error(exc.code, exc.message, exc.problems)
         except Exception:
             log.exception("unexpected error deciding a request")
             status, body = 500, _error("keel.error", "keel hit an unexpected error; logged")
@@ -61,7 +61,7 @@ class FastLane:
             raise Forbidden(f"the {who.role} role may not do this (submit); "
                             "ask an admin for a key with the right role")
         raw = await _body(receive, state.settings.max_body_bytes)
-        records, single = parse_records(raw, state.workflow.key, state.settings.max_batch)
+        records, single = parse_records(raw, state.workflow, state.settings.max_batch)
         answers = await state.batcher.submit(records)
         if single:
             answer = answers[0]
@@ -97,5 +97,6 @@ async def _body(receive: Receive, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _error(code: str, message: str) -> bytes:
-    return _json.dumpb({"error": {"code": code, "message": message}})
+def _error(code: str, message: str, problems: list[dict[str, Any]] | None = None) -> bytes:
+    extra = {"problems": problems} if problems else {}
+    return _json.dumpb({"error": {"code": code, "message": message, **extra}})

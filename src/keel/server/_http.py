@@ -64,7 +64,8 @@ async def _keel_error(_req: Request, exc: Exception) -> Response:
     status = status_of(exc)
     if status >= 500:
         log.error("request failed: %s (%s)", exc.message, exc.code)
-    return error_response(status, exc.code, exc.message)
+    extra = {"problems": exc.problems} if exc.problems else {}
+    return error_response(status, exc.code, exc.message, **extra)
 
 
 async def _validation(_req: Request, exc: Exception) -> Response:

@@ -19,6 +19,8 @@ class Admitted:
     duplicates: list[tuple[str, str, str]] = field(default_factory=list)
     #: rows whose key was seen before with other content (each also an item, quarantined)
     conflicts: int = 0
+    #: the key each row was admitted under, in order (a conflict's own key for a conflict)
+    keys: list[str] = field(default_factory=list)
 
 
 #: The field a row's raw data gets listing fields that held undecodable bytes.
@@ -72,16 +74,19 @@ class Admitter:
             earlier = self.seen.get(key)
             if earlier is not None and earlier != stored:
                 key = _conflict_key(key, stored)
+                out.keys.append(key)
                 if key in self.seen or key in fresh:
                     out.duplicates.append((key, where, ""))
                     continue
                 item = self._conflict(self.key_of(row), key, raw, where, "")
             elif earlier is not None:
+                out.keys.append(key)
                 out.duplicates.append((key, where, ""))
                 if key in fresh:
                     fresh[key].log("duplicate_seen", detail={"at": where})
                 continue
             else:
+                out.keys.append(key)
                 item = Item(key=key, raw=raw, source=where)
                 if row.data is None:
                     item.violations.append(Violation("*", "parse",
@@ -94,8 +99,10 @@ class Admitter:
             hit = known.get(key)
             if hit is not None and hit.input is not None and hit.input != text[key]:
                 alt = _conflict_key(key, text[key])
-                if alt in known or self.lookup([alt]):
-                    out.duplicates.append((alt, item.source, ""))
+                out.keys = [alt if k == key else k for k in out.keys]
+                again = known.get(alt) or self.lookup([alt]).get(alt)
+                if again is not None:
+                    out.duplicates.append((alt, item.source, again.record_id))
                     continue
                 item = self._conflict(key, alt, item.raw, item.source, hit.record_id)
                 hit = None

@@ -142,32 +142,37 @@ class SinkLedger:
 
 
 class BreakerBook:
-    """Circuit-breaker state per model version, shared by every process using the store."""
+    """Circuit-breaker state per workflow and model version, shared by every process using
+    the store (one workflow's outage of a shared model never trips another's breaker)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
-    def load(self, versions: Sequence[str]) -> dict[str, BreakerState]:
+    def load(self, workflow: str, versions: Sequence[str]) -> dict[str, BreakerState]:
         b = t.breakers
         with self.store.engine.connect() as conn:
-            rows = conn.execute(select(b).where(b.c.model_version.in_(list(versions)))).mappings()
-            return {r["model_version"]: BreakerState(r["model_version"], r["state"],
-                                                     r["failures"], r["opened_at"],
+            rows = conn.execute(select(b).where(b.c.workflow == workflow,
+                                                b.c.model_version.in_(list(versions)))).mappings()
+            return {r["model_version"]: BreakerState(r["workflow"], r["model_version"],
+                                                     r["state"], r["failures"], r["opened_at"],
                                                      r["updated_at"]) for r in rows}
 
     def save(self, states: Sequence[BreakerState]) -> None:
         if not states:
             return
-        rows = [{"model_version": s.model_version, "state": s.state, "failures": s.failures,
-                 "opened_at": s.opened_at, "updated_at": s.updated_at} for s in states]
+        rows = [{"workflow": s.workflow, "model_version": s.model_version, "state": s.state,
+                 "failures": s.failures, "opened_at": s.opened_at, "updated_at": s.updated_at}
+                for s in states]
         with self.store.tx() as conn:
-            conn.execute(upsert(self.store.engine, t.breakers, ("model_version",), rows), rows)
+            conn.execute(upsert(self.store.engine, t.breakers, ("workflow", "model_version"),
+                                rows), rows)
 
     def for_workflow(self, workflow: str) -> list[dict[str, Any]]:
         b, mv = t.breakers, t.model_versions
         q = (select(b.c.model_version, mv.c.name, b.c.state, b.c.failures, b.c.opened_at,
                     b.c.updated_at)
-             .select_from(b.join(mv, mv.c.version == b.c.model_version))
-             .where(mv.c.workflow == workflow).order_by(mv.c.name))
+             .select_from(b.join(mv, (mv.c.version == b.c.model_version)
+                                 & (mv.c.workflow == b.c.workflow)))
+             .where(b.c.workflow == workflow).order_by(mv.c.name))
         with self.store.engine.connect() as conn:
             return [dict(x) for x in conn.execute(q).mappings()]

@@ -52,8 +52,8 @@ def snapshot(store: Store, workflows: Sequence[str] | None = None,
                 "oldest_age_s": None if oldest is None else max(0.0, now - float(oldest)),
                 "overdue": int(overdue or 0), "accuracy": accuracy, "audits": audits,
             }
-        breakers = select(t.breakers.c.model_version, t.breakers.c.state)
-        out["breakers"] = {str(mv): str(st) for mv, st in conn.execute(breakers)}
+        breakers = select(t.breakers.c.workflow, t.breakers.c.model_version, t.breakers.c.state)
+        out["breakers"] = {(str(wf), str(mv)): str(st) for wf, mv, st in conn.execute(breakers)}
         firing = select(t.alerts.c.workflow, t.alerts.c.rule).where(t.alerts.c.state == "firing")
         out["firing"] = [tuple(r) for r in conn.execute(firing)]
     return out

@@ -212,8 +212,10 @@ routing_policies = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# Migration 0004: keyed by workflow and model version (was model version alone).
 breakers = Table(
     "breakers", metadata,
+    Column("workflow", String(200), primary_key=True),
     Column("model_version", String(200), primary_key=True),
     Column("state", String(20), nullable=False),
     Column("failures", Integer, nullable=False, default=0),

@@ -265,8 +265,10 @@ class StoreCollector(Collector):
                                     if snap["workflows"][wf]["accuracy"] is not None))
         yield _gauge("keel_audits_decided", "Audit-sample review tasks decided by a person.",
                      ["workflow"], ((wf, snap["workflows"][wf]["audits"]) for wf in names))
-        yield _gauge("keel_breaker_state", "Circuit breaker state per model version (1 = current).",
-                     ["model_version", "state"], ((mv, st, 1) for mv, st in snap["breakers"].items()))
+        yield _gauge("keel_breaker_state",
+                     "Circuit breaker state per workflow and model version (1 = current).",
+                     ["workflow", "model_version", "state"],
+                     ((wf, mv, st, 1) for (wf, mv), st in snap["breakers"].items()))
         yield _gauge("keel_alerts_firing", "Alert rules currently firing.", ["workflow", "rule"],
                      ((wf, rule, 1) for wf, rule in snap["firing"]))
         yield _gauge("keel_drift_score", "Latest drift score per feature (from drift monitoring).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorBody(BaseModel):
@@ -64,9 +64,16 @@ class KeyBody(BaseModel):
 
 
 class RoutingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     threshold: float = Field(ge=0.0, le=1.0)
     per_class: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
     note: str | None = Field(None, max_length=2000)
+    override: bool = Field(False, description="Set a threshold below the certified one (or, "
+                           "with no calibration, below the declared one): no guarantee then "
+                           "holds. Needs a reason; kept with the policy.")
+    reason: str | None = Field(None, min_length=1, max_length=2000,
+                               description="Why the guarantee is given up (with override).")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

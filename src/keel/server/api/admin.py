@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
 from keel._policy import Policy
+from keel.errors import InvalidBody
 from keel.review._routing import policy_from_params
 from keel.server import _keys
 from keel.server._http import Admin, Reader
 from keel.server.api._models import ERRORS, KeyBody, RoutingBody
-from keel.store._review import save_routing_policy
+from keel.store._review import active_routing_policy, save_routing_policy
+
+log = logging.getLogger("keel.server")
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -45,15 +49,46 @@ def get_routing(request: Request, who: Reader) -> dict[str, Any]:
 @router.put("/routing", summary="Set the confidence thresholds (from the next batch on)",
             responses=ERRORS)
 def put_routing(request: Request, who: Admin, body: RoutingBody) -> dict[str, Any]:
-    """A manual routing policy, stored like a calibrated one (`keel calibrate` replaces it)."""
+    """A manual routing policy, stored like a calibrated one (`keel calibrate` replaces it).
+
+    A threshold below the floor (the certified threshold of the calibrated policy in force,
+    else the workflow's declared one) gives up the guarantee: it is refused unless the
+    request says ``override`` with a ``reason``, both kept with the new policy."""
     state = request.app.state
     wf = state.workflow
     declared: Policy = wf.policy
+    floor, basis = _floor(state)
+    lowest = min([body.threshold, *(body.per_class or {}).values()])
+    if lowest < floor:
+        if not body.override or not body.reason:
+            raise InvalidBody(
+                f"threshold {lowest:.3f} is below {basis} ({floor:.3f}): decisions above it "
+                "would carry no guarantee. Send \"override\": true with a \"reason\" to do it "
+                "anyway (kept on record), or run `keel calibrate` for a certified threshold")
+    elif body.override:
+        raise InvalidBody("override is only for a threshold below the certified one; leave it out")
     params = {"threshold": body.threshold, "per_class": body.per_class or {},
               "class_field": declared.class_field, "model_version": wf.model.version,
               "method": "manual"}
-    evidence = {"set_by": who.name, "note": body.note, "previous": state.runner.policy.version}
+    evidence = {"set_by": who.name, "note": body.note, "previous": state.runner.policy.version,
+                "override": {"reason": body.reason, "floor": floor, "basis": basis}
+                if body.override else None}
     version = save_routing_policy(state.store, wf.name, params, evidence)
     state.runner.set_policy(policy_from_params(declared, version, params))
+    if body.override:
+        log.warning("routing policy %s set below %s by %s: %s", version, basis, who.name,
+                    body.reason)
     policy: dict[str, Any] = state.runner.policy.as_dict()
     return policy
+
+
+def _floor(state: Any) -> tuple[float, str]:
+    """The lowest threshold that keeps a guarantee: the calibrated one in force for the live
+    model, else the workflow's declared one."""
+    wf = state.workflow
+    active = active_routing_policy(state.store, wf.name)
+    if active is not None and active["params"].get("method") != "manual" and \
+            active["params"].get("model_version") == wf.model.version and \
+            active["params"].get("threshold") is not None:
+        return float(active["params"]["threshold"]), f"the certified threshold ({active['version']})"
+    return float(wf.policy.threshold), "the workflow's declared threshold"

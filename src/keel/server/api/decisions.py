@@ -12,6 +12,7 @@ from keel import _json
 from keel.errors import BatchTooLarge, InvalidBody, InvalidJson, MissingKey
 from keel.server._http import Submitter
 from keel.server.api._models import ERRORS, BatchAnswer, DecisionAnswer
+from keel.workflow import Workflow
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
@@ -38,8 +39,11 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def parse_records(body: bytes, key_field: str, max_batch: int) -> tuple[list[dict[str, Any]], bool]:
-    """The records of a request body and whether it was a single record."""
+def parse_records(body: bytes, wf: Workflow, max_batch: int) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a request body and whether it was a single record. A request whose
+    records break the workflow's input contract (its schema or its checks) is refused whole,
+    with every violation listed: the API answers only what its schema admits."""
+    key_field = wf.key
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -51,8 +55,18 @@ def parse_records(body: bytes, key_field: str, max_batch: int) -> tuple[list[dic
     if len(records) > max_batch:
         raise BatchTooLarge(f"{len(records):,} records in one request; the limit is "
                             f"{max_batch:,}: split the batch")
+    problems: list[dict[str, Any]] = []
     for n, rec in enumerate(records):
         _check_record(rec, n, key_field, single)
+        _value, violations = wf.input_contract.validate(rec)
+        problems += [{"record": n, "key": str(rec.get(key_field)), **v.as_dict()}
+                     for v in violations]
+    if problems:
+        first = problems[0]
+        where = "the record" if single else f"records[{first['record']}]"
+        raise InvalidBody(f"{where} breaks the input contract: {first['field']}: "
+                          f"{first['message']} ({len(problems)} problem(s) in all; nothing "
+                          "was decided)", problems=problems)
     return records, single
 
 
@@ -74,7 +88,9 @@ def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
 @router.post(
     "/decisions", summary="Decide one record or a batch",
     description=(
-        "Send one record (the workflow's input fields) or `{\"records\": [...]}`. A key "
+        "Send one record (the workflow's input fields) or `{\"records\": [...]}`. A request "
+        "whose records break the input contract is refused whole (422, each violation in "
+        "`error.problems`; nothing is decided). A key "
         "decided before is not decided again: its stored decision comes back with "
         "`already_decided: true`. One record answers 200 with the disposition, or 202 with "
         "the review task when a person must decide; a batch answers 200 with one result per "
@@ -85,7 +101,7 @@ def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
 )
 async def post_decisions(request: Request, who: Submitter) -> Response:
     state = request.app.state
-    records, single = parse_records(await request.body(), state.workflow.key,
+    records, single = parse_records(await request.body(), state.workflow,
                                     state.settings.max_batch)
     answers = await state.batcher.submit(records)
     if single:

@@ -11,6 +11,9 @@ A store from before this revision is sealed as it stands: every record gets one 
 segment committing to its rows as they are now, and one ledger block seals every segment.
 Verify the trail (`keel audit verify`) before upgrading a store whose history must stay
 provable: the upgrade vouches for what it finds.
+
+Circuit breakers are now kept per workflow and model version: the table is made anew, so every
+breaker starts closed after the upgrade.
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": GENESIS}])
+    op.drop_table("breakers")
+    op.create_table(
+        "breakers",
+        sa.Column("workflow", sa.String(length=200), nullable=False),
+        sa.Column("model_version", sa.String(length=200), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("opened_at", sa.Float(), nullable=True),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("workflow", "model_version"),
+    )
     _seal_existing(op.get_bind())
 
 
