@@ -79,15 +79,17 @@ class Contract:
         self.fields = tuple(model.model_fields)
         self._validate = model.__pydantic_validator__.validate_python  # model_validate, minus a hop
 
-    def validate(self, data: Any) -> tuple[BaseModel | None, list[Violation]]:
-        """Parse ``data``; return the value, or None and every violation found."""
+    def validate(self, data: Any, *, strict: bool = False) -> tuple[BaseModel | None, list[Violation]]:
+        """Parse ``data``; return the value, or None and every violation found. ``strict``
+        takes values only as the JSON schema describes them (no ``false`` for a number, no
+        ``"1"`` for an integer): what an API promising that schema must do."""
         if isinstance(data, self.model):
             value = data
         else:
             if isinstance(data, BaseModel):
                 data = data.model_dump()
             try:
-                value = self._validate(data)
+                value = self._validate(data, strict=True) if strict else self._validate(data)
             except ValidationError as exc:
                 return None, [_violation(e) for e in exc.errors(include_url=False)]
         if not self.checks:

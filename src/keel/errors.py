@@ -16,7 +16,8 @@
     │       ├── BatchTooLarge       keel.request.batch_too_large
     │       ├── InvalidJson         keel.request.invalid_json
     │       ├── InvalidBody         keel.request.invalid   (HTTP 422)
-    │       └── MissingKey          keel.request.missing_key (HTTP 422)
+    │       ├── MissingKey          keel.request.missing_key (HTTP 422)
+    │       └── BelowGuarantee      keel.request.below_guarantee (HTTP 409: needs an override)
     ├── StoreError                  keel.store
     ├── ModelError                  keel.model          (a model call failed)
     │   ├── RetryableModelError     keel.model.retryable
@@ -107,7 +108,7 @@ class BodyTooLarge(RequestError):
 
 class BatchTooLarge(RequestError):
     code = "keel.request.batch_too_large"
-    status = 413
+    status = 422  # the schema's maxItems: an invalid request, not a body over the size limit
 
 
 class InvalidJson(RequestError):
@@ -123,6 +124,13 @@ class InvalidBody(RequestError):
 class MissingKey(RequestError):
     code = "keel.request.missing_key"
     status = 422
+
+
+class BelowGuarantee(RequestError):
+    """A routing threshold below the certified one, asked for without an override."""
+
+    code = "keel.request.below_guarantee"
+    status = 409
 
 
 class StoreError(KeelError):

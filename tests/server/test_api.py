@@ -114,7 +114,8 @@ def test_admin_changes_routing_from_the_next_request(
     assert unsure.json()["disposition"] == "in_review"
     refused = client.put("/v1/routing", json={"threshold": 0.2, "note": "pilot"},
                          headers=bearer(k["admin"]))
-    assert refused.status_code == 422 and refused.json()["error"]["code"] == "keel.request.invalid"
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "keel.request.below_guarantee"
     assert "below the workflow's declared threshold (0.800)" in refused.json()["error"]["message"]
     assert client.get("/v1/routing", headers=bearer(k["reviewer"])).json()["threshold"] == 0.8
     changed = client.put("/v1/routing", json={"threshold": 0.2, "note": "pilot", "override": True,

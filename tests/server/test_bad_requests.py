@@ -35,7 +35,7 @@ CASES = [
     ("key too long", {"json": {"id": "k" * 501, "text": "hi"}}, 422, "keel.request.missing_key"),
     ("NUL in a field", {"json": {"id": "n1", "text": "a\x00b"}}, 422, "keel.request.invalid"),
     ("batch too large", {"json": {"records": [{"id": f"b{i}", "text": "x"} for i in range(51)]}},
-     413, "keel.request.batch_too_large"),
+     422, "keel.request.batch_too_large"),
     ("body too large", {"json": {"id": "big", "text": "x" * 70_000}}, 413,
      "keel.request.too_large"),
 ]
@@ -102,7 +102,7 @@ def test_a_browser_session_submits_through_the_documented_route(
     too_many = client.post("/v1/decisions",
                            json={"records": [{"id": f"b{i}", "text": "x"} for i in range(51)]},
                            headers={"X-CSRF-Token": token.group(1)})
-    assert too_many.status_code == 413
+    assert too_many.status_code == 422
     assert too_many.json()["error"]["code"] == "keel.request.batch_too_large"
 
 

@@ -24,6 +24,7 @@ from keel.server._fastlane import FastLane
 from keel.server._http import BodyLimit, install_error_handlers
 from keel.server._keys import Authenticator
 from keel.server._support import PeriodicJob, ServerMetrics, Settings, run_jobs
+from keel.server.api.decisions import MAX_KEY_CHARS
 from keel.stages.screen import Detector
 from keel.store import Store
 from keel.telemetry import Telemetry
@@ -66,6 +67,18 @@ def _drift_check(store: Store, wf: Workflow, last: dict[str, Any]) -> Any:
                         len(report.alerts), monitor.check_window)
 
     return check
+
+
+def _no_nul(node: Any) -> None:
+    """Every string in the documented schemas excludes NUL, which no store can keep."""
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            node["allOf"] = [*node.get("allOf", []), {"pattern": "^[^\\u0000]*$"}]
+        for value in node.values():
+            _no_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _no_nul(value)
 
 
 def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
@@ -157,6 +170,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
+    win = schemas["WorkflowInput"]
+    if wf.input.model_config.get("extra") != "allow":  # the API refuses fields it does not know
+        win["additionalProperties"] = False
+    key = win.get("properties", {}).get(wf.key)
+    if isinstance(key, dict) and key.get("type") == "string":  # what the API takes as a key
+        key["allOf"] = [*key.get("allOf", []), {"pattern": r"\S"}]
+        key["maxLength"] = min(key.get("maxLength", MAX_KEY_CHARS), MAX_KEY_CHARS)
+    _no_nul(win)
+    wout = schemas["WorkflowOutput"]
+    if wf.output.model_config.get("extra") != "allow":  # a correction names only its fields
+        wout["additionalProperties"] = False
+    _no_nul(wout)
+    decision = schemas.get("DecisionBody", {}).get("properties", {})
+    if "output" in decision:  # a correction is an output: the workflow's output contract
+        decision["output"] = {"anyOf": [{"$ref": "#/components/schemas/WorkflowOutput"},
+                                        {"type": "null"}],
+                              "description": "The corrected output (correct)"}
     schemas["DecisionBatch"] = {
         "type": "object", "required": ["records"], "additionalProperties": False,
         "properties": {"records": {"type": "array", "minItems": 1,

@@ -45,11 +45,14 @@ def status_of(exc: KeelError) -> int:
     return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None, **extra: Any) -> Response:
     body = {"error": {"code": code, "message": message, **extra}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return Response(_json.dumpb(body), status_code=status, media_type="application/json",
-                    headers=headers)
+                    headers=headers or None)
 
 
 class LoginRequired(Exception):
@@ -64,8 +67,9 @@ async def _keel_error(_req: Request, exc: Exception) -> Response:
     status = status_of(exc)
     if status >= 500:
         log.error("request failed: %s (%s)", exc.message, exc.code)
-    extra = {"problems": exc.problems} if exc.problems else {}
-    return error_response(status, exc.code, exc.message, **extra)
+    if exc.problems:
+        return error_response(status, exc.code, exc.message, problems=exc.problems)
+    return error_response(status, exc.code, exc.message)
 
 
 async def _validation(_req: Request, exc: Exception) -> Response:
@@ -77,10 +81,22 @@ async def _validation(_req: Request, exc: Exception) -> Response:
     return error_response(422, "keel.request.invalid", msg, problems=problems)
 
 
-async def _http(_req: Request, exc: Exception) -> Response:
+async def _http(req: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = "keel.not_found" if exc.status_code == 404 else f"keel.http.{exc.status_code}"
-    return error_response(exc.status_code, code, str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method the path takes, over all of its routes
+        headers["Allow"] = ", ".join(allowed_methods(req.app, req.url.path))
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    found: set[str] = set()
+    for route in app.routes:
+        regex, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and methods and regex.match(path):
+            found |= set(methods)
+    return sorted(found)
 
 
 async def _login(req: Request, exc: Exception) -> Response:

@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Text a request may carry: anything but NUL, which no store can keep.
+NO_NUL = r"^[^\x00]*$"
+
 
 class ErrorBody(BaseModel):
     code: str = Field(description="Stable keel error code, e.g. keel.request.batch_too_large")
@@ -49,18 +52,19 @@ class BatchAnswer(BaseModel):
 class DecisionBody(BaseModel):
     decision: Literal["accept", "correct", "reject"]
     output: dict[str, Any] | None = Field(None, description="The corrected output (correct)")
-    reason: str | None = Field(None, max_length=2000, description="Why (required to reject)")
+    reason: str | None = Field(None, max_length=2000, pattern=NO_NUL,
+                               description="Why (required to reject)")
 
 
 class ClaimBody(BaseModel):
-    task_id: str | None = Field(None, max_length=64,
+    task_id: str | None = Field(None, max_length=64, pattern=NO_NUL,
                                 description="A task to claim; omitted: the next task due")
     lease_s: float | None = Field(None, gt=0, le=3600)
 
 
 class KeyBody(BaseModel):
     role: Literal["submitter", "reviewer", "admin"]
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class RoutingBody(BaseModel):
@@ -68,11 +72,11 @@ class RoutingBody(BaseModel):
 
     threshold: float = Field(ge=0.0, le=1.0)
     per_class: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
-    note: str | None = Field(None, max_length=2000)
+    note: str | None = Field(None, max_length=2000, pattern=NO_NUL)
     override: bool = Field(False, description="Set a threshold below the certified one (or, "
                            "with no calibration, below the declared one): no guarantee then "
                            "holds. Needs a reason; kept with the policy.")
-    reason: str | None = Field(None, min_length=1, max_length=2000,
+    reason: str | None = Field(None, min_length=1, max_length=2000, pattern=NO_NUL,
                                description="Why the guarantee is given up (with override).")
 
 

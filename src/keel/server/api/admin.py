@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 
 from keel._policy import Policy
-from keel.errors import InvalidBody
+from keel.errors import BelowGuarantee
 from keel.review._routing import policy_from_params
 from keel.server import _keys
 from keel.server._http import Admin, Reader
@@ -59,23 +59,20 @@ def put_routing(request: Request, who: Admin, body: RoutingBody) -> dict[str, An
     declared: Policy = wf.policy
     floor, basis = _floor(state)
     lowest = min([body.threshold, *(body.per_class or {}).values()])
-    if lowest < floor:
-        if not body.override or not body.reason:
-            raise InvalidBody(
-                f"threshold {lowest:.3f} is below {basis} ({floor:.3f}): decisions above it "
-                "would carry no guarantee. Send \"override\": true with a \"reason\" to do it "
-                "anyway (kept on record), or run `keel calibrate` for a certified threshold")
-    elif body.override:
-        raise InvalidBody("override is only for a threshold below the certified one; leave it out")
+    if lowest < floor and not (body.override and body.reason):
+        raise BelowGuarantee(
+            f"threshold {lowest:.3f} is below {basis} ({floor:.3f}): decisions above it would "
+            "carry no guarantee. Send \"override\": true with a \"reason\" to do it anyway "
+            "(kept on record), or run `keel calibrate` for a certified threshold")
     params = {"threshold": body.threshold, "per_class": body.per_class or {},
               "class_field": declared.class_field, "model_version": wf.model.version,
               "method": "manual"}
     evidence = {"set_by": who.name, "note": body.note, "previous": state.runner.policy.version,
                 "override": {"reason": body.reason, "floor": floor, "basis": basis}
-                if body.override else None}
+                if lowest < floor else None}
     version = save_routing_policy(state.store, wf.name, params, evidence)
     state.runner.set_policy(policy_from_params(declared, version, params))
-    if body.override:
+    if lowest < floor:
         log.warning("routing policy %s set below %s by %s: %s", version, basis, who.name,
                     body.reason)
     policy: dict[str, Any] = state.runner.policy.as_dict()

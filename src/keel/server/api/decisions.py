@@ -29,13 +29,13 @@ BODY_DOC = {
 }
 
 
-def _has_nul(value: Any) -> bool:
+def has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(has_nul(v) for v in value)
     return False
 
 
@@ -58,9 +58,15 @@ def parse_records(body: bytes, wf: Workflow, max_batch: int) -> tuple[list[dict[
     problems: list[dict[str, Any]] = []
     for n, rec in enumerate(records):
         _check_record(rec, n, key_field, single)
-        _value, violations = wf.input_contract.validate(rec)
+        _value, violations = wf.input_contract.validate(rec, strict=True)
         problems += [{"record": n, "key": str(rec.get(key_field)), **v.as_dict()}
                      for v in violations]
+        if wf.input.model_config.get("extra") != "allow":
+            problems += [{"record": n, "key": str(rec.get(key_field)), "field": str(name),
+                          "rule": "unknown_field",
+                          "message": f"{name!r} is not a field of {wf.input.__name__}; the "
+                                     f"fields are {sorted(wf.input.model_fields)}"}
+                         for name in rec if name not in wf.input.model_fields]
     if problems:
         first = problems[0]
         where = "the record" if single else f"records[{first['record']}]"
@@ -80,7 +86,7 @@ def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
                          "which makes a repeat of the same request safe")
     if len(str(key).strip()) > MAX_KEY_CHARS:
         raise MissingKey(f"{where}: {key_field!r} is longer than {MAX_KEY_CHARS} characters")
-    if _has_nul(rec):
+    if has_nul(rec):
         raise InvalidBody(f"{where} contains a NUL character (\\u0000), which keel cannot "
                            "store; remove it and send again")
 

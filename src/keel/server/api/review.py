@@ -6,8 +6,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
+from keel.errors import InvalidBody
 from keel.server._http import Reviewer
 from keel.server.api._models import ERRORS, ClaimBody, DecisionBody
+from keel.server.api.decisions import has_nul
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 
@@ -21,7 +23,9 @@ def _queue(request: Request) -> Any:
 @router.get("/tasks", summary="Review tasks, most urgent first", responses=ERRORS)
 def list_tasks(request: Request, who: Reviewer,
                status: Literal["open", "decided", "cancelled"] = "open",
-               reason: Annotated[str | None, Query(max_length=50)] = None,
+               reason: Literal["low_confidence", "output_invalid", "out_of_distribution",
+                               "model_failed", "audit_sample", "second_review",
+                               "manual"] | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = _queue(request).list(status=status, reason=reason, limit=limit)
     return tasks
@@ -53,6 +57,16 @@ def release(request: Request, who: Reviewer, task_id: TaskId) -> dict[str, str]:
 
 @router.post("/tasks/{task_id}/decision", summary="Accept, correct or reject", responses=ERRORS)
 def decide(request: Request, who: Reviewer, body: DecisionBody, task_id: TaskId) -> dict[str, Any]:
+    wf = request.app.state.workflow
+    if body.output is not None:
+        unknown = sorted(set(body.output) - set(wf.output.model_fields))
+        if unknown and wf.output.model_config.get("extra") != "allow":
+            raise InvalidBody(f"the corrected output has fields {unknown} that "
+                              f"{wf.output.__name__} does not; its fields are "
+                              f"{sorted(wf.output.model_fields)}")
+        if has_nul(body.output):
+            raise InvalidBody("the corrected output contains a NUL character (\\u0000), "
+                              "which keel cannot store; remove it and send again")
     done: dict[str, Any] = _queue(request).decide(task_id, who.name, body.decision,
                                                   output=body.output, reason=body.reason)
     request.app.state.dashboard_cache.clear()
