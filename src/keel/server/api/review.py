@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from keel.errors import InvalidBody
+from keel.errors import InvalidBody, InvalidDecision
 from keel.server._http import Reviewer
 from keel.server.api._models import ERRORS, ClaimBody, DecisionBody
 from keel.server.api.decisions import has_nul
@@ -61,7 +61,7 @@ def decide(request: Request, who: Reviewer, body: DecisionBody, task_id: TaskId)
     if body.output is not None:
         unknown = sorted(set(body.output) - set(wf.output.model_fields))
         if unknown and wf.output.model_config.get("extra") != "allow":
-            raise InvalidBody(f"the corrected output has fields {unknown} that "
+            raise InvalidDecision(f"the corrected output has fields {unknown} that "
                               f"{wf.output.__name__} does not; its fields are "
                               f"{sorted(wf.output.model_fields)}")
         if has_nul(body.output):
