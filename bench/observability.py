@@ -66,10 +66,10 @@ from pipeline import collected, make_traffic, under_callgrind  # noqa: E402  (be
 
 import keel  # noqa: E402
 from keel._record import Item  # noqa: E402
-from keel._sources import read_rows  # noqa: E402
-from keel.audit import verify  # noqa: E402
+from keel.sources._files import read_rows  # noqa: E402
 from keel.store import Store  # noqa: E402
 from keel.store import _store as store_impl  # noqa: E402
+from keel.store import verify_trail as verify  # noqa: E402
 from keel.store._store import Store as StoreImpl  # noqa: E402
 from keel.telemetry import Telemetry, configure_logging, make_exporter  # noqa: E402
 from keel.telemetry._export import SpanQueue  # noqa: E402

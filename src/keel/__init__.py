@@ -8,14 +8,9 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from keel._api import replay, run
-    from keel._deliveries import deliveries, retry_deliveries
-    from keel._inspect import quarantined, status, trace
-    from keel._policy import Policy
     from keel._prediction import Prediction, Usage
-    from keel._webhook import WebhookSink
-    from keel.alerts import AlertRule
     from keel.contracts import Check, Contract, Violation, check
+    from keel.deliver import WebhookSink, deliveries, retry_deliveries
     from keel.errors import (
         CircuitOpen,
         DeadlineExceeded,
@@ -31,22 +26,21 @@ if _typing.TYPE_CHECKING:
         UserError,
     )
     from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
-    from keel.monitor._detector import DriftMonitor
     from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
-    from keel.runner import Runner, RunSummary
-    from keel.store import Store
-    from keel.workflow import Owners, Workflow, load_workflow
+    from keel.runtime import Runner, RunSummary, replay, run
+    from keel.store import Store, quarantined, status, trace
+    from keel.workflow import AlertRule, DriftMonitor, Owners, Policy, Workflow, load_workflow
 
 __version__ = "0.1.0"
 
 _WHERE = {
-    "AlertRule": "keel.alerts",
+    "AlertRule": "keel.workflow",
     "BreakerPolicy": "keel.resilience",
     "Check": "keel.contracts",
     "CircuitOpen": "keel.errors",
     "Contract": "keel.contracts",
     "DeadlineExceeded": "keel.errors",
-    "DriftMonitor": "keel.monitor._detector",
+    "DriftMonitor": "keel.workflow",
     "FakeModel": "keel.models",
     "FunctionModel": "keel.models",
     "KeelError": "keel.errors",
@@ -58,7 +52,7 @@ _WHERE = {
     "NonRetryableModelError": "keel.errors",
     "OpenAIModel": "keel.models",
     "Owners": "keel.workflow",
-    "Policy": "keel._policy",
+    "Policy": "keel.workflow",
     "Prediction": "keel._prediction",
     "RateLimited": "keel.errors",
     "RateLimits": "keel.resilience",
@@ -67,24 +61,24 @@ _WHERE = {
     "RetryPolicy": "keel.resilience",
     "RetryableModelError": "keel.errors",
     "Rules": "keel.models",
-    "RunSummary": "keel.runner",
-    "Runner": "keel.runner",
+    "RunSummary": "keel.runtime",
+    "Runner": "keel.runtime",
     "SklearnModel": "keel.models",
     "Store": "keel.store",
     "Usage": "keel._prediction",
     "UserError": "keel.errors",
     "Violation": "keel.contracts",
-    "WebhookSink": "keel._webhook",
+    "WebhookSink": "keel.deliver",
     "Workflow": "keel.workflow",
     "check": "keel.contracts",
-    "deliveries": "keel._deliveries",
+    "deliveries": "keel.deliver",
     "load_workflow": "keel.workflow",
-    "quarantined": "keel._inspect",
-    "replay": "keel._api",
-    "retry_deliveries": "keel._deliveries",
-    "run": "keel._api",
-    "status": "keel._inspect",
-    "trace": "keel._inspect",
+    "quarantined": "keel.store",
+    "replay": "keel.runtime",
+    "retry_deliveries": "keel.deliver",
+    "run": "keel.runtime",
+    "status": "keel.store",
+    "trace": "keel.store",
 }
 
 __all__ = [

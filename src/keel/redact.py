@@ -10,7 +10,7 @@ a keyed hash token (``[EMAIL:1f3a...]``) so equal values can still be matched wi
 readable. The hash key comes from ``KEEL_HASH_KEY`` (set one in production: an unkeyed hash
 of a phone number can be brute-forced).
 
-:class:`StorageRedactor` is the pipeline stage that applies a workflow's ``storage`` policy
+The scrub stage (``keel.stages.scrub``) applies a workflow's ``storage`` policy with it
 before anything is persisted.
 """
 
@@ -22,8 +22,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from keel._record import Item
 
 MASK = "[REDACTED]"
 MODES = ("redact", "hash")
@@ -41,7 +39,7 @@ _NO_DIGITS = str.maketrans("", "", "0123456789")  # ASCII text: counting digits 
 _IBANISH = re.compile(r"[A-Za-z]{2}\d{2}")
 
 
-def _candidate(s: str) -> bool:
+def may_hold_pii(s: str) -> bool:
     """Whether ``s`` may hold personal data (what ``_CANDIDATE`` finds), cheaply: a number
     of 9+ digits needs 9 digits (the digit pattern is the slow part of the search), an IBAN
     15 characters, and anything else an @ (short strings, ids and keys, stop early)."""
@@ -55,7 +53,8 @@ def _candidate(s: str) -> bool:
         return _CANDIDATE.search(s) is not None
     return n >= 15 and _IBANISH.search(s) is not None
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-_GOT = re.compile(r"\(got .*\)", re.DOTALL)
+#: A contract violation quoting the value it got: ``(got ...)``.
+QUOTED_VALUE = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")
 
 _SCALARS = frozenset({int, float, bool})
@@ -191,7 +190,7 @@ class Redactor:
         for value in known:
             if value in s:
                 s = s.replace(value, self.mask(value))
-        if not _candidate(s):
+        if not may_hold_pii(s):
             return s
         found = find_pii(s)
         if not found:
@@ -279,7 +278,7 @@ class Redactor:
             elif name in STRUCTURAL_KEYS and not isinstance(v, (dict, list)):
                 out[k] = v
             elif quoting and name == "message" and isinstance(v, str):
-                out[k] = self.text(_GOT.sub("(got [REDACTED])", v), known)
+                out[k] = self.text(QUOTED_VALUE.sub("(got [REDACTED])", v), known)
             else:
                 out[k] = self.value(v, known)
         return out
@@ -295,80 +294,12 @@ def for_spec(spec: Mapping[str, Any] | None, mode: str = "redact") -> Redactor:
     return Redactor(fields, mode=mode) if fields else (DEFAULT if mode == "redact" else Redactor(mode=mode))
 
 
-#: Events whose detail keel writes from its own values (positions, numbers, step names),
-#: never from the record's content: nothing in them to redact.
-_KEEL_MADE = frozenset({"received", "validated", "predicted", "checkpoint_used", "resumed",
-                        "duplicate_seen"})
-
-
-class StorageRedactor:
-    """The stage that applies a workflow's ``storage`` policy to what is about to be persisted.
-
-    Called before each write: it masks the record's input, the messages derived from it
-    (violations, errors, review details) and prompt/response metadata. The decided output is
-    the business result delivered to sinks and is kept as the model gave it.
-    """
-
-    def __init__(self, redactor: Redactor) -> None:
-        self.redactor = redactor
-        self._known: dict[str, tuple[str, ...]] = {}
-
-    @classmethod
-    def for_policy(cls, storage: str, sensitive_fields: Iterable[str]) -> StorageRedactor | None:
-        if storage not in STORAGE_POLICIES:
-            raise ValueError(f"storage must be one of {STORAGE_POLICIES}, got {storage!r}")
-        if storage == "raw":
-            return None
-        return cls(Redactor(sensitive_fields, mode="hash" if storage == "hash" else "redact"))
-
-    def __call__(self, items: Sequence[Item]) -> Sequence[Item]:
-        r = self.redactor
-        for item in items:
-            known = self._known.get(item.record_id)
-            if known is None:
-                known = self._known[item.record_id] = r.known_values(item.raw)
-                item.raw = r.value(item.raw, known)
-            for ev in item.events[item.written_events:]:
-                if ev.detail is not None and ev.kind not in _KEEL_MADE:
-                    ev.detail = r.value(ev.detail, known)
-            if item.reason:
-                item.reason = r.text(item.reason, known)
-            if item.error:
-                item.error = r.text(item.error, known)
-            if item.review is not None:
-                item.review.detail = r.text(item.review.detail, known)
-            item.violations = [_violation(v, r, known) for v in item.violations]
-            if item.prediction is not None and item.prediction.metadata:
-                item.prediction.metadata = r.value(item.prediction.metadata, known)
-        return items
-
-    def stored_json(self, raw: dict[str, Any]) -> str:
-        """A row's input as the store keeps it under this policy (JSON text)."""
-        from keel import _json
-
-        r = self.redactor
-        return _json.dumps(r.value(raw, r.known_values(raw)))
-
-    def done(self, items: Sequence[Item]) -> None:
-        """Forget the batch's sensitive values once its outcomes are written."""
-        for item in items:
-            self._known.pop(item.record_id, None)
-
-
-def _violation(v: Any, r: Redactor, known: Sequence[str]) -> Any:
-    from keel.contracts import Violation
-
-    message = _GOT.sub("(got [REDACTED])", v.message) if r.is_sensitive(v.field) else v.message
-    return Violation(v.field, v.rule, r.text(message, known))
-
-
 __all__ = [
     "DEFAULT",
     "MASK",
     "STORAGE_POLICIES",
     "Finding",
     "Redactor",
-    "StorageRedactor",
     "find_pii",
     "for_spec",
     "iban_ok",

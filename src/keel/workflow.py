@@ -1,29 +1,214 @@
-"""The declaration of a workflow: contracts, model, fallback, policy, owners."""
+"""The declaration of a workflow: contracts, model, fallback, routing policy, alert rules,
+drift monitoring, owners. Plain settings: nothing here runs a record."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import sys
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-from keel._policy import Policy
-from keel.alerts import AlertRule
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
-from keel.models._base import Model, Rules
+from keel.models import Model, Rules
+from keel.redact import STORAGE_POLICIES
 from keel.resilience import Resilience
 
-if TYPE_CHECKING:
-    from keel.monitor import DriftMonitor
+# -- routing policy -------------------------------------------------------------------------
+#: A threshold no confidence reaches: this class (or everything) always goes to a person.
+NEVER = math.inf
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Accept when confidence >= the threshold (per class when given), else send to review.
+
+    A threshold of ``NEVER`` (infinity; ``None`` in a per-class map) automates nothing.
+
+    ``audit_rate`` is the share of auto-accepted decisions also sent to review to measure real
+    accuracy (chosen by a hash of the key, so a replay picks the same records).
+    ``on_model_failure`` is ``"fail"`` (record ends ``failed``, replayable) or ``"review"``.
+    ``review_sla_s`` gives the due time per review reason.
+    ``second_review_above``: when a reviewer disagrees with a model output at least this
+    confident, a second reviewer must confirm before the record is decided (None: never).
+    """
+
+    threshold: float = 0.8
+    per_class: dict[str, float | None] = field(default_factory=dict)
+    class_field: str | None = None
+    audit_rate: float = 0.02
+    on_model_failure: str = "fail"
+    review_sla_s: dict[str, float] = field(
+        default_factory=lambda: {
+            "output_invalid": 4 * 3600.0,
+            "model_failed": 4 * 3600.0,
+            "out_of_distribution": 8 * 3600.0,
+            "low_confidence": 24 * 3600.0,
+            "audit_sample": 72 * 3600.0,
+            "second_review": 24 * 3600.0,
+            "manual": 24 * 3600.0,
+        }
+    )
+    review_priority: dict[str, int] = field(
+        default_factory=lambda: {
+            "output_invalid": 80,
+            "model_failed": 80,
+            "out_of_distribution": 60,
+            "low_confidence": 50,
+            "audit_sample": 10,
+            "second_review": 70,
+            "manual": 70,
+        }
+    )
+    second_review_above: float | None = None
+    #: "declared": the workflow file's own policy; "<workflow>@<n>": one `keel calibrate` stored
+    version: str = "declared"
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.threshold <= 1.0 or self.threshold == NEVER):
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= self.audit_rate <= 1.0:
+            raise ValueError(f"audit_rate must be in [0, 1], got {self.audit_rate}")
+        if self.on_model_failure not in ("fail", "review"):
+            raise ValueError("on_model_failure must be 'fail' or 'review'")
+
+    def threshold_for(self, output: dict[str, Any] | None) -> float:
+        if self.per_class and self.class_field and output is not None:
+            label = output.get(self.class_field)
+            if label is not None and str(label) in self.per_class:
+                value = self.per_class[str(label)]
+                return NEVER if value is None else value
+        return self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "per_class": self.per_class,
+            "class_field": self.class_field,
+            "audit_rate": self.audit_rate,
+            "on_model_failure": self.on_model_failure,
+            "second_review_above": self.second_review_above,
+            "review_sla_s": self.review_sla_s,
+            "review_priority": self.review_priority,
+            "version": self.version,
+        }
+
+
+# -- alert rules ------------------------------------------------------------------------------
+#: What a rule can watch. Each is computed from the store over the rule's window, except
+#: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
+#: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
+SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
+           "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score")
+_ONE_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """Fire when ``signal`` goes ``above`` (or ``below``) a threshold, and stays there.
+
+    ``clear`` is where a firing alert resolves (default: 20% back from the threshold).
+    ``window_s`` is the look-back of each evaluation, ``for_s`` how long a breach must last
+    before it fires, ``min_count`` how many observations the window needs to say anything.
+    """
+
+    signal: str
+    above: float | None = None
+    below: float | None = None
+    clear: float | None = None
+    window_s: float = 900.0
+    for_s: float = 0.0
+    min_count: int = 20
+    name: str | None = None
+    severity: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.signal not in SIGNALS:
+            raise ValueError(f"unknown alert signal {self.signal!r}; use one of {', '.join(SIGNALS)}")
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"alert rule on {self.signal}: give exactly one of above= or below=")
+        limit = self.threshold
+        if self.clear is None:
+            object.__setattr__(self, "clear", self._default_clear(limit))
+        elif not self.cleared(self.clear) or self.breached(self.clear):
+            raise ValueError(f"alert rule on {self.signal}: clear={self.clear} must be on the "
+                             f"healthy side of the threshold {limit}")
+        if self.window_s <= 0 or self.for_s < 0 or self.min_count < 0:
+            raise ValueError("window_s must be > 0, for_s and min_count >= 0")
+
+    def _default_clear(self, limit: float) -> float:
+        if self.above is not None:
+            return limit * 0.8
+        return limit + 0.2 * (1.0 - limit) if limit < 1.0 else limit * 1.2
+
+    @property
+    def threshold(self) -> float:
+        return float(self.above if self.above is not None else self.below)  # type: ignore[arg-type]
+
+    @property
+    def rule_name(self) -> str:
+        if self.name:
+            return self.name
+        side = "above" if self.above is not None else "below"
+        return f"{self.signal}_{side}_{self.threshold:g}"
+
+    def breached(self, value: float) -> bool:
+        return value > self.threshold if self.above is not None else value < self.threshold
+
+    def cleared(self, value: float) -> bool:
+        assert self.clear is not None
+        return value <= self.clear if self.above is not None else value >= self.clear
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AlertRule:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+DEFAULT_RULES: tuple[AlertRule, ...] = (
+    AlertRule("error_rate", above=0.2, clear=0.1),
+    AlertRule("fallback_rate", above=0.3, clear=0.15),
+    AlertRule("failure_rate", above=0.05, clear=0.02),
+    AlertRule("p95_latency_ms", above=5000.0, clear=3000.0),
+    AlertRule("review_backlog_age_s", above=_ONE_DAY, clear=_ONE_DAY / 2, min_count=1),
+    AlertRule("realized_accuracy", below=0.9, clear=0.92, window_s=7 * _ONE_DAY),
+    AlertRule("drift_score", above=0.0, min_count=1),  # any check the drift monitor flags
+)
+
+
+# -- drift monitoring -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DriftMonitor:
+    """Declares drift monitoring on a workflow: ``Workflow(..., monitor=keel.DriftMonitor())``.
+
+    With ``ood=True`` the screen stage scores each record against the workflow's newest
+    stored reference profile named ``reference`` (built by ``keel drift reference``) and
+    sends out-of-distribution records to review. Without a stored profile it does nothing,
+    and it picks up a newer profile within ``refresh_s`` seconds. Under ``keel serve`` it
+    also checks the recent window for drift on a schedule (``check_every_s``).
+    """
+
+    reference: str = "reference"
+    ood: bool = True
+    fields: tuple[str, ...] | None = None
+    refresh_s: float = 60.0
+    #: ``keel serve`` compares the last ``check_window`` of decided records with the
+    #: reference every ``check_every_s`` seconds (0: never) and publishes the scores as
+    #: ``keel_drift_score`` gauges for /metrics and the ``drift_score`` alert rule.
+    check_every_s: float = 600.0
+    check_window: str = "1h"
+
+
+# -- the workflow -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Owners:
     """Who answers for the workflow: the business owner and the support owner."""
@@ -59,7 +244,7 @@ class Workflow:
     masked in logs, traces, exports and ``keel trace``. ``storage`` says what the store keeps
     of each input: ``"raw"``, ``"redacted"`` (personal data masked) or ``"hash"`` (replaced by
     keyed hashes, so equal values still match). ``alerts`` are the rules ``keel alerts check``
-    and ``keel serve`` evaluate (None: :data:`keel.alerts.DEFAULT_RULES`).
+    and ``keel serve`` evaluate (None: :data:`keel.workflow.DEFAULT_RULES`).
 
     ``checkpoint`` says when a model's answers are committed. ``"always"``: right after the
     call, before routing acts on them. ``"auto"`` (default): right after the call when they
@@ -115,8 +300,6 @@ class Workflow:
         self._source_hash: str | None = None
 
     def _check_privacy(self) -> None:
-        from keel.redact import STORAGE_POLICIES
-
         if self.storage not in STORAGE_POLICIES:
             raise ValueError(f"storage {self.storage!r}: use one of {', '.join(STORAGE_POLICIES)}")
         if isinstance(self.sensitive_fields, str):

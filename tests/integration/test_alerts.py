@@ -13,9 +13,10 @@ from tests._collectors import recording_server
 from tests._workflows import make, write_csv
 
 import keel
-from keel import alerts
-from keel.alerts import AlertRule, LogChannel, WebhookChannel
+from keel.monitor import _alerts as alerts
+from keel.monitor._alerts import LogChannel, WebhookChannel
 from keel.store import Store
+from keel.workflow import DEFAULT_RULES, AlertRule
 
 RULE = AlertRule("error_rate", above=0.2, clear=0.1, window_s=3600, min_count=20)
 
@@ -124,7 +125,7 @@ def test_rules_are_checked_when_declared() -> None:
     assert rule.clear is not None and rule.clear > 0.9
     assert AlertRule.from_dict(rule.as_dict()) == rule
     assert make().spec()["alerts"] is None  # None: the defaults apply
-    assert alerts.rules_for(make()) == list(alerts.DEFAULT_RULES)
+    assert alerts.rules_for(make()) == list(DEFAULT_RULES)
 
 
 WORKFLOW = textwrap.dedent('''

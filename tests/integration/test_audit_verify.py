@@ -12,8 +12,7 @@ from tests._cli import Result, keel_cli
 from tests._workflows import make, write_csv
 
 import keel
-from keel import audit
-from keel.store import Store
+from keel.store import Store, verify_trail
 from keel.store._audit import segment_hash
 
 
@@ -51,12 +50,12 @@ def _forge(seg: dict[str, Any], kind: str, **changes: Any) -> str:
 
 def test_an_untouched_trail_verifies(tmp_path: Path, store: Store) -> None:
     _decide(tmp_path, store)
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     assert report.ok and report.records == 12 and report.events >= 48
     assert report.segments == 24
     assert report.blocks == 6  # three batches: the answers, then the decisions
     assert len(report.root) == 64 and report.root == report.head_hash
-    assert audit.verify(store=store).root == report.root  # stable while nothing changes
+    assert verify_trail(store=store).root == report.root  # stable while nothing changes
 
 
 def test_an_edited_event_is_named_with_key_seq_and_what_changed(tmp_path: Path, store: Store) -> None:
@@ -64,7 +63,7 @@ def test_an_edited_event_is_named_with_key_seq_and_what_changed(tmp_path: Path, 
     routed = _segment(store, "k3", "routed")
     forged = _forge(routed, "routed", detail={"disposition": "accepted"})
     _edit(store, routed, entries=forged)
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     assert not report.ok and report.broken_records == 1
     (brk,) = report.broken
     assert (brk.key, brk.seq, brk.problem) == ("k3", routed["seq"], "content_changed")
@@ -80,7 +79,7 @@ def test_a_rewrite_that_recomputes_the_hash_is_still_caught(tmp_path: Path, stor
                             int(predicted["seq"]), str(predicted["workflow"]), predicted["at"], forged,
                             predicted["digests"])
     _edit(store, predicted, entries=forged, hash=new_hash)
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     (brk,) = report.broken
     assert (brk.key, brk.seq, brk.problem) == ("k4", predicted["seq"], "rewritten")
     assert [p["problem"] for p in report.ledger_problems] == ["block_content_changed"]
@@ -92,7 +91,7 @@ def test_a_deleted_segment_shows_as_a_gap(tmp_path: Path, store: Store) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("delete from events where record_id = :r and seq = :s"),
                      {"r": first["record_id"], "s": first["seq"]})
-    (brk,) = audit.verify(store=store).broken
+    (brk,) = verify_trail(store=store).broken
     assert (brk.key, brk.problem) == ("k7", "seq_gap")
     assert f"seq {first['seq']}.." in brk.message
 
@@ -102,7 +101,7 @@ def test_a_record_whose_events_are_all_gone_is_reported(tmp_path: Path, store: S
     with store.engine.begin() as conn:
         conn.execute(text("delete from events where record_id = "
                           "(select id from records where key = 'k1')"))
-    (brk,) = audit.verify(store=store).broken
+    (brk,) = verify_trail(store=store).broken
     assert (brk.key, brk.problem) == ("k1", "chain_missing")
 
 
@@ -145,7 +144,7 @@ def test_a_decision_changed_from_review_to_accepted_is_caught(tmp_path: Path, st
     rid = _record_id(store, "k3")  # "unsure": sent to review
     _sql(store, "update decisions set disposition = 'accepted', output = :o, confidence = 0.99 "
          "where record_id = :r", o='{"label": "long"}', r=rid)
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     (brk,) = report.broken
     assert (brk.key, brk.problem) == ("k3", "row_changed")
     assert "decision row was edited" in brk.message
@@ -161,7 +160,7 @@ def test_an_edited_answer_or_input_is_caught(tmp_path: Path, store: Store, table
     rid = _record_id(store, "k5")
     where = "record_id" if table == "predictions" else "id"
     _sql(store, f"update {table} set {column} = :v where {where} = :r", v=value, r=rid)
-    (brk,) = audit.verify(store=store).broken
+    (brk,) = verify_trail(store=store).broken
     assert (brk.key, brk.problem) == ("k5", "row_changed")
     name = "input" if table == "records" else "answer/primary"
     assert f"its {name} row was edited" in brk.message
@@ -173,7 +172,7 @@ def test_a_record_deleted_from_every_table_is_caught(tmp_path: Path, store: Stor
     for table, col in (("review_tasks", "record_id"), ("predictions", "record_id"),
                        ("decisions", "record_id"), ("events", "record_id"), ("records", "id")):
         _sql(store, f"delete from {table} where {col} = :r", r=rid)
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     assert not report.ok and report.broken_records == 0 and report.records == 11
     assert {p["problem"] for p in report.ledger_problems} == {"block_content_changed"}
 
@@ -183,7 +182,7 @@ def test_a_truncated_trail_is_caught(tmp_path: Path, store: Store) -> None:
     routed = _segment(store, "k8", "routed")  # the record's last segment
     _sql(store, "delete from events where record_id = :r and seq = :s",
          r=routed["record_id"], s=routed["seq"])
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     assert not report.ok
     assert {p["problem"] for p in report.ledger_problems} == {"block_content_changed"}
     (brk,) = report.broken  # the decision row is on no remaining segment
@@ -223,7 +222,7 @@ def test_recomputing_every_hash_without_the_key_is_caught(tmp_path: Path, store:
                                         digest, lrow["key_id"]))
         conn.execute(text("update ledger set digest = :d, hash = :h where seq = :b"),
                      {"d": digest, "h": forged, "b": block})
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     assert report.broken == []  # every per-record check now passes...
     problems = {p["problem"] for p in report.ledger_problems}
     assert "block_forged" in problems and not report.ok  # ...but the key catches it
@@ -262,7 +261,7 @@ def test_an_anchor_proves_the_ledger_was_not_cut_short(tmp_path: Path, db_url: s
                 _sql(store, f"delete from {table} where record_id = :r", r=rid)
         _sql(store, "delete from ledger where seq = :b", b=last[0])
         _sql(store, "update ledger_head set seq = :s, hash = :h", s=last[0] - 1, h=last[1])
-        assert audit.verify(store=store).ok
+        assert verify_trail(store=store).ok
         # ...but the anchor kept outside it can
         res = keel_cli(capsys, "audit", "verify", "--db", db_url, "--against", str(anchor_file),
                        "--json")
@@ -280,7 +279,7 @@ def test_an_anchor_proves_the_ledger_was_not_cut_short(tmp_path: Path, db_url: s
 def test_a_store_checked_with_another_key_says_which_key_it_needs(
         tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     _decide(tmp_path, store)
-    sealed_with = audit.verify(store=store).key_id
+    sealed_with = verify_trail(store=store).key_id
     monkeypatch.setenv("KEEL_AUDIT_KEY", "some other key")
-    report = audit.verify(store=store)
+    report = verify_trail(store=store)
     assert not report.ok and report.unknown_keys == [sealed_with]

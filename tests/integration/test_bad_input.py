@@ -73,9 +73,9 @@ def test_one_megabyte_text_field(tmp_path: Path, store: Store) -> None:
 def test_a_field_over_the_csv_limit_is_quarantined_not_read(tmp_path: Path, store: Store,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A CSV field over keel's limit (16 MiB; lowered here) never reaches the store whole."""
-    import keel._sources
+    import keel.sources._files
 
-    monkeypatch.setattr(keel._sources, "_MAX_FIELD", 1_000)
+    monkeypatch.setattr(keel.sources._files, "_MAX_FIELD", 1_000)
     src = write_csv(tmp_path / "in.csv", [("ok", "hello there"), ("huge", "y" * 1_001)])
     s = _run(src, store)
     assert s.counts["quarantined"] == 1 and s.counts["accepted"] == 1

@@ -78,8 +78,8 @@ def test_store_gauges_show_backlog_age_accuracy_breakers_and_drift(tmp_path: Pat
     with store.engine.begin() as conn:
         conn.execute(text("update review_tasks set created_at=:c where status='open'"),
                      {"c": now - 7200})
-        conn.execute(text("insert into breakers (model_version, state, failures, updated_at) "
-                          "values ('fake-abc', 'open', 5, :t)"), {"t": now})
+        conn.execute(text("insert into breakers (workflow, model_version, state, failures, "
+                          "updated_at) values ('tickets', 'fake-abc', 'open', 5, :t)"), {"t": now})
 
     def drift(_store: Store, workflow: str) -> dict[str, float]:
         return {"text_length": 0.31} if workflow == "tickets" else {}
@@ -93,7 +93,8 @@ def test_store_gauges_show_backlog_age_accuracy_breakers_and_drift(tmp_path: Pat
     assert _get(m, "keel_audits_decided", workflow="tickets") == 5
     assert _get(m, "keel_review_backlog", workflow="tickets", reason="audit_sample") == 5
     assert 7100 < _get(m, "keel_review_oldest_task_age_seconds", workflow="tickets") < 7400
-    assert _get(m, "keel_breaker_state", model_version="fake-abc", state="open") == 1
+    assert _get(m, "keel_breaker_state", workflow="tickets", model_version="fake-abc",
+                state="open") == 1
     assert _get(m, "keel_drift_score", workflow="tickets", feature="text_length") == 0.31
     assert _get(m, "keel_decisions_stored", workflow="tickets", disposition="accepted") == 10
 

@@ -16,8 +16,7 @@ from tests._cli import Result, keel_cli
 from tests._workflows import write_csv
 
 import keel
-from keel import audit
-from keel.store import Store
+from keel.store import Store, export_trail, verify_trail
 from keel.telemetry import Telemetry, configure_logging, metrics_text
 
 NAME, EMAIL, PHONE = "Annabel Lee-Smith", "annabel.lee@example.org", "+44 20 7946 0958"
@@ -109,7 +108,7 @@ def test_no_raw_personal_data_in_logs_traces_metrics_or_exports(
     assert '"event":"record decided"' in logs and _leaks(logs) == []
     assert _leaks(metrics_text(store, telemetry).decode()) == []
     exported = io.StringIO()
-    assert audit.export(exported, store=store) > 20
+    assert export_trail(exported, store=store) > 20
     assert _leaks(exported.getvalue()) == []
     assert "[EMAIL]" in exported.getvalue() and "[REDACTED]" in exported.getvalue()
     for key in ("c1", "c3", "c5"):
@@ -120,7 +119,7 @@ def test_no_raw_personal_data_in_logs_traces_metrics_or_exports(
     (raw_story,) = keel.trace("c3", store=store, raw=True)
     assert raw_story["input"]["name"] == NAME and EMAIL in json.dumps(raw_story)
     raw_export = io.StringIO()
-    audit.export(raw_export, store=store, raw=True)
+    export_trail(raw_export, store=store, raw=True)
     assert EMAIL in raw_export.getvalue()
 
 
@@ -149,7 +148,7 @@ def test_storage_policy_keeps_personal_data_out_of_the_store(tmp_path: Path, sto
     if storage == "hash":  # equal values hash equal, so records can still be matched
         (other,) = keel.trace("c2", store=store, raw=True)
         assert story["input"]["name"] == other["input"]["name"] != "[REDACTED]"
-    assert audit.verify(store=store).ok  # the chain is over what was stored
+    assert verify_trail(store=store).ok  # the chain is over what was stored
 
 
 def test_keel_cli_masks_unless_raw(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -108,7 +108,7 @@ def test_checkpointed_predictions_are_not_paid_again(tmp_path: Path, store: Stor
     # simulate a crash between the checkpoint and the decision write
     original = store.write_rows
     store.write_rows = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
-    from keel._sources import read_rows
+    from keel.sources._files import read_rows
 
     with contextlib.suppress(SystemExit):
         runner.run(read_rows(src))
@@ -130,13 +130,13 @@ def test_cheap_answers_are_committed_with_their_decisions(tmp_path: Path, store:
     transaction leaves nothing half-done, and the records are decided afresh next time."""
     # "fast" is measured: on a loaded machine twelve fake answers (a thread start, a loop hop)
     # can take over the 1.2 ms that makes them dear. This test is about answers judged cheap.
-    monkeypatch.setattr(keel.runner, "DEAR_MS_PER_RECORD", 1e9)
+    monkeypatch.setattr(keel.runtime._runner, "DEAR_MS_PER_RECORD", 1e9)
     src = write_csv(tmp_path / "in.csv", [(f"r{i}", f"text {i}") for i in range(12)])
     model = keel.FakeModel({"label": "ok"})
     wf = make(model)
     original = store.write_rows
     store.write_rows = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
-    from keel._sources import read_rows
+    from keel.sources._files import read_rows
 
     with contextlib.suppress(SystemExit):
         keel.Runner(wf, store).run(read_rows(src))
@@ -161,5 +161,5 @@ def test_runner_decide_answers_once_stored_and_knows_repeats(store: Store) -> No
         runner.finish_serving(summary)
     assert [i.disposition for i in first] == ["accepted", "in_review"]  # type: ignore[union-attr]
     (earlier,) = again
-    assert isinstance(earlier, keel.runner.Earlier) and earlier.record_id == first[0].record_id
+    assert isinstance(earlier, keel.runtime.Earlier) and earlier.record_id == first[0].record_id
     assert keel.status(store=store)[0]["dispositions"]["accepted"] == 1

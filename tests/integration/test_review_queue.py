@@ -15,7 +15,7 @@ from tests.conftest import counts_balance
 import keel
 from keel.review import InvalidDecision, LeaseConflict, ReviewQueue
 from keel.store import Store
-from keel.store import _review as sql
+from keel.store import reviews as sql
 
 
 class Clock:

@@ -48,7 +48,7 @@ def test_upgrading_carries_event_rows_into_hash_chained_segments(db_url: str) ->
     from alembic import command
     from sqlalchemy import create_engine, text
 
-    from keel import audit
+    from keel.store import verify_trail
     from keel.store._migrate import alembic_config
 
     engine = create_engine(db_url)
@@ -74,7 +74,7 @@ def test_upgrading_carries_event_rows_into_hash_chained_segments(db_url: str) ->
             ("received", {"n": 1}, 1), ("validated", {"n": 2}, 2), ("predicted", {"n": 3}, 3),
             ("routed", {"n": 4}, 4), ("sealed", {"by": "migration 0004_ledger"}, 5)]
         assert rec["events"][2]["model_version"] == "m-1"
-        report = audit.verify(store=st_)
+        report = verify_trail(store=st_)
         assert report.ok and (report.records, report.segments, report.events) == (1, 5, 5)
         assert report.blocks == 1  # migration 0004 sealed the store as it found it
     finally:

@@ -114,7 +114,7 @@ def test_a_4xx_is_dead_at_once(tmp_path: Path, store: Store) -> None:
 
 def test_crash_between_post_and_record_is_redelivered_with_the_same_key(
         tmp_path: Path, store: Store) -> None:
-    from keel.store._delivery import SinkLedger
+    from keel.store.delivery import SinkLedger
 
     rx = Receiver()
     original = SinkLedger.commit

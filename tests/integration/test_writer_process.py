@@ -9,11 +9,11 @@ from tests._workflows import make, write_csv
 from tests.conftest import counts_balance
 
 import keel
-from keel import audit
-from keel._sources import read_rows
+from keel._child import usable_cores
 from keel.errors import StoreError
-from keel.store import Store
-from keel.store._offload import RowWriter, usable_cores
+from keel.runtime._writer import RowWriter
+from keel.sources._files import read_rows
+from keel.store import Store, verify_trail
 from keel.store._store import BatchRows
 
 
@@ -26,7 +26,7 @@ def test_batches_go_through_the_writer_process_and_read_back_alike(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_WRITER_PROCESS", "off")
     # one segment per record: the fake answers count as cheap however loaded the machine is
-    monkeypatch.setattr(keel.runner, "DEAR_MS_PER_RECORD", 1e9)
+    monkeypatch.setattr(keel.runtime._runner, "DEAR_MS_PER_RECORD", 1e9)
     src = write_csv(tmp_path / "in.csv", _rows(600))
     here = Store.open(f"sqlite:///{tmp_path / 'here.db'}")
     there = Store.open(f"sqlite:///{tmp_path / 'there.db'}")
@@ -39,7 +39,7 @@ def test_batches_go_through_the_writer_process_and_read_back_alike(
         assert two.rows_writer.batches_there == 12
         assert counts_balance(s1) and counts_balance(s2) and s1.counts == s2.counts
         for store in (here, there):
-            report = audit.verify(store=store)
+            report = verify_trail(store=store)
             assert report.ok and report.records == 600 and report.segments == 600
         (a,), (b,) = keel.trace("k9", store=here), keel.trace("k9", store=there)
         assert a["decision"]["disposition"] == b["decision"]["disposition"] == "accepted"

@@ -161,7 +161,8 @@ def test_alerts_are_evaluated_on_a_schedule(store: Store) -> None:
 
     from tests._workflows import make
 
-    from keel import FakeModel, alerts
+    from keel import FakeModel
+    from keel import monitor as alerts
     from keel.server import Settings
 
     k = keys(store)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.store._offload import _cgroup_quota
+from keel._child import _cgroup_quota
 
 
 def _v2(root: Path, text: str) -> Path:

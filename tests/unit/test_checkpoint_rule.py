@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keel._prediction import Prediction, Usage
 from keel._record import Checkpoint, Item
-from keel.runner import DEAR_MS_PER_RECORD, _dear
+from keel.runtime._runner import DEAR_MS_PER_RECORD, _dear
 
 
 def _answer(latency_ms: float, cost_usd: float = 0.0) -> Checkpoint:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest
 
-from keel.store._review import exact_ci
+from keel.store.reviews import exact_ci
 
 
 @pytest.mark.parametrize(("hits", "n"), [(3, 5), (0, 4), (4, 4), (97, 100), (1, 1), (250, 300)])

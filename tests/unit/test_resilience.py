@@ -13,17 +13,11 @@ import pytest
 from tests._workflows import Msg
 
 import keel
-from keel._breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, CircuitBreaker
-from keel._loop import LoopThread
-from keel._ratelimit import TokenBucket
-from keel.resilience import (
-    BreakerPolicy,
-    Caller,
-    Limit,
-    RateLimits,
-    Resilience,
-    RetryPolicy,
-)
+from keel.resilience import BreakerPolicy, Caller, RateLimits, Resilience, RetryPolicy
+from keel.resilience._breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, CircuitBreaker
+from keel.resilience._layers import Limit
+from keel.resilience._loop import LoopThread
+from keel.resilience._ratelimit import TokenBucket
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from keel.errors import UserError
+
 console = Console(highlight=False)
 console_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -30,8 +32,6 @@ HeaderOption = Annotated[
 
 def parse_headers(raw: list[str] | None) -> dict[str, str]:
     """``["Name: value", ...]`` as a dict; a malformed one is a user error."""
-    from keel.errors import UserError
-
     out: dict[str, str] = {}
     for item in raw or ():
         name, sep, value = item.partition(":")

@@ -15,7 +15,7 @@ from keel._log import log_event
 from keel.errors import ConfigError
 
 if TYPE_CHECKING:
-    from keel.runner import RunSummary
+    from keel.runtime import RunSummary
     from keel.telemetry import Telemetry
 
 OtelOption = Annotated[str | None, typer.Option(
@@ -50,8 +50,11 @@ class TelemetryOptions:
 @contextlib.contextmanager
 def session(opts: TelemetryOptions, db: str | None) -> Iterator[Telemetry]:
     """Configure logging, build the Telemetry, and on the way out flush it and write metrics."""
-    from keel.telemetry import Telemetry, configure_logging
-    from keel.telemetry._logs import resolve_format
+    from keel.telemetry import (  # start-up: OpenTelemetry only for commands that run
+        Telemetry,
+        configure_logging,
+        resolve_format,
+    )
 
     try:
         fmt = resolve_format(opts.log_format)
@@ -77,7 +80,7 @@ def log_summary(summary: RunSummary) -> None:
 
 
 def _metrics_out(telemetry: Telemetry, opts: TelemetryOptions, db: str | None) -> None:
-    from keel.store import Store
+    from keel.store import Store  # start-up: see keel.cli
 
     store = Store.open(db)
     try:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import keel
-from keel import alerts
+from keel import monitor
 from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
 
 alerts_app = typer.Typer(help="Alert rules over the store: check them now, list the history.",
@@ -21,7 +21,7 @@ WebhookOption = Annotated[str | None, typer.Option(
 
 
 def _value(signal: str, value: float | None) -> str:
-    return alerts._fmt(signal, value)
+    return monitor.format_value(signal, value)
 
 
 @alerts_app.command("check")
@@ -37,13 +37,13 @@ def check_cmd(
     from keel.telemetry import configure_logging  # start-up: see keel.cli
 
     configure_logging("auto", "warning")
-    channels: list[alerts.Channel] = [alerts.LogChannel()]
+    channels: list[monitor.Channel] = [monitor.LogChannel()]
     if webhook:
-        channels.append(alerts.WebhookChannel(webhook))
+        channels.append(monitor.WebhookChannel(webhook))
     target = keel.load_workflow(workflow_py) if workflow_py else workflow
     store = keel.Store.open(db)
     try:
-        result = alerts.evaluate(store, target, channels=channels)
+        result = monitor.evaluate(store, target, channels=channels)
     finally:
         store.close()
     if as_json:
@@ -72,7 +72,7 @@ def list_cmd(
     """Alerts that fired, newest first, and when they resolved."""
     store = keel.Store.open(db)
     try:
-        rows = alerts.history(store, workflow, state="firing" if firing else None, limit=limit)
+        rows = monitor.history(store, workflow, state="firing" if firing else None, limit=limit)
     finally:
         store.close()
     if as_json:

@@ -30,10 +30,10 @@ def verify_cmd(
 ) -> None:
     """Check every record's hash chain and rows, and the keyed ledger sealing them; name the
     first broken link (exit 3 if anything is wrong)."""
-    from keel import audit  # start-up: see keel.cli
+    from keel import store  # start-up: see keel.cli
 
-    report = audit.verify(db=db, workflow=workflow, against=_read_anchor(against))
-    data = audit.report_dict(report)
+    report = store.verify_trail(db=db, workflow=workflow, against=_read_anchor(against))
+    data = store.trail_report(report)
     if as_json:
         print_json(data)
     elif report.ok:
@@ -70,9 +70,9 @@ def anchor_cmd(
 ) -> None:
     """Sign the ledger's head now; later, `keel audit verify --against FILE` proves that nothing
     before it changed."""
-    from keel import audit  # start-up: see keel.cli
+    from keel import store  # start-up: see keel.cli
 
-    found = audit.anchor(db=db)
+    found = store.anchor_trail(db=db)
     text = json.dumps(found, indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -119,9 +119,9 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Export every event, with its hashes, as JSON lines (personal data masked)."""
-    from keel import audit  # start-up: see keel.cli
+    from keel import store  # start-up: see keel.cli
 
-    n = audit.export(out, db=db, workflow=workflow, raw=raw)
+    n = store.export_trail(out, db=db, workflow=workflow, raw=raw)
     console.print(f"{n:,} events written to {out}" + ("" if raw else " (personal data masked)"))
 
 

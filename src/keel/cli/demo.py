@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import keel
 from keel.cli._common import DbOption, JsonOption, console, print_json
 from keel.cli.run import progress_bar, render_summary
+from keel.errors import NotFoundError
+
+
+def example_dir(name: str = "support_triage") -> Path:
+    """The example's folder: shipped in the wheel, or the repository's examples/ folder."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_examples" / name, here.parents[1] / "examples" / name):
+        if (candidate / "workflow.py").is_file():
+            return candidate
+    raise NotFoundError(f"example {name!r} is not installed with this copy of keel")
+
+
+def labels(path: Path, key: str = "id", label: str = "category") -> dict[str, str]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {row[key]: row[label] for row in csv.DictReader(fh)}
 
 
 def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Run the support_triage demo: train the model if needed, decide 1,580 real messages."""
-    from keel import _demo  # start-up: see keel.cli
+    from keel.store import realized_accuracy  # start-up: see keel.cli
 
-    ex = _demo.example_dir()
+    ex = example_dir()
     traffic = ex / "data" / "traffic.csv"  # no labels: the model and reviewers never see them
     if not as_json:
         console.print(f"[bold]keel demo[/]: {ex / 'workflow.py'} on {traffic.name} "
@@ -20,8 +38,8 @@ def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     try:
         with progress_bar("deciding", not as_json) as tick:
             summary = keel.run(ex / "workflow.py", traffic, store=store, progress=tick)
-        truth = _demo.labels(ex / "data" / "traffic_labels.csv")
-        acc = _demo.realized_accuracy(store, "support_triage", truth)
+        truth = labels(ex / "data" / "traffic_labels.csv")
+        acc = realized_accuracy(store, "support_triage", truth)
     finally:
         store.close()
     if as_json:

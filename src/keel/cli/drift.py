@@ -13,7 +13,7 @@ import keel
 from keel.cli._common import DbOption, JsonOption, console, fmt_time, print_json
 
 if TYPE_CHECKING:
-    from keel.store import Store
+    from keel.store import Store  # start-up: see keel.cli
 
 
 class _DriftGroup(TyperGroup):
@@ -79,7 +79,7 @@ def reference_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Build and save a reference profile from a file or a window of decided records."""
-    from keel.monitor import build_reference
+    from keel.monitor import build_reference  # start-up: see keel.cli
 
     with _store(db) as store:
         profile = build_reference(
@@ -154,7 +154,7 @@ def report_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Compare a window of production with the reference: verdicts, effect sizes, examples."""
-    from keel.monitor import DriftSettings, drift_report, render_html
+    from keel.monitor import DriftSettings, drift_report, render_html  # start-up: see keel.cli
 
     with _store(db) as store:
         report = drift_report(
@@ -180,7 +180,7 @@ def report_cmd(
 @drift_app.command("list")
 def list_cmd(workflow_py: WorkflowArg, db: DbOption = None, as_json: JsonOption = False) -> None:
     """The reference profiles saved for a workflow, newest first."""
-    from keel.monitor import list_references
+    from keel.monitor import list_references  # start-up: see keel.cli
     wf = keel.load_workflow(workflow_py)
     with _store(db) as store:
         found = list_references(store, wf.name)

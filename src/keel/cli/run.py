@@ -24,7 +24,7 @@ from keel.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from keel.runner import ProgressFn, RunSummary
+    from keel.runtime import ProgressFn, RunSummary
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ def serve_cmd(
         "--secure-cookies", help="Send the login cookie over HTTPS only (behind TLS).")] = False,
 ) -> None:
     """Serve the decision API, the review inbox and the dashboard over HTTP."""
-    from keel.server import Settings, serve
+    from keel.server import Settings, serve  # start-up: see keel.cli
 
     settings = Settings(max_batch=max_batch, max_body_bytes=int(max_body_mb * 1024 * 1024),
                         secure_cookies=secure_cookies)
@@ -44,8 +44,8 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key. It is printed once; keel keeps only its hash."""
-    from keel.server import create_key
-    from keel.store import Store
+    from keel.server import create_key  # start-up: see keel.cli
+    from keel.store import Store  # start-up: see keel.cli
 
     store = Store.open(db)
     try:
@@ -63,8 +63,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Keys with their role, name and last use (never the keys themselves)."""
-    from keel.server import list_keys
-    from keel.store import Store
+    from keel.server import list_keys  # start-up: see keel.cli
+    from keel.store import Store  # start-up: see keel.cli
 
     store = Store.open(db)
     try:
@@ -85,8 +85,8 @@ def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id.")],
                 db: DbOption = None) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from keel.server import revoke_key
-    from keel.store import Store
+    from keel.server import revoke_key  # start-up: see keel.cli
+    from keel.store import Store  # start-up: see keel.cli
 
     store = Store.open(db)
     try:

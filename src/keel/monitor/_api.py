@@ -15,7 +15,7 @@ from keel.monitor._embed import minilm_available
 from keel.monitor._profile import Profile, ProfileBuilder
 from keel.monitor._window import WindowCounter
 from keel.store import Store
-from keel.store import _drift as sm
+from keel.store import drift as sm
 from keel.workflow import Workflow, load_workflow
 
 Batch = tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]

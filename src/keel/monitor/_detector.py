@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from keel._record import Item
+from keel.monitor._api import load_reference
 from keel.monitor._profile import Profile
-
-if TYPE_CHECKING:
-    from keel.store import Store
+from keel.store import Store
+from keel.store import drift as sm
+from keel.workflow import DriftMonitor
 
 
 class OutOfDistributionDetector:
@@ -64,29 +64,10 @@ def _value(item: Item, attr: str) -> Any:
     return item.raw.get(attr)
 
 
-@dataclass(frozen=True)
-class DriftMonitor:
-    """Declares drift monitoring on a workflow: ``Workflow(..., monitor=keel.DriftMonitor())``.
-
-    With ``ood=True`` the screen stage scores each record against the workflow's newest
-    stored reference profile named ``reference`` (built by ``keel drift reference``) and
-    sends out-of-distribution records to review. Without a stored profile it does nothing,
-    and it picks up a newer profile within ``refresh_s`` seconds. Under ``keel serve`` it
-    also checks the recent window for drift on a schedule (``check_every_s``).
-    """
-
-    reference: str = "reference"
-    ood: bool = True
-    fields: tuple[str, ...] | None = None
-    refresh_s: float = 60.0
-    #: ``keel serve`` compares the last ``check_window`` of decided records with the
-    #: reference every ``check_every_s`` seconds (0: never) and publishes the scores as
-    #: ``keel_drift_score`` gauges for /metrics and the ``drift_score`` alert rule.
-    check_every_s: float = 600.0
-    check_window: str = "1h"
-
-    def detector(self, store: Store, workflow: str) -> StoredProfileDetector | None:
-        return StoredProfileDetector(store, workflow, self) if self.ood else None
+def detector_for(settings: DriftMonitor, store: Store,
+                 workflow: str) -> StoredProfileDetector | None:
+    """The screen-stage detector a workflow's ``monitor=keel.DriftMonitor(...)`` asks for."""
+    return StoredProfileDetector(store, workflow, settings) if settings.ood else None
 
 
 class StoredProfileDetector:
@@ -99,9 +80,6 @@ class StoredProfileDetector:
         self._checked = -float("inf")
 
     def _refresh(self) -> None:
-        from keel.monitor._api import load_reference
-        from keel.store import _drift as sm
-
         now = time.monotonic()
         if now - self._checked < self.monitor.refresh_s:
             return

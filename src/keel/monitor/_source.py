@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from keel import _json
-from keel._sources import read_rows
+from keel.errors import ConfigError
+from keel.sources import read_rows
 from keel.stages.validate import _encoding_violations
+from keel.store.drift import WindowSpec
 from keel.workflow import Workflow
 
 OUTCOME_KINDS = {
@@ -107,7 +109,7 @@ def _file_batch(
 def store_batch(
     wf: Workflow, rows: list[dict[str, Any]], outputs: bool
 ) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
-    """Columns of a chunk of store rows (see :func:`keel.store._drift.window_rows`)."""
+    """Columns of a chunk of store rows (see :func:`keel.store.drift.window_rows`)."""
     inputs = [_json.loads(r["input"]) or {} for r in rows]
     cols: dict[str, list[Any]] = {
         name: [_clean(raw.get(name.split(".", 1)[1])) for raw in inputs]
@@ -144,8 +146,6 @@ def parse_window(text: str, now: float) -> Any:
     """``all``, ``last:N``, ``run:ID``, ``since:ISO-DATE`` or a duration (``90m``, ``24h``)."""
     from datetime import datetime
 
-    from keel.errors import ConfigError
-    from keel.store._drift import WindowSpec
 
     text = text.strip()
     if text == "all":

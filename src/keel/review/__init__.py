@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from keel.review._labels import export_labels, labels, retrain, training_examples
     from keel.review._queue import DECISIONS, ReviewQueue
     from keel.review._risk import learn_then_test, per_class_thresholds
+    from keel.review._routing import policy_from_params, policy_in_force
 
 _WHERE = {
     "CalibrationError": "keel.errors",
@@ -31,6 +32,8 @@ _WHERE = {
     "ReviewQueue": "keel.review._queue",
     "learn_then_test": "keel.review._risk",
     "per_class_thresholds": "keel.review._risk",
+    "policy_from_params": "keel.review._routing",
+    "policy_in_force": "keel.review._routing",
 }
 
 __all__ = [
@@ -46,6 +49,8 @@ __all__ = [
     "labels",
     "learn_then_test",
     "per_class_thresholds",
+    "policy_from_params",
+    "policy_in_force",
     "retrain",
     "training_examples",
 ]

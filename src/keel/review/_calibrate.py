@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from keel._policy import NEVER
 from keel._prediction import Prediction
-from keel._sources import read_rows
 from keel.errors import CalibrationError, ConfigError
 from keel.review import _risk
+from keel.sources import read_rows
 from keel.store import Store
-from keel.store import _review as sql
-from keel.workflow import Workflow
+from keel.store import reviews as sql
+from keel.workflow import NEVER, Workflow
 
 _BATCH = 256
 

@@ -11,10 +11,11 @@ from typing import Any
 
 from keel import _json
 from keel.errors import ConfigError
-from keel.models._base import Model
+from keel.models import Model
 from keel.redact import for_spec
 from keel.store import Store
-from keel.store import _review as sql
+from keel.store import reviews as sql
+from keel.store.monitoring import workflow_specs
 from keel.workflow import Workflow
 
 #: Lineage columns first, then input.<field>, model.<field>, label.<field>.
@@ -63,8 +64,6 @@ def export_labels(store: Store, path: str | Path, workflow: str | None = None, *
         raise ConfigError(f"{file}: export labels to a .csv or .parquet file")
     found = labels(store, workflow)
     if not raw:
-        from keel.store._monitor import workflow_specs
-
         specs = workflow_specs(store)
         masked = []
         for row in found:

@@ -15,15 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel import _json
-from keel._policy import Policy
 from keel._record import new_id
 from keel.contracts import Contract
 from keel.errors import InvalidDecision, LeaseConflict, NotFoundError
 from keel.redact import for_spec
 from keel.stages.route import audit_draw
 from keel.store import Store
-from keel.store import _review as sql
-from keel.workflow import Workflow, load_workflow
+from keel.store import reviews as sql
+from keel.workflow import Policy, Workflow, load_workflow
 
 log = logging.getLogger("keel.review")
 

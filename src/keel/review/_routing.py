@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from keel._policy import NEVER, Policy
 from keel.store import Store
-from keel.store import _review as sql
+from keel.store import reviews as sql
+from keel.workflow import NEVER, Policy
 
 
 def policy_from_params(base: Policy, version: str, params: dict[str, Any]) -> Policy:

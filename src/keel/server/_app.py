@@ -15,9 +15,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.sessions import SessionMiddleware
 
-from keel import __version__, alerts
+from keel import monitor as alerts
+from keel._version import __version__
+from keel.errors import NotFoundError
+from keel.monitor import drift_report
 from keel.review import ReviewQueue
-from keel.runner import Runner
+from keel.runtime import Runner
 from keel.server import api, ui
 from keel.server._batcher import DecisionBatcher
 from keel.server._fastlane import FastLane
@@ -27,7 +30,7 @@ from keel.server._support import PeriodicJob, ServerMetrics, Settings, run_jobs
 from keel.server.api.decisions import MAX_KEY_CHARS
 from keel.stages.screen import Detector
 from keel.store import Store
-from keel.telemetry import Telemetry
+from keel.telemetry import Telemetry, record_drift
 from keel.workflow import Workflow, load_workflow
 
 log = logging.getLogger("keel.server")
@@ -44,10 +47,6 @@ def _alert_check(store: Store, wf: Workflow) -> Any:
 def _drift_check(store: Store, wf: Workflow, last: dict[str, Any]) -> Any:
     """Compare the recent window with the reference; publish the scores (gauges, alert) and
     keep a summary of the last check in ``last`` (the dashboard shows it)."""
-    from keel.errors import NotFoundError
-    from keel.monitor import drift_report
-    from keel.telemetry import record_drift
-
     monitor = wf.monitor
     assert monitor is not None
 

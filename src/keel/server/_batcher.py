@@ -19,9 +19,9 @@ from typing import Any
 
 from keel._record import Item
 from keel.errors import RequestError
-from keel.runner import Earlier, Runner, RunSummary
+from keel.runtime import Earlier, Runner, RunSummary
 from keel.store import Store
-from keel.store import _serving as sq
+from keel.store import serving as sq
 
 
 class NotReady(RequestError):

@@ -11,7 +11,7 @@ from typing import Any
 
 from keel.errors import NotFoundError, UserError
 from keel.store import Store
-from keel.store import _keys as sq
+from keel.store import keys as sq
 
 ROLES = ("submitter", "reviewer", "admin")
 

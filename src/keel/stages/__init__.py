@@ -6,6 +6,7 @@ from keel.stages.check import OutputChecker
 from keel.stages.predict import Predictor
 from keel.stages.route import ConfidenceRouter
 from keel.stages.screen import Screener
+from keel.stages.scrub import StorageRedactor
 from keel.stages.validate import InputValidator
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "Predictor",
     "RawRow",
     "Screener",
+    "StorageRedactor",
 ]

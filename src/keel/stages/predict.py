@@ -8,14 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from keel._policy import Policy
 from keel._prediction import Prediction
 from keel._record import Checkpoint, Item, ReviewRequest
 from keel.errors import CircuitOpen, ModelError
-from keel.models._base import Model
+from keel.models import Model
 from keel.resilience import Caller as LayeredCaller
 from keel.resilience import CallResult
 from keel.stages.check import OutputChecker
+from keel.workflow import Policy
 
 Caller = Callable[[Sequence[BaseModel]], list[CallResult]]
 

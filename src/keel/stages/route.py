@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from keel._policy import Policy
 from keel._record import Item, ReviewRequest
+from keel.workflow import Policy
 
 
 def audit_draw(key: str) -> float:

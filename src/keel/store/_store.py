@@ -14,13 +14,11 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from keel import _json
-from keel._policy import Policy
 from keel._prediction import Prediction, Usage
 from keel._record import Checkpoint, Event, Item, Known, new_id
 from keel.errors import NotFoundError, StoreError
 from keel.store import _schema as t
 from keel.store._audit import GENESIS, AuditKey, segment_hash
-from keel.store._delivery import BreakerBook, SinkLedger, owe
 from keel.store._engine import insert_ignore, make_engine, resolve_url
 from keel.store._ledger import (
     DECISION_COLS,
@@ -31,6 +29,8 @@ from keel.store._ledger import (
     seal,
 )
 from keel.store._migrate import current_heads, upgrade
+from keel.store.delivery import BreakerBook, SinkLedger, owe
+from keel.workflow import Policy
 
 _CHUNK = 500  # keys per IN (...) query
 __all__ = ["BreakerBook", "SinkLedger", "Store"]

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest, push_to_gatewa
 
 from keel._log import log_event
 from keel._record import BatchTally, Item
+from keel._version import __version__
 from keel.errors import ConfigError
 from keel.redact import DEFAULT, Redactor
 from keel.telemetry._export import SpanQueue, make_exporter
@@ -80,10 +81,8 @@ class Telemetry:
         self.exporter = exporter
         self.spans: SpanQueue | None = None
         if exporter is not None:
-            import keel
-
             created = Resource.create({"service.name": service_name,
-                                       "service.version": keel.__version__})
+                                       "service.version": __version__})
             resource = _Resource(created.attributes, created.schema_url)
             stages = stage_spans or os.environ.get("KEEL_OTEL_STAGE_SPANS") or "batch"
             try:

@@ -10,7 +10,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
@@ -19,9 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from keel._record import BatchTally, Item
-
-if TYPE_CHECKING:
-    from keel.store import Store
+from keel.store import Store
+from keel.store import monitoring as mon
 
 _RECORD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0, 60.0)
@@ -246,8 +245,6 @@ class StoreCollector(Collector):
         self.workflows = workflows
 
     def collect(self) -> Iterator[Metric]:
-        from keel.store import _monitor as mon
-
         snap = mon.snapshot(self.store, self.workflows)
         names = list(snap["workflows"])
         yield _gauge("keel_decisions_stored", "Decisions in the store, by disposition.",

@@ -22,7 +22,6 @@ import logging
 import os
 import pickle
 import select
-import struct
 import subprocess
 import sys
 import threading
@@ -36,10 +35,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from keel._child import recv_frame, send_frame, usable_cores
 from keel.errors import ConfigError
 
 log = logging.getLogger("keel.telemetry")
-_LEN = struct.Struct("!Q")
 _OK, _FAIL, _READY = b"1", b"0", b"R"
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 #: Spans exported in-process before the child starts: a short run never pays its start-up
@@ -53,8 +52,6 @@ def process_setting() -> bool:
     if raw not in ("auto", "on", "off"):
         raise ConfigError(f"KEEL_OTEL_PROCESS={raw!r}: use auto, on or off")
     if raw == "auto":
-        from keel.store._offload import usable_cores
-
         return usable_cores() >= 2
     return raw == "on"
 
@@ -156,9 +153,7 @@ class ProcessExporter(SpanExporter):
             if proc is not None and (self._ready or self.wait_ready(0.0)):
                 assert proc.stdin is not None and proc.stdout is not None
                 try:
-                    data = dump_chunk(spans)
-                    proc.stdin.write(_LEN.pack(len(data)) + data)
-                    proc.stdin.flush()
+                    send_frame(proc.stdin, dump_chunk(spans))
                     answer = proc.stdout.read(1)
                 except (OSError, ValueError):
                     answer = b""
@@ -232,13 +227,9 @@ def _close(proc: subprocess.Popen[bytes]) -> None:
 # -- the child's side --------------------------------------------------------------------------
 
 def _serve(inp: IO[bytes], out: IO[bytes], exporter: SpanExporter) -> None:
-    while True:
-        head = inp.read(_LEN.size)
-        if len(head) < _LEN.size:
-            return
-        (size,) = _LEN.unpack(head)
+    while (frame := recv_frame(inp)) is not None:
         try:
-            ok = exporter.export(load_chunk(inp.read(size))) is SpanExportResult.SUCCESS
+            ok = exporter.export(load_chunk(frame)) is SpanExportResult.SUCCESS
         except Exception:  # a failed export is an answer, never the child's end
             ok = False
         out.write(_OK if ok else _FAIL)

@@ -36,7 +36,7 @@ from opentelemetry.trace import (
 )
 
 from keel._record import Event, Item
-from keel.redact import Redactor, _candidate
+from keel.redact import Redactor, may_hold_pii
 
 SCOPE = InstrumentationScope("keel", "0.1.0")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -283,7 +283,7 @@ class SpanBuilder:
     def _record_attrs(red: Redactor, item: Item, known: Sequence[str],
                       base: dict[str, Any]) -> dict[str, Any]:
         key = item.key
-        if known or _candidate(key):
+        if known or may_hold_pii(key):
             key = red.text(key, known)
         attrs: dict[str, Any] = {
             **base, "keel.record.id": item.record_id, "keel.record.key": key,

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
-from keel._policy import Policy
 from keel.errors import BelowGuarantee
-from keel.review._routing import policy_from_params
+from keel.review import policy_from_params
 from keel.server import _keys
 from keel.server._http import Admin, Reader
 from keel.server.api._models import ERRORS, KeyBody, RoutingBody
-from keel.store._review import active_routing_policy, save_routing_policy
+from keel.store.reviews import active_routing_policy, save_routing_policy
+from keel.workflow import Policy
 
 log = logging.getLogger("keel.server")
 

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-import keel
 from keel import _json
+from keel import store as store_api
 from keel.server._http import Reader, Watcher, error_response
 from keel.server.api._models import ERRORS
-from keel.store import _serving as sq
+from keel.store import serving as sq
 from keel.telemetry import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
@@ -39,7 +39,7 @@ def readyz(request: Request) -> Response:
             responses=ERRORS)
 def status(request: Request, who: Reader) -> dict[str, Any]:
     state = request.app.state
-    found = keel.status(store=state.store, workflow=state.workflow.name)[0]
+    found = store_api.status(store=state.store, workflow=state.workflow.name)[0]
     st = state.batcher.stats
     found["server"] = {
         "started_at": state.started_at, "uptime_s": round(time.time() - state.started_at, 1),

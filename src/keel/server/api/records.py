@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
-import keel
+from keel import store as store_api
 from keel.server._http import Reader
 from keel.server.api._models import ERRORS
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["records"])
 
 def record_story(request: Request, key: str) -> dict[str, Any]:
     state = request.app.state
-    found: list[dict[str, Any]] = keel.trace(key, store=state.store, workflow=state.workflow.name)
+    found: list[dict[str, Any]] = store_api.trace(key, store=state.store, workflow=state.workflow.name)
     return found[0]
 
 

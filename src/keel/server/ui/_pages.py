@@ -11,13 +11,12 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-import keel
-from keel._inspect import masked
+from keel import store as store_api
 from keel.errors import KeelError, LeaseConflict, NotFoundError
 from keel.server._http import LoginRequired, Reader
 from keel.server._keys import Principal
 from keel.server.ui._forms import REASONS, form_fields, headline, story
-from keel.store import _serving as sq
+from keel.store import serving as sq
 
 router = APIRouter(include_in_schema=False)
 
@@ -147,14 +146,14 @@ def task_page(request: Request, who: Person, task_id: str) -> Response:
         except LeaseConflict as exc:
             request.session["flash"] = f"Someone else is reviewing that task ({exc.message})."
             return RedirectResponse("/ui/review", 303)
-    record = keel.trace(task["record_id"], store=state.store, workflow=state.workflow.name)[0]
+    record = store_api.trace(task["record_id"], store=state.store, workflow=state.workflow.name)[0]
     model_output = task.get("model_output")
     schema = state.workflow.output.model_json_schema()
     fields = form_fields(schema)
     suggestions = {f.name: sq.output_values(state.store, state.workflow.name, f.name)
                    for f in fields if f.kind == "text"}
-    raw = keel.trace(task["record_id"], store=state.store, workflow=state.workflow.name, raw=True)[0]
-    similar = masked(state.store, sq.similar_decisions(
+    raw = store_api.trace(task["record_id"], store=state.store, workflow=state.workflow.name, raw=True)[0]
+    similar = store_api.masked(state.store, sq.similar_decisions(
         state.store, state.workflow.name, record["record_id"],
         _text_of(raw["input"], state.workflow.key), q.get(task_id, raw=True).get("model_output")))
     return page(request, "task.html", who, task=task, record=record, model_output=model_output,
@@ -185,7 +184,7 @@ def find_record(request: Request, who: Person, key: str = "") -> Response:
 def record_page(request: Request, who: Person, key: str) -> Response:
     state = request.app.state
     try:  # a key or a record id (links use ids: a key may hold personal data)
-        record = keel.trace(key, store=state.store, workflow=state.workflow.name)[0]
+        record = store_api.trace(key, store=state.store, workflow=state.workflow.name)[0]
     except NotFoundError:
         return page(request, "record.html", who, 404, record=None, missing=key)
     return page(request, "record.html", who, record=record, headline=headline(record),

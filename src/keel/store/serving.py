@@ -12,8 +12,8 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 
 from keel import _json
 from keel.store import _schema as t
-from keel.store._review import audit_accuracy, exact_ci
 from keel.store._store import Store, _chunks
+from keel.store.reviews import audit_accuracy, exact_ci
 
 DAY_S = 86400.0
 

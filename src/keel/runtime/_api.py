@@ -6,16 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keel._inspect import opened as _opened
-from keel._sinks import FileSink, Sink
-from keel._sources import read_rows
-from keel._webhook import WebhookSink
+from keel.deliver import FileSink, Sink, WebhookSink
 from keel.errors import UserError
 from keel.resilience import RetryPolicy
-from keel.runner import ProgressFn, Runner, RunSummary
+from keel.runtime._runner import ProgressFn, Runner, RunSummary
+from keel.sources import read_rows
 from keel.stages.screen import Detector
-from keel.store import Store
-from keel.store import _queries as q
+from keel.store import Store, opened
+from keel.store import queries as q
 from keel.workflow import Workflow, load_workflow
 
 if TYPE_CHECKING:
@@ -57,7 +55,7 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
     """
     wf = _workflow(workflow)
     rows = read_rows(source, encoding=encoding)
-    with _opened(store, db) as st:
+    with opened(store, db) as st:
         runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
         return runner.run(rows, source=str(source), progress=progress)
 
@@ -71,7 +69,7 @@ def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str 
 
     ``workflow=None`` reloads the workflow file the store last ran (when there is one).
     """
-    with _opened(store, db) as st:
+    with opened(store, db) as st:
         wf = _workflow(workflow if workflow is not None else _last_source(st))
         runner = _runner(wf, st, out, batch_size, (), None, webhook, telemetry)
         return runner.replay(disposition, progress=progress)

@@ -11,8 +11,9 @@ from typing import Any
 
 from keel.errors import NotFoundError
 from keel.redact import for_spec
-from keel.store import Store
-from keel.store import _queries as q
+from keel.store import queries as q
+from keel.store._store import Store
+from keel.store.monitoring import workflow_specs
 
 
 @contextmanager
@@ -37,8 +38,6 @@ def status(*, db: str | None = None, workflow: str | None = None,
 
 def masked(st: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with personal data masked, per their workflow's declared sensitive fields."""
-    from keel.store._monitor import workflow_specs
-
     specs = workflow_specs(st)
     out = []
     for row in rows:

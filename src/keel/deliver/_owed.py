@@ -6,12 +6,11 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from keel._sinks import FileSink, Sink
-from keel._webhook import WebhookSink
+from keel.deliver._sinks import FileSink, Sink
+from keel.deliver._webhook import WebhookSink
 from keel.errors import NotFoundError
 from keel.redact import DEFAULT
-from keel.store import Store
-from keel.store._delivery import SinkLedger
+from keel.store import SinkLedger, Store
 
 
 def send(sink: Sink, ledger: SinkLedger, lines: list[dict[str, Any]]) -> tuple[int, int]:

@@ -11,8 +11,8 @@ from sqlalchemy import Connection, Select, and_, delete, func, select, update
 
 from keel import _json
 from keel.store import _schema as t
-from keel.store._review import audit_accuracy
 from keel.store._store import Store
+from keel.store.reviews import audit_accuracy
 
 ACCURACY_WINDOW_S = 7 * 86400.0
 
@@ -61,7 +61,7 @@ def snapshot(store: Store, workflows: Sequence[str] | None = None,
 
 def _accuracy(conn: Connection, workflow: str, since: float) -> tuple[float | None, int]:
     """Realized accuracy of automatic decisions audited since ``since`` (one definition:
-    :func:`keel.store._review.audit_accuracy`)."""
+    :func:`keel.store.reviews.audit_accuracy`)."""
     acc = audit_accuracy(conn, workflow, since=since)
     return acc["accuracy"], acc["n"]
 

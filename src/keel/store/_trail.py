@@ -1,4 +1,4 @@
-"""The audit trail: verify it, anchor it, export it (redacted by default).
+"""The audit trail's public face: verify it, anchor it, export it (redacted by default).
 
 What the trail covers (``store/_audit.py`` has the arithmetic):
 
@@ -24,11 +24,11 @@ from typing import IO, Any
 
 from keel import _json
 from keel.redact import Redactor, for_spec
-from keel.store import Store
-from keel.store import _monitor as mon
+from keel.store import monitoring as mon
 from keel.store._audit import AuditKey, ChainReport
 from keel.store._ledger import anchor as _anchor
 from keel.store._ledger import check_anchor, verify_store
+from keel.store._store import Store
 
 
 def _open(store: Store | None, db: str | None, *, existing: bool = False) -> tuple[Store, bool]:
@@ -37,7 +37,7 @@ def _open(store: Store | None, db: str | None, *, existing: bool = False) -> tup
     return Store.open(db, must_exist=existing), True
 
 
-def verify(*, db: str | None = None, workflow: str | None = None, store: Store | None = None,
+def verify_trail(*, db: str | None = None, workflow: str | None = None, store: Store | None = None,
            limit: int = 100, against: dict[str, Any] | None = None) -> ChainReport:
     """Check every record's chain and rows (or one workflow's) and the whole ledger; with
     ``against`` (an anchor), that the ledger still holds the block the anchor saw. A store that
@@ -55,7 +55,7 @@ def verify(*, db: str | None = None, workflow: str | None = None, store: Store |
             st.close()
 
 
-def anchor(*, db: str | None = None, store: Store | None = None) -> dict[str, Any]:
+def anchor_trail(*, db: str | None = None, store: Store | None = None) -> dict[str, Any]:
     """The ledger's head (block number and hash, segment and record counts), signed with the
     audit key: write it somewhere the store's writers cannot change."""
     st, own = _open(store, db, existing=True)
@@ -67,7 +67,7 @@ def anchor(*, db: str | None = None, store: Store | None = None) -> dict[str, An
             st.close()
 
 
-def report_dict(report: ChainReport) -> dict[str, Any]:
+def trail_report(report: ChainReport) -> dict[str, Any]:
     return {"ok": report.ok, "records": report.records, "events": report.events,
             "segments": report.segments, "broken_records": report.broken_records,
             "ledger": {"blocks": report.blocks, "head_seq": report.head_seq,
@@ -78,7 +78,7 @@ def report_dict(report: ChainReport) -> dict[str, Any]:
             "broken": [b.as_dict() for b in report.broken]}
 
 
-def iter_export(store: Store, workflow: str | None = None, *, raw: bool = False) -> Iterator[dict[str, Any]]:
+def iter_trail(store: Store, workflow: str | None = None, *, raw: bool = False) -> Iterator[dict[str, Any]]:
     """Events as exported lines (each with its segment's seq and hashes): personal data masked
     unless ``raw``."""
     specs = mon.workflow_specs(store)
@@ -109,14 +109,14 @@ def iter_export(store: Store, workflow: str | None = None, *, raw: bool = False)
                    "prev_hash": seg["prev_hash"], "hash": seg["hash"]}
 
 
-def export(out: str | Path | IO[str], *, db: str | None = None, workflow: str | None = None,
+def export_trail(out: str | Path | IO[str], *, db: str | None = None, workflow: str | None = None,
            raw: bool = False, store: Store | None = None) -> int:
     """Write every event as one JSON line to ``out``; returns the number written."""
     st, own = _open(store, db)
     fh = open(out, "w", encoding="utf-8") if isinstance(out, (str, Path)) else out  # noqa: SIM115
     n = 0
     try:
-        for line in iter_export(st, workflow, raw=raw):
+        for line in iter_trail(st, workflow, raw=raw):
             fh.write(_json.dumps(line) + "\n")
             n += 1
     finally:

@@ -20,13 +20,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from keel._breaker import HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker
-from keel._loop import LoopThread, in_thread
 from keel._prediction import Prediction
-from keel._ratelimit import Limiter, RateLimits
 from keel.errors import (
     CircuitOpen,
     DeadlineExceeded,
@@ -35,7 +33,14 @@ from keel.errors import (
     NonRetryableModelError,
     RetryableModelError,
 )
-from keel.models._base import Model, Outcome
+from keel.resilience._breaker import HALF_OPEN, OPEN, CircuitBreaker
+from keel.resilience._loop import LoopThread, in_thread
+from keel.resilience._ratelimit import Limiter, RateLimits
+from keel.resilience._settings import Resilience, RetryPolicy
+
+if TYPE_CHECKING:
+    from keel.models import Model
+    from keel.models._base import Outcome
 
 
 @dataclass(slots=True)
@@ -62,49 +67,6 @@ _requests = itertools.count(1)
 class CallResult:
     outcome: Outcome
     attempts: list[Attempt] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter; only retryable model errors are retried.
-
-    ``deadline_s`` is the latency budget of one record at one step of the chain: attempts,
-    waits between them and time queued for a rate limit all count; when it is spent the
-    record moves on to the fallback chain. A Retry-After longer than ``max_delay_s`` is not
-    waited for: the record moves on.
-    """
-
-    max_attempts: int = 3
-    base_delay_s: float = 0.05
-    max_delay_s: float = 5.0
-    deadline_s: float | None = None
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-
-    def delay_s(self, attempt: int, rng: random.Random, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return retry_after_s
-        cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-        return rng.uniform(0, cap)
-
-
-@dataclass(frozen=True)
-class Resilience:
-    """How one model is called. ``timeout_s`` is per call: a whole batch for a sync model,
-    one request for an async model. ``limits`` apply to async models only (sync models get
-    batches). ``breaker=None`` or ``timeout_s=None`` switch that layer off."""
-
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout_s: float | None = 60.0
-    breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
-    limits: RateLimits | None = field(default_factory=RateLimits)
-
-    def __post_init__(self) -> None:
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive (or None for no timeout)")
 
 
 #: Local rules: one plain call, nothing around it.
@@ -412,8 +374,3 @@ def build_caller(model: Model, retry: RetryPolicy | None = None, *,
                  breaker: CircuitBreaker | None = None) -> Caller:
     """A caller for ``model`` (its own event loop unless one is given; no breaker unless given)."""
     return Caller(model, resilience_for(model, resilience, retry), loop or LoopThread(), breaker)
-
-
-__all__ = ["Attempt", "BreakerPolicy", "CallResult", "Caller", "CircuitBreaker", "RateLimits",
-           "Resilience", "RetryPolicy", "build_caller", "resilience_for"]
-

@@ -19,98 +19,18 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from keel._log import log_event
-
-if TYPE_CHECKING:
-    from keel.store import Store
-    from keel.workflow import Workflow
+from keel.store import Store
+from keel.store import monitoring as mon
+from keel.telemetry import drift_signal
+from keel.workflow import DEFAULT_RULES, AlertRule, Workflow
 
 log = logging.getLogger("keel.alerts")
 
-#: What a rule can watch. Each is computed from the store over the rule's window, except
-#: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
-#: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
-SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
-           "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score")
 _UNITS = {"p95_latency_ms": "ms", "review_backlog_age_s": "s", "daily_cost_usd": "USD"}
 _ONE_DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    """Fire when ``signal`` goes ``above`` (or ``below``) a threshold, and stays there.
-
-    ``clear`` is where a firing alert resolves (default: 20% back from the threshold).
-    ``window_s`` is the look-back of each evaluation, ``for_s`` how long a breach must last
-    before it fires, ``min_count`` how many observations the window needs to say anything.
-    """
-
-    signal: str
-    above: float | None = None
-    below: float | None = None
-    clear: float | None = None
-    window_s: float = 900.0
-    for_s: float = 0.0
-    min_count: int = 20
-    name: str | None = None
-    severity: str = "warning"
-
-    def __post_init__(self) -> None:
-        if self.signal not in SIGNALS:
-            raise ValueError(f"unknown alert signal {self.signal!r}; use one of {', '.join(SIGNALS)}")
-        if (self.above is None) == (self.below is None):
-            raise ValueError(f"alert rule on {self.signal}: give exactly one of above= or below=")
-        limit = self.threshold
-        if self.clear is None:
-            object.__setattr__(self, "clear", self._default_clear(limit))
-        elif not self.cleared(self.clear) or self.breached(self.clear):
-            raise ValueError(f"alert rule on {self.signal}: clear={self.clear} must be on the "
-                             f"healthy side of the threshold {limit}")
-        if self.window_s <= 0 or self.for_s < 0 or self.min_count < 0:
-            raise ValueError("window_s must be > 0, for_s and min_count >= 0")
-
-    def _default_clear(self, limit: float) -> float:
-        if self.above is not None:
-            return limit * 0.8
-        return limit + 0.2 * (1.0 - limit) if limit < 1.0 else limit * 1.2
-
-    @property
-    def threshold(self) -> float:
-        return float(self.above if self.above is not None else self.below)  # type: ignore[arg-type]
-
-    @property
-    def rule_name(self) -> str:
-        if self.name:
-            return self.name
-        side = "above" if self.above is not None else "below"
-        return f"{self.signal}_{side}_{self.threshold:g}"
-
-    def breached(self, value: float) -> bool:
-        return value > self.threshold if self.above is not None else value < self.threshold
-
-    def cleared(self, value: float) -> bool:
-        assert self.clear is not None
-        return value <= self.clear if self.above is not None else value >= self.clear
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AlertRule:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-DEFAULT_RULES: tuple[AlertRule, ...] = (
-    AlertRule("error_rate", above=0.2, clear=0.1),
-    AlertRule("fallback_rate", above=0.3, clear=0.15),
-    AlertRule("failure_rate", above=0.05, clear=0.02),
-    AlertRule("p95_latency_ms", above=5000.0, clear=3000.0),
-    AlertRule("review_backlog_age_s", above=_ONE_DAY, clear=_ONE_DAY / 2, min_count=1),
-    AlertRule("realized_accuracy", below=0.9, clear=0.92, window_s=7 * _ONE_DAY),
-    AlertRule("drift_score", above=0.0, min_count=1),  # any check the drift monitor flags
-)
 
 
 @dataclass
@@ -198,7 +118,7 @@ class WebhookChannel:
             client.post(self.url, json=payload).raise_for_status()
 
 
-def _fmt(signal: str, value: float | None) -> str:
+def format_value(signal: str, value: float | None) -> str:
     if value is None:
         return "no data"
     unit = _UNITS.get(signal)
@@ -213,16 +133,13 @@ def _message(wf: str, rule: AlertRule, state: str, value: float | None, count: i
         else f"over the last {rule.window_s / _ONE_DAY:g} days"
     if state == "firing":
         return (f"[keel] FIRING {wf}: {rule.rule_name} - {rule.signal} is "
-                f"{_fmt(rule.signal, value)} ({side} {_fmt(rule.signal, rule.threshold)}) "
+                f"{format_value(rule.signal, value)} ({side} {format_value(rule.signal, rule.threshold)}) "
                 f"{window}, {count} observations")
     return (f"[keel] RESOLVED {wf}: {rule.rule_name} - {rule.signal} back to "
-            f"{_fmt(rule.signal, value)} (clears at {_fmt(rule.signal, rule.clear)})")
+            f"{format_value(rule.signal, value)} (clears at {format_value(rule.signal, rule.clear)})")
 
 
 def _measure(store: Store, wf: str, rule: AlertRule, now: float) -> tuple[float | None, int]:
-    from keel.store import _monitor as mon
-    from keel.telemetry._metrics import drift_signal
-
     if rule.signal == "drift_score":
         value = drift_signal(store, wf)
         return value, (0 if value is None else 1)
@@ -239,8 +156,6 @@ class _Evaluator:
         self.result = CheckResult()
 
     def rule(self, wf: str, rule: AlertRule) -> None:
-        from keel.store import _monitor as mon
-
         value, count = _measure(self.store, wf, rule, self.now)
         enough = value is not None and count >= rule.min_count
         row = mon.open_alert(self.store, wf, rule.rule_name)
@@ -256,8 +171,6 @@ class _Evaluator:
 
     def _breach(self, wf: str, rule: AlertRule, row: dict[str, Any] | None, value: float,
                 count: int, status: RuleStatus) -> None:
-        from keel.store import _monitor as mon
-
         since = float(row["detail"].get("breach_since", row["fired_at"])) if row else self.now
         detail = {"breach_since": since, "signal": rule.signal, "count": count,
                   "threshold": rule.threshold, "clear": rule.clear}
@@ -277,8 +190,6 @@ class _Evaluator:
 
     def _firing(self, wf: str, rule: AlertRule, row: dict[str, Any], value: float | None,
                 count: int, enough: bool, status: RuleStatus) -> None:
-        from keel.store import _monitor as mon
-
         detail = dict(row["detail"])
         if enough and value is not None and rule.cleared(value):
             note = self._note(wf, rule, "resolved", value, count)
@@ -332,9 +243,6 @@ def evaluate(store: Store, workflow: Workflow | str | None = None, *,
     ``workflow`` is a Workflow (its declared rules), a workflow name, or None for every
     workflow in the store (rules as each workflow declared them when it last ran).
     """
-    from keel.store import _monitor as mon
-    from keel.workflow import Workflow
-
     ev = _Evaluator(store, channels, time.time() if now is None else now)
     specs = mon.workflow_specs(store)
     if isinstance(workflow, Workflow):
@@ -353,8 +261,6 @@ def evaluate(store: Store, workflow: Workflow | str | None = None, *,
 def history(store: Store, workflow: str | None = None, *, state: str | None = None,
             limit: int = 100) -> list[dict[str, Any]]:
     """Alerts that fired (newest first), with when they resolved."""
-    from keel.store import _monitor as mon
-
     return mon.alert_history(store, workflow, limit=limit, state=state)
 
 
@@ -389,20 +295,3 @@ class AlertScheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-
-
-__all__ = [
-    "DEFAULT_RULES",
-    "SIGNALS",
-    "AlertRule",
-    "AlertScheduler",
-    "Channel",
-    "CheckResult",
-    "LogChannel",
-    "Notification",
-    "RuleStatus",
-    "WebhookChannel",
-    "evaluate",
-    "history",
-    "rules_for",
-]

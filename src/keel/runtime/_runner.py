@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel import _json
-from keel._breaker import CircuitBreaker
-from keel._deliveries import send
-from keel._loop import LoopThread
-from keel._policy import Policy
 from keel._record import DISPOSITIONS, BatchTally, Checkpoint, Item, Known, new_id
-from keel._sinks import Sink
-from keel.redact import Redactor, StorageRedactor
-from keel.resilience import Caller, Resilience, RetryPolicy, resilience_for
+from keel.contracts import Violation
+from keel.deliver import Sink, send
+from keel.monitor import detector_for
+from keel.redact import Redactor
+from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy, resilience_for
+from keel.review import policy_in_force
+from keel.runtime._writer import RowWriter
 from keel.stages import (
     Admitter,
     ConfidenceRouter,
@@ -33,13 +33,12 @@ from keel.stages import (
     Predictor,
     RawRow,
     Screener,
+    StorageRedactor,
 )
 from keel.stages.predict import Step
 from keel.stages.screen import Detector
-from keel.store import Store
-from keel.store._offload import RowWriter
-from keel.store._store import BatchRows, BreakerBook, SinkLedger, batch_rows
-from keel.workflow import Workflow
+from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows
+from keel.workflow import Policy, Workflow
 
 if TYPE_CHECKING:
     from keel.telemetry import Telemetry
@@ -206,7 +205,7 @@ class Runner:
         self.telemetry = telemetry
         self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
         self.validator = InputValidator(workflow.input_contract)
-        monitor = workflow.monitor.detector(store, workflow.name) if workflow.monitor else None
+        monitor = detector_for(workflow.monitor, store, workflow.name) if workflow.monitor else None
         self.screener = Screener([*detectors, monitor] if monitor else detectors)
         self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
                                    self._checkpoint)
@@ -278,8 +277,6 @@ class Runner:
 
     def _use_policy_in_force(self) -> None:
         """A policy from `keel calibrate` for this model replaces the declared thresholds."""
-        from keel.review._routing import policy_in_force
-
         policy, note = policy_in_force(self.store, self.wf.name, self.wf.model.version,
                                        self.wf.policy)
         self.policy = self.router.policy = self.predictor.policy = policy
@@ -613,8 +610,6 @@ def _line(i: Item, red: Redactor) -> dict[str, Any]:
 def _replay_item(record_id: str, key: str, raw: str, source: str, was: str) -> Item:
     item = Item(key=key, raw=_json.loads(raw), source=source, record_id=record_id, is_new=False)
     if "_unparsed" in item.raw:
-        from keel.contracts import Violation
-
         item.violations.append(Violation("*", "parse", "row could not be parsed"))
     item.log("replayed", detail={"was": was})
     return item

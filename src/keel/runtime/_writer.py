@@ -22,33 +22,19 @@ import logging
 import os
 import pickle
 import select
-import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import IO, Any
 
+from keel._child import recv_frame, send_frame, usable_cores
 from keel.errors import ConfigError, StoreError
-from keel.store._store import BatchRows, Store
+from keel.store import BatchRows, Store
 
 log = logging.getLogger("keel.store")
 #: Records written in-process before a run starts its writer process (0: from the start).
 DEFAULT_AFTER_RECORDS = 20_000
-_LEN = struct.Struct("!Q")
 _READY, _OK = b"ready", b"ok"
-
-
-def _send(out: IO[bytes], payload: bytes) -> None:
-    out.write(_LEN.pack(len(payload)) + payload)
-    out.flush()
-
-
-def _recv(inp: IO[bytes]) -> bytes | None:
-    head = inp.read(_LEN.size)
-    if len(head) < _LEN.size:
-        return None
-    (size,) = _LEN.unpack(head)
-    return inp.read(size)
 
 
 def offload_setting() -> int | None:
@@ -68,31 +54,6 @@ def offload_setting() -> int | None:
         log.debug("no writer process: this process may use %.2g core(s)", cores)
         return None
     return DEFAULT_AFTER_RECORDS
-
-
-def usable_cores() -> float:
-    """The CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota
-    (a container given one CPU on a larger machine)."""
-    try:
-        cores = float(len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        cores = float(os.cpu_count() or 1)
-    return min(cores, _cgroup_quota())
-
-
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float:
-    """CPUs a cgroup CPU quota allows (v2 ``cpu.max``, else v1 ``cfs_quota_us``); inf if none."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()
-        return float("inf") if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return float("inf") if quota_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return float("inf")
 
 
 class RowWriter:
@@ -126,7 +87,7 @@ class RowWriter:
         here = str(Path(__file__).resolve().parents[2])  # the child runs this same keel
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from keel.store._offload import main; main()", url],
+            [sys.executable, "-c", "from keel.runtime._writer import main; main()", url],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
 
     def _poll_ready(self, wait_s: float = 0.0) -> bool:
@@ -135,7 +96,7 @@ class RowWriter:
         assert proc is not None and proc.stdout is not None
         if not select.select([proc.stdout], [], [], wait_s)[0]:
             return False
-        answer = _recv(proc.stdout)
+        answer = recv_frame(proc.stdout)
         if answer == _READY:
             self._ready = True
             return True
@@ -149,8 +110,8 @@ class RowWriter:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            _send(proc.stdin, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
-            reply = _recv(proc.stdout)
+            send_frame(proc.stdin, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+            reply = recv_frame(proc.stdout)
         except (BrokenPipeError, OSError) as exc:
             raise StoreError(f"keel's writer process is gone: {exc}") from exc
         if reply != _OK:
@@ -176,18 +137,18 @@ def _serve(url: str, inp: IO[bytes], out: IO[bytes]) -> int:
     try:
         store = Store.open(url, migrate=False)
     except Exception as exc:  # the parent reads the failure as a non-ready answer
-        _send(out, f"{type(exc).__name__}: {exc}".encode())
+        send_frame(out, f"{type(exc).__name__}: {exc}".encode())
         return 1
-    _send(out, _READY)
+    send_frame(out, _READY)
     try:
-        while (frame := _recv(inp)) is not None:
+        while (frame := recv_frame(inp)) is not None:
             rows: Any = pickle.loads(frame)
             try:
                 store.write_rows(rows)
             except Exception as exc:  # reported to the parent, which fails the run
-                _send(out, f"{type(exc).__name__}: {exc}".encode())
+                send_frame(out, f"{type(exc).__name__}: {exc}".encode())
                 continue
-            _send(out, _OK)
+            send_frame(out, _OK)
     finally:
         store.close()
     return 0

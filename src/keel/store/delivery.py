@@ -10,7 +10,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keel import _json
-from keel._breaker import BreakerState
+from keel.resilience import BreakerState
 from keel.store import _schema as t
 from keel.store._engine import insert_ignore
 

@@ -27,7 +27,7 @@ import httpx
 
 from keel import _json
 from keel._http import retry_after
-from keel._sinks import Written
+from keel.deliver._sinks import Written
 from keel.errors import UserError
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from keel import _json
 from keel.store import _schema as t
-from keel.store._review import guarantee_status
 from keel.store._store import BreakerBook, Store
+from keel.store.reviews import guarantee_status
 
 
 def _by_cause(rows: Any) -> dict[str, int]:
@@ -141,3 +141,32 @@ def quarantined(store: Store, workflow: str | None = None, limit: int = 1000) ->
         row["violations"] = _json.loads(row["violations"])
         row["input"] = _json.loads(row["input"])
     return rows
+
+
+def realized_accuracy(store: Store, workflow: str, truth: dict[str, str],
+                      field: str = "intent") -> dict[str, Any]:
+    """Accuracy of automatic decisions (accepted, fallback) against held-back labels."""
+    r, d = t.records, t.decisions
+    q = (select(r.c.key, d.c.disposition, d.c.output)
+         .select_from(r.join(d, d.c.record_id == r.c.id)).where(r.c.workflow == workflow))
+    auto = correct = total = 0
+    by_disp: dict[str, list[int]] = {}
+    with store.engine.connect() as conn:
+        for key, disp, output in conn.execute(q):
+            if key not in truth:
+                continue
+            total += 1
+            if disp in ("accepted", "fallback"):
+                auto += 1
+                ok = int((_json.loads(output) or {}).get(field) == truth[key])
+                correct += ok
+                by_disp.setdefault(disp, [0, 0])
+                by_disp[disp][0] += ok
+                by_disp[disp][1] += 1
+    return {
+        "labelled_records": total,
+        "automated": auto,
+        "coverage": auto / total if total else None,
+        "accuracy_automated": correct / auto if auto else None,
+        "by_disposition": {k: {"correct": v[0], "total": v[1]} for k, v in by_disp.items()},
+    }
