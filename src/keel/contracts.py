@@ -97,5 +97,11 @@ class Contract:
         found = [v for v in (c.run(value) for c in self.checks) if v is not None]
         return (None, found) if found else (value, [])
 
+    def as_json(self, value: BaseModel) -> dict[str, Any]:
+        """A valid value as JSON-ready data: ``value.model_dump(mode="json")`` without its
+        argument handling (a third of its cost, on the hot path once per record)."""
+        out: dict[str, Any] = type(value).__pydantic_serializer__.to_python(value, mode="json")
+        return out
+
     def schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()

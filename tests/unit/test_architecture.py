@@ -122,3 +122,18 @@ def test_imports_follow_the_rules(module: str, path: Path) -> None:
                 problems.append(f"line {lineno}: {target} imported inside a function without "
                                 "a `# start-up: ...` comment saying why")
     assert problems == []
+
+
+FACES = ["keel", *sorted({_part(m) for m, _p in ALL if _part(m).count(".") == 1 and
+                          (SRC / Path(*_part(m).split("."))).is_dir()})]
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_every_name_a_face_promises_is_there(face: str) -> None:
+    import importlib
+
+    module = importlib.import_module(face)
+    names = getattr(module, "__all__", [])
+    assert names, f"{face} names its public face in __all__"
+    missing = [n for n in names if getattr(module, n, None) is None]
+    assert missing == []

@@ -33,6 +33,8 @@ EXIT_USER_ERROR = 1
 #: An error keel did not expect: a bug. The message says how to see the traceback.
 EXIT_INTERNAL = 70
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="keel",
     help="Run an AI prototype as a governed production workflow.",

@@ -29,6 +29,7 @@ from keel import _json
 from keel._http import retry_after
 from keel.deliver._sinks import Written
 from keel.errors import UserError
+from keel.resilience import RetryPolicy
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -63,9 +64,10 @@ class WebhookSink:
             raise UserError("webhook max_attempts must be at least 1")
         self.url = url
         self.name = f"webhook:{url}"
+        #: the same backoff as a model call's retries (keel.resilience.RetryPolicy)
+        self.retry = RetryPolicy(max_attempts=max_attempts, base_delay_s=base_delay_s,
+                                 max_delay_s=max_delay_s, seed=seed)
         self.max_attempts = max_attempts
-        self.base_delay_s = base_delay_s
-        self.max_delay_s = max_delay_s
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self.headers = dict(headers or {})
@@ -121,6 +123,6 @@ class WebhookSink:
                     hints.append(res.retry_after_s)
             if not todo:
                 break
-            cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-            time.sleep(min(self.max_delay_s, max([self.rng.uniform(0, cap), *hints])))
+            wait = self.retry.delay_s(attempt, self.rng, max(hints) if hints else None)
+            time.sleep(min(self.retry.max_delay_s, wait))
         return out

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from keel.monitor._profile import Profile, ProfileBuilder
     from keel.monitor._render import render_html
     from keel.monitor._window import Window, WindowCounter
-    from keel.workflow import DriftMonitor
 
 _WHERE = {
     "build_reference": "_api",
@@ -62,7 +61,6 @@ __all__ = [
     "Channel",
     "Check",
     "CheckResult",
-    "DriftMonitor",
     "DriftReport",
     "DriftSettings",
     "LogChannel",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ from keel.monitor import detector_for
 from keel.redact import Redactor
 from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy, resilience_for
 from keel.review import policy_in_force
+from keel.runtime._speed import freeze_startup_objects, young_gc_only
 from keel.runtime._writer import RowWriter
 from keel.stages import (
     Admitter,
@@ -136,25 +135,6 @@ class _Marks(list[tuple[str, int]]):
 
     def __call__(self, stage: str) -> None:
         self.append((stage, time.time_ns()))
-
-
-@contextmanager
-def _young_gc_only() -> Iterator[None]:
-    """While a run decides, the garbage collector leaves objects that existed before it alone.
-
-    A run allocates several objects per record; every full collection would walk all of the
-    interpreter's objects (the imported libraries: hundreds of thousands), about a sixth
-    of a no-op record's CPU. Frozen objects are unfrozen, and the thresholds restored,
-    when the run ends.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def _with_last(batches: Iterator[list[RawRow]]) -> Iterator[tuple[list[RawRow], bool]]:
@@ -311,7 +291,7 @@ class Runner:
         self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
         try:
-            with _young_gc_only():
+            with young_gc_only():
                 for batch, last in _with_last(_batches(rows, self.batch_size)):
                     self._defer = not last  # the last batch retries in the call: no next batch
                     marks = _Marks()
@@ -336,7 +316,7 @@ class Runner:
         """Open a long-lived run for :meth:`decide` calls (``keel serve``); close with
         :meth:`finish_serving`."""
         self._register()
-        gc.freeze()  # a long-lived server: collections skip what startup loaded (see _young_gc_only)
+        freeze_startup_objects()  # a long-lived server
         summary = RunSummary(self.wf.name, new_id(), source)
         self.store.start_run(summary.run_id, self.wf.name, "serve", source)
         self._serving_since = time.perf_counter()
@@ -428,7 +408,7 @@ class Runner:
         self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
         try:
-            with _young_gc_only():
+            with young_gc_only():
                 for start in range(0, len(rows), self.batch_size):
                     self._defer = start + self.batch_size < len(rows)
                     marks = _Marks()

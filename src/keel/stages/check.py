@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from keel._prediction import Prediction
 from keel.contracts import Contract, Violation
 
@@ -18,6 +16,4 @@ class OutputChecker:
         value, violations = self.contract.validate(prediction.output)
         if value is None:
             return None, violations
-        assert isinstance(value, BaseModel)
-        # model_dump(mode="json") minus its argument handling (a third of its cost per record)
-        return type(value).__pydantic_serializer__.to_python(value, mode="json"), []
+        return self.contract.as_json(value), []

@@ -28,7 +28,7 @@ _WHERE = {
     "masked": "_inspect", "opened": "_inspect", "quarantined": "_inspect", "status": "_inspect",
     "trace": "_inspect", "anchor_trail": "_trail", "export_trail": "_trail",
     "iter_trail": "_trail", "trail_report": "_trail", "verify_trail": "_trail",
-    "realized_accuracy": "_queries",
+    "realized_accuracy": "queries",
 }
 
 __all__ = [

@@ -106,14 +106,17 @@ def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
     openapi_extra=BODY_DOC,
 )
 async def post_decisions(request: Request, who: Submitter) -> Response:
-    state = request.app.state
-    records, single = parse_records(await request.body(), state.workflow,
-                                    state.settings.max_batch)
+    status, body = await decide_body(request.app.state, await request.body())
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def decide_body(state: Any, raw: bytes) -> tuple[int, bytes]:
+    """The one way a decision request is answered, whichever door it came in by (this route
+    for browser sessions and the docs, the ASGI lane in ``_fastlane.py`` for API keys)."""
+    records, single = parse_records(raw, state.workflow, state.settings.max_batch)
     answers = await state.batcher.submit(records)
     if single:
         answer = answers[0]
-        status = 202 if answer["disposition"] == "in_review" else 200
-        return Response(_json.dumpb(answer), status_code=status, media_type="application/json")
+        return (202 if answer["disposition"] == "in_review" else 200), _json.dumpb(answer)
     counts = Counter(a["disposition"] for a in answers)
-    body = {"results": answers, "counts": dict(counts)}
-    return Response(_json.dumpb(body), media_type="application/json")
+    return 200, _json.dumpb({"results": answers, "counts": dict(counts)})
