@@ -13,7 +13,7 @@ from keel.errors import NotFoundError
 
 def example_dir(name: str = "support_triage") -> Path:
     """The example's folder: shipped in the wheel, or the repository's examples/ folder."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the keel package
     for candidate in (here / "_examples" / name, here.parents[1] / "examples" / name):
         if (candidate / "workflow.py").is_file():
             return candidate
