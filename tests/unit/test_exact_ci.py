@@ -17,3 +17,13 @@ def test_matches_scipys_exact_binomial_interval(hits: int, n: int) -> None:
 
 def test_nothing_observed_has_no_interval() -> None:
     assert exact_ci(0, 0) is None
+
+
+@pytest.mark.parametrize("values", [[3.0], [1.0, 2.0], [5.0, 1.0, 4.0, 2.0, 3.0], list(range(97))])
+@pytest.mark.parametrize("q", [0, 50, 95, 100])
+def test_status_percentiles_match_numpy(values: list[float], q: float) -> None:
+    import numpy as np
+
+    from keel.store.queries import percentile
+
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))

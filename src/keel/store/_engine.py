@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.sql import Insert
 
@@ -63,6 +62,8 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
 
 def insert_ignore(engine: Engine, table: Any) -> Insert:
     """INSERT that skips rows whose key exists (the checkpoint write)."""
+    from sqlalchemy.dialects import postgresql, sqlite  # start-up: only when writing
+
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from keel import _json
 from keel.resilience import BreakerState
@@ -19,6 +18,8 @@ _CHUNK = 500
 
 def upsert(engine: Engine, table: Any, keys: Sequence[str], rows: list[dict[str, Any]]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE every other column, on either database."""
+    from sqlalchemy.dialects import postgresql, sqlite  # start-up: only when writing
+
     ins = (postgresql.insert(table) if engine.dialect.name == "postgresql"
            else sqlite.insert(table))
     cols = {c: ins.excluded[c] for c in rows[0] if c not in keys}

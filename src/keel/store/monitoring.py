@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Connection, Select, and_, delete, func, select, update
 
 from keel import _json
 from keel.store import _schema as t
 from keel.store._store import Store
+from keel.store.queries import percentile
 from keel.store.reviews import audit_accuracy
 
 ACCURACY_WINDOW_S = 7 * 86400.0
@@ -104,10 +104,10 @@ def _failure_rate(conn: Connection, wf: str, since: float, now: float) -> tuple[
 
 def _p95_latency(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
     d = t.decisions
-    lat = np.array([x for (x,) in conn.execute(select(d.c.latency_ms).where(
+    lat = [x for (x,) in conn.execute(select(d.c.latency_ms).where(
         d.c.workflow == wf, d.c.decided_at >= since, d.c.decided_at <= now,
-        d.c.latency_ms.is_not(None)))], dtype=np.float64)
-    return (float(np.percentile(lat, 95)) if lat.size else None), int(lat.size)
+        d.c.latency_ms.is_not(None)))]
+    return percentile(lat, 95), len(lat)
 
 
 def _backlog_age(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, select
 
 from keel import _json
@@ -45,8 +44,8 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         total = conn.execute(select(func.count()).select_from(r).where(r.c.workflow == workflow)).scalar_one()
         cost = conn.execute(select(func.coalesce(func.sum(d.c.cost_usd), 0.0))
                             .where(d.c.workflow == workflow)).scalar_one()
-        lat = np.array([x for (x,) in conn.execute(select(d.c.latency_ms).where(
-            d.c.workflow == workflow, d.c.latency_ms.is_not(None)))], dtype=np.float64)
+        lat = [x for (x,) in conn.execute(select(d.c.latency_ms).where(
+            d.c.workflow == workflow, d.c.latency_ms.is_not(None)))]
         backlog: dict[str, int] = dict(conn.execute(select(rt.c.reason, func.count()).where(
             rt.c.workflow == workflow, rt.c.status == "open").group_by(rt.c.reason)).all())
         oldest = conn.execute(select(func.min(rt.c.created_at)).where(
@@ -67,8 +66,7 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         "pending": int(total - decided),
         "review_backlog": {"open": int(sum(backlog.values())), "by_reason": backlog,
                            "oldest_created_at": oldest},
-        "latency_ms": {"p50": float(np.percentile(lat, 50)) if lat.size else None,
-                       "p95": float(np.percentile(lat, 95)) if lat.size else None},
+        "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)},
         "cost_usd": round(float(cost), 6),
         "failures_by_cause": failures,
         "breakers": BreakerBook(store).for_workflow(workflow),
@@ -170,3 +168,15 @@ def realized_accuracy(store: Store, workflow: str, truth: dict[str, str],
         "accuracy_automated": correct / auto if auto else None,
         "by_disposition": {k: {"correct": v[0], "total": v[1]} for k, v in by_disp.items()},
     }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile with linear interpolation (NumPy's default), without NumPy:
+    reading a store's status must not pay for importing it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (pos - low))
