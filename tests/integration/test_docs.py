@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 INSTALL = 'pip install -e ".[dev]" -c constraints.txt'
 TEST_CMD = "python -m pytest"
-FAST_CMD = 'python -m pytest -m "not slow"'
+FAST_CMD = 'python -m pytest -m "not slow" -n 4'
 
 
 def blocks(lang: str) -> list[str]:

@@ -24,7 +24,7 @@ from keel.cli import inspect as _inspect
 from keel.cli import review as _review
 from keel.cli import run as _run
 from keel.cli import serve as _serve
-from keel.cli._common import console_err
+from keel.cli._common import console_err, fit_consoles
 from keel.errors import KeelError
 
 #: Exit codes: 0 done, 1 a user mistake keel explains (KeelError), 2 a usage mistake (wrong
@@ -68,6 +68,7 @@ for _module in (_run, _inspect, _deliveries, _review, _calibrate, _audit, _alert
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Usage mistakes print the usage line and exit 2, a KeelError prints its
     message and exits 1; neither shows a traceback."""
+    fit_consoles()
     try:
         app(args=argv, prog_name="keel", standalone_mode=True)
     except SystemExit as exc:

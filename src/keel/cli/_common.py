@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Annotated, Any
@@ -14,6 +15,14 @@ from keel.errors import UserError
 
 console = Console(highlight=False)
 console_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fit_consoles() -> None:
+    """Take COLUMNS as it is now (Rich reads it once, when a console is made; one process
+    may run many commands: tests, an embedding program)."""
+    cols = os.environ.get("COLUMNS", "")
+    for con in (console, console_err):
+        con.width = int(cols) if cols.isdigit() and int(cols) > 0 else None  # type: ignore[assignment]
 
 DbOption = Annotated[
     str | None,
