@@ -127,6 +127,7 @@ class Item:
     #: latency keel reports (run summary, `keel status`, dashboard, metrics)
     latency_ms: float = 0.0
     conflict: bool = False  # a new version of a key decided from other content (admit)
+    release_id: str | None = None  # the release that decides it (champion, or a canary's)
 
     def log(self, kind: str, detail: dict[str, Any] | None = None, actor: str | None = None,
             model_version: str | None = None, latency_ms: float | None = None,

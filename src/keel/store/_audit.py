@@ -68,8 +68,14 @@ CONVERTERS = {"f": _f, "i": _i, "b": _b, "s": str}
 
 
 def row_digest(values: tuple[Any, ...], kinds: tuple[Any, ...]) -> str:
-    """128-bit digest of one row's values, each converted by its column's kind."""
-    text = "\x1f".join("\x00" if v is None else conv(v) for v, conv in zip(values, kinds, strict=True))
+    """128-bit digest of one row's values, each converted by its column's kind. Trailing
+    NULLs are left out, so a nullable column added by a later migration does not change the
+    digest of a row written before it."""
+    end = len(values)
+    while end and values[end - 1] is None:
+        end -= 1
+    text = "\x1f".join("\x00" if v is None else conv(v)
+                       for v, conv in zip(values[:end], kinds[:end], strict=True))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

@@ -33,7 +33,7 @@ PREDICTION_COLS = ("record_id", "step", "model_version", "output", "confidence",
                    "output_tokens", "cost_usd", "latency_ms", "metadata", "created_at")
 DECISION_COLS = ("record_id", "workflow", "disposition", "reason", "output", "confidence",
                  "model_version", "decided_by", "policy_version", "audit", "attempts",
-                 "failed_attempts", "latency_ms", "cost_usd", "decided_at")
+                 "failed_attempts", "latency_ms", "cost_usd", "decided_at", "release_id")
 
 
 def _kinds(table: Any, cols: Sequence[str]) -> tuple[Any, ...]:
@@ -174,8 +174,10 @@ def _block_digests(conn: Connection) -> Iterator[tuple[int, tuple[str, int]]]:
         yield current, (block_digest(members), len(members))
 
 
-def current_digests(conn: Connection, record_ids: Sequence[str]) -> RowDigests:
-    """The digests of the rows the store holds now for ``record_ids``."""
+def current_digests(conn: Connection, record_ids: Sequence[str],
+                    decision_cols: Sequence[str] = DECISION_COLS) -> RowDigests:
+    """The digests of the rows the store holds now for ``record_ids`` (``decision_cols``: the
+    decision columns a migration's schema has, when it runs before later columns exist)."""
     r, p, d = t.records, t.predictions, t.decisions
     out = RowDigests()
     out.add_records(tuple(x) for x in conn.execute(
@@ -183,7 +185,7 @@ def current_digests(conn: Connection, record_ids: Sequence[str]) -> RowDigests:
     out.add_answers(tuple(x) for x in conn.execute(
         select(*(p.c[c] for c in PREDICTION_COLS)).where(p.c.record_id.in_(record_ids))))
     out.add_decisions(tuple(x) for x in conn.execute(
-        select(*(d.c[c] for c in DECISION_COLS)).where(d.c.record_id.in_(record_ids))))
+        select(*(d.c[c] for c in decision_cols)).where(d.c.record_id.in_(record_ids))))
     return out
 
 

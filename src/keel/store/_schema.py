@@ -12,6 +12,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -102,6 +103,7 @@ decisions = Table(
     Column("latency_ms", Float),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("decided_at", Float, nullable=False),
+    Column("release_id", String(64)),  # migration 0005: the release that decided it
     Index("ix_decisions_workflow_disposition", "workflow", "disposition"),
     Index("ix_decisions_workflow_decided_at", "workflow", "decided_at"),
     sqlite_with_rowid=False,
@@ -279,4 +281,99 @@ labels = Table(
     Column("note", Text),
     UniqueConstraint("task_id", name="uq_labels_task"),
     Index("ix_labels_workflow_at", "workflow", "decided_at"),
+)
+
+
+# Migration 0005: releases (what decides a record, versioned), their aliases and history,
+# rollouts (shadow and canary), evaluation runs, and the challenger's shadow answers.
+releases = Table(
+    "releases", metadata,
+    Column("id", String(64), primary_key=True),          # content hash of the spec
+    Column("workflow", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("spec", Text, nullable=False),                  # model, prompt, contract, policy, fallback
+    Column("model_version", String(200), nullable=False),
+    Column("artifact", String(64)),                        # release_artifacts.sha256 (runnable)
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200)),
+    Column("note", Text),                                  # why it was made
+    UniqueConstraint("workflow", "name", name="uq_releases_workflow_name"),
+)
+
+release_artifacts = Table(
+    "release_artifacts", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),           # the model, pickled
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+release_aliases = Table(
+    "release_aliases", metadata,
+    Column("workflow", String(200), nullable=False),
+    Column("alias", String(50), nullable=False),           # champion | challenger
+    Column("release_id", String(64), nullable=False),
+    Column("since", Float, nullable=False),
+    PrimaryKeyConstraint("workflow", "alias", name="pk_release_aliases"),
+)
+
+release_events = Table(
+    "release_events", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("release_id", String(64)),
+    Column("alias", String(50)),
+    Column("actor", String(200)),
+    Column("reason", Text),
+    Column("evidence", Text),
+    Index("ix_release_events_workflow_at", "workflow", "at"),
+)
+
+rollouts = Table(
+    "rollouts", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("challenger", String(64), nullable=False),
+    Column("champion", String(64), nullable=False),
+    Column("mode", String(20), nullable=False),            # shadow | canary
+    Column("steps", Text, nullable=False),                 # canary shares, e.g. [5, 25, 50, 100]
+    Column("step", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # running paused promoted rolled_back aborted
+    Column("settings", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("step_started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("evidence", Text),
+    Index("ix_rollouts_workflow_status", "workflow", "status"),
+)
+
+eval_runs = Table(
+    "eval_runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("release_id", String(64), nullable=False),
+    Column("against_id", String(64)),
+    Column("data_hash", String(64), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("metrics", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_eval_runs_workflow_release", "workflow", "release_id"),
+)
+
+shadow_answers = Table(
+    "shadow_answers", metadata,
+    Column("record_id", String(32), nullable=False),
+    Column("release_id", String(64), nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("output", Text),
+    Column("confidence", Float),
+    Column("error", Text),
+    Column("agrees", Boolean),                             # with the champion's output
+    Column("latency_ms", Float),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("record_id", "release_id", name="pk_shadow_answers"),
+    Index("ix_shadow_answers_release", "release_id"),
 )

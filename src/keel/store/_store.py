@@ -388,7 +388,7 @@ def _decision_row(workflow: str, i: Item, policy_version: str, now: float) -> tu
             _json.dumps(i.output) if i.output is not None else None,
             pred.confidence if pred is not None else None, i.predicted_by,
             i.predicted_by if i.output else None, policy_version, i.audit, i.attempts,
-            i.failed_attempts, i.latency_ms, i.cost_usd, now)
+            i.failed_attempts, i.latency_ms, i.cost_usd, now, i.release_id)
 
 
 def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> tuple[Any, ...]:

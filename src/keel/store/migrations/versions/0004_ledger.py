@@ -26,7 +26,10 @@ from alembic import op
 from keel import _json
 from keel._record import Event
 from keel.store._audit import GENESIS, AuditKey, segment_hash
-from keel.store._ledger import current_digests, seal
+from keel.store._ledger import DECISION_COLS, current_digests, seal
+
+#: the decision columns at this revision (later ones are nullable and left out of digests)
+_DECISION_COLS_0004 = DECISION_COLS[:DECISION_COLS.index("release_id")]
 
 revision = "0004_ledger"
 down_revision = "0003_segments"
@@ -84,7 +87,7 @@ def _seal_existing(conn: sa.Connection) -> None:
     text = _json.dumps([Event("sealed", now, {"by": "migration 0004_ledger"}).entry()])
     for start in range(0, len(heads), 500):
         part = heads[start:start + 500]
-        digests = current_digests(conn, [h[0] for h in part])
+        digests = current_digests(conn, [h[0] for h in part], _DECISION_COLS_0004)
         rows = []
         for rid, seq, prev, workflow in part:
             found = digests.text(rid) or None
