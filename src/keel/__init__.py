@@ -29,7 +29,16 @@ if _typing.TYPE_CHECKING:
     from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
     from keel.runtime import Runner, RunSummary, replay, run
     from keel.store import Store, quarantined, status, trace
-    from keel.workflow import AlertRule, DriftMonitor, Owners, Policy, Workflow, load_workflow
+    from keel.workflow import (
+        AlertRule,
+        DriftMonitor,
+        Owners,
+        Policy,
+        Retrain,
+        Rollout,
+        Workflow,
+        load_workflow,
+    )
 
 __version__ = "0.1.0"
 
@@ -58,8 +67,10 @@ _WHERE = {
     "RateLimits": "keel.resilience",
     "Refused": "keel.errors",
     "Resilience": "keel.resilience",
+    "Retrain": "keel.workflow",
     "RetryPolicy": "keel.resilience",
     "RetryableModelError": "keel.errors",
+    "Rollout": "keel.workflow",
     "Rules": "keel.models",
     "RunSummary": "keel.runtime",
     "Runner": "keel.runtime",
@@ -106,8 +117,10 @@ __all__ = [
     "RateLimits",
     "Refused",
     "Resilience",
+    "Retrain",
     "RetryPolicy",
     "RetryableModelError",
+    "Rollout",
     "Rules",
     "RunSummary",
     "Runner",

@@ -128,6 +128,8 @@ class Item:
     latency_ms: float = 0.0
     conflict: bool = False  # a new version of a key decided from other content (admit)
     release_id: str | None = None  # the release that decides it (champion, or a canary's)
+    #: a release under trial answered it differently: a person says who was right
+    release_check: bool = False
 
     def log(self, kind: str, detail: dict[str, Any] | None = None, actor: str | None = None,
             model_version: str | None = None, latency_ms: float | None = None,

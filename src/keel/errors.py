@@ -133,6 +133,21 @@ class BelowGuarantee(RequestError):
     status = 409
 
 
+class ReleaseError(RequestError):
+    """A release, rollout or evaluation that cannot be done as asked (an output contract that
+    does not fit, a release with nothing to run, a labels file without its column)."""
+
+    code = "keel.release"
+    status = 422
+
+
+class RolloutConflict(RequestError):
+    """A rollout asked for while another is under way (or a change it would contradict)."""
+
+    code = "keel.release.conflict"
+    status = 409
+
+
 class StoreError(KeelError):
     code = "keel.store"
 

@@ -52,6 +52,7 @@ class Policy:
             "out_of_distribution": 8 * 3600.0,
             "low_confidence": 24 * 3600.0,
             "audit_sample": 72 * 3600.0,
+            "release_check": 24 * 3600.0,
             "second_review": 24 * 3600.0,
             "manual": 24 * 3600.0,
         }
@@ -63,6 +64,7 @@ class Policy:
             "out_of_distribution": 60,
             "low_confidence": 50,
             "audit_sample": 10,
+            "release_check": 40,
             "second_review": 70,
             "manual": 70,
         }
@@ -208,6 +210,89 @@ class DriftMonitor:
     check_window: str = "1h"
 
 
+# -- releases: how a challenger is tried, and when keel retrains ----------------------------------
+@dataclass(frozen=True)
+class Rollout:
+    """How a challenger release is tried on live traffic (``keel rollout start``).
+
+    ``steps`` are the canary's shares of traffic in percent (0 is a shadow step: the
+    challenger answers every record, nothing it says is acted on). A step ends when its
+    evidence says so, judged after at least ``min_decisions`` of the challenger's decisions
+    in the step and ``min_reviewed`` records people reviewed (counted over the whole
+    rollout): *promote* (next step, or the champion alias at the last), *roll back* (at
+    once), or *hold*. ``canary_audit_rate`` replaces the policy's audit rate for the
+    challenger's automatic decisions, so reviewers see enough of them.
+
+    Agreement with reviewers is compared by an anytime-valid confidence sequence at
+    ``confidence``: valid however often it is looked at. The challenger is rolled back when
+    it is surely less often right than the champion on the records people reviewed; it is
+    promoted when it is surely not worse by more than ``tolerance``. Guard rails roll back
+    on a failed-call rate ``max_error_rate_increase`` above the champion's, a mean latency
+    over ``max_latency_ratio`` times, or a cost per decision over ``max_cost_ratio`` times
+    the champion's. ``auto_canary``: after a passed shadow step the canary starts on its
+    own; otherwise it waits for a person (``keel rollout resume``).
+    ``check_every_s``: how often a running ``keel run``/``keel serve`` looks at the evidence.
+    """
+
+    steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+    min_decisions: int = 100
+    min_reviewed: int = 30
+    canary_audit_rate: float = 0.25
+    confidence: float = 0.95
+    tolerance: float = 0.05
+    max_error_rate_increase: float = 0.05
+    max_latency_ratio: float = 3.0
+    max_cost_ratio: float = 1.5
+    auto_canary: bool = False
+    check_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        steps = tuple(float(s) for s in self.steps)
+        object.__setattr__(self, "steps", steps)
+        if not steps or any(not 0.0 <= s <= 100.0 for s in steps):
+            raise ValueError(f"rollout steps are percentages in [0, 100], got {list(steps)}")
+        if list(steps) != sorted(steps) or len(set(steps)) != len(steps):
+            raise ValueError(f"rollout steps must rise, e.g. 5,25,50,100; got {list(steps)}")
+        if not 0.0 <= self.canary_audit_rate <= 1.0:
+            raise ValueError("canary_audit_rate must be in [0, 1]")
+        if not 0.5 < self.confidence < 1.0:
+            raise ValueError("confidence must be in (0.5, 1), e.g. 0.95")
+        if self.min_decisions < 1 or self.min_reviewed < 0 or self.tolerance < 0:
+            raise ValueError("min_decisions >= 1, min_reviewed >= 0 and tolerance >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rollout:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """When keel retrains on its own (``keel serve``, and after each ``keel run``).
+
+    A trigger: ``after_labels`` new labels from reviews and audits since the last
+    candidate, a drift alert firing (``on_drift``), or ``every_s`` seconds since it. The
+    candidate is trained on the labels outside a held-out share (``holdout``, chosen by a
+    hash of the key, so a record stays on its side), evaluated against the champion on the
+    held-out ones, and, when not worse, tried in a rollout: a shadow step, then the canary
+    where ``Rollout.auto_canary`` allows it. Each step is a release event with its evidence.
+    """
+
+    after_labels: int | None = 500
+    on_drift: bool = False
+    every_s: float | None = None
+    holdout: float = 0.3
+    shadow: bool = True
+
+    def __post_init__(self) -> None:
+        if self.after_labels is None and not self.on_drift and self.every_s is None:
+            raise ValueError("Retrain needs a trigger: after_labels, on_drift or every_s")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError("holdout is the share of labels kept for evaluation, in (0, 1)")
+
+
 # -- the workflow -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Owners:
@@ -273,6 +358,10 @@ class Workflow:
     #: drift monitoring: ``keel.DriftMonitor()`` routes out-of-distribution records to review
     monitor: DriftMonitor | None = None
     checkpoint: str = "auto"
+    #: how a challenger release is tried on live traffic (``keel rollout``)
+    rollout: Rollout = field(default_factory=Rollout)
+    #: when keel retrains on its own (None: only when someone runs ``keel retrain``)
+    retrain: Retrain | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -283,6 +372,9 @@ class Workflow:
                 f"fields are {sorted(self.input.model_fields)}"
             )
         self._check_privacy()
+        if self.retrain is not None and self.train is None:
+            raise ValueError("retrain=keel.Retrain(...) needs a train function: add "
+                             "train=my_train to the Workflow")
         if self.checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint {self.checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
         self.input_contract = Contract(self.input, self.input_checks)
@@ -345,6 +437,8 @@ class Workflow:
             "storage": self.storage,
             "checkpoint": self.checkpoint,
             "alerts": None if self.alerts is None else [r.as_dict() for r in self.alerts],
+            "rollout": self.rollout.as_dict(),
+            "retrain": None if self.retrain is None else asdict(self.retrain),
         }
 
 

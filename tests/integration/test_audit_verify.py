@@ -52,8 +52,10 @@ def test_an_untouched_trail_verifies(tmp_path: Path, store: Store) -> None:
     _decide(tmp_path, store)
     report = verify_trail(store=store)
     assert report.ok and report.records == 12 and report.events >= 48
-    assert report.segments == 24
-    assert report.blocks == 6  # three batches: the answers, then the decisions
+    # and the workflow's release history: r1 registered, then made champion by the first run
+    assert report.release_trails == 1
+    assert report.segments == 24 + 2
+    assert report.blocks == 6 + 2  # three batches: the answers, then the decisions
     assert len(report.root) == 64 and report.root == report.head_hash
     assert verify_trail(store=store).root == report.root  # stable while nothing changes
 
@@ -202,8 +204,8 @@ def test_recomputing_every_hash_without_the_key_is_caught(tmp_path: Path, store:
     with store.engine.connect() as conn:
         row = conn.execute(text("select record_id, workflow, disposition, reason, output, "
                                 "confidence, model_version, decided_by, policy_version, audit, "
-                                "attempts, failed_attempts, latency_ms, cost_usd, decided_at "
-                                "from decisions where record_id = :r"), {"r": rid}).first()
+                                "attempts, failed_attempts, latency_ms, cost_usd, decided_at, "
+                                "release_id from decisions where record_id = :r"), {"r": rid}).first()
     digests = str(seg["digests"]).split(";")
     digests = ";".join(d if not d.startswith("decision=") else
                        "decision=" + RowDigests().add_decisions([tuple(row)])[rid]["decision"]
@@ -245,9 +247,10 @@ def test_an_anchor_proves_the_ledger_was_not_cut_short(tmp_path: Path, db_url: s
         made = keel_cli(capsys, "audit", "anchor", "--db", db_url, "--out", str(anchor_file))
         assert made.returncode == 0, made.stderr
         found = json.loads(anchor_file.read_text())
-        assert found["seq"] == 6 and found["records"] == 12 and len(found["signature"]) == 64
+        # six blocks of decisions, two of the release history (r1 registered, then champion)
+        assert found["seq"] == 8 and found["records"] == 12 and len(found["signature"]) == 64
         ok = keel_cli(capsys, "audit", "verify", "--db", db_url, "--against", str(anchor_file))
-        assert ok.returncode == 0 and "anchor at block 6 holds" in " ".join(ok.stdout.split())
+        assert ok.returncode == 0 and "anchor at block 8 holds" in " ".join(ok.stdout.split())
         # Delete the last block with all it sealed and rewind the head: nothing inside the
         # store can tell...
         with store.engine.connect() as conn:

@@ -40,7 +40,8 @@ def test_batches_go_through_the_writer_process_and_read_back_alike(
         assert counts_balance(s1) and counts_balance(s2) and s1.counts == s2.counts
         for store in (here, there):
             report = verify_trail(store=store)
-            assert report.ok and report.records == 600 and report.segments == 600
+            assert report.ok and report.records == 600 and report.release_trails == 1
+            assert report.segments == 600 + 2  # and the release history's two
         (a,), (b,) = keel.trace("k9", store=here), keel.trace("k9", store=there)
         assert a["decision"]["disposition"] == b["decision"]["disposition"] == "accepted"
         assert [e["kind"] for e in a["events"]] == [e["kind"] for e in b["events"]]
@@ -60,7 +61,7 @@ def test_a_failed_write_in_the_writer_process_fails_the_run_with_the_cause(tmp_p
         rid = keel.trace("k1", store=store)[0]["record_id"]
         writer = RowWriter(store, after_records=0)
         clash = (rid, "tickets", "accepted", None, None, 0.9, "m", "m", "p", False, 1, 0, 1.0,
-                 0.0, 1.0)  # a second decision for a decided record
+                 0.0, 1.0, None)  # a second decision for a decided record
         rows = BatchRows([], [], [clash], [], [], [], [])
         with pytest.raises(StoreError, match=r"writer process.*UNIQUE"):
             writer.write(rows)

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"keel.workflow"},
     {"keel.store"},
     {"keel.stages", "keel.sources"},
-    {"keel.deliver", "keel.telemetry", "keel.monitor", "keel.review"},
+    {"keel.deliver", "keel.telemetry", "keel.monitor", "keel.review", "keel.releases"},
     {"keel.runtime"},
     {"keel.server"},
     {"keel.cli", "keel", "keel.__main__"},

@@ -10,6 +10,7 @@ from rich.table import Table
 
 import keel
 from keel.cli._common import DbOption, JsonOption, console, print_json
+from keel.errors import UserError
 
 if TYPE_CHECKING:
     from keel.review import CalibrationResult
@@ -91,15 +92,24 @@ def _render(res: CalibrationResult) -> None:
         console.print("dry run: the routing policy in force is unchanged")
 
 
-def retrain_cmd(workflow_py: WorkflowPy, db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Train a new model version on the original data plus the labels; register it as candidate."""
-    from keel import review  # start-up: see keel.cli
+def retrain_cmd(
+    workflow_py: WorkflowPy,
+    holdout: Annotated[float | None, typer.Option(
+        help="Keep this share of the labels out of training and evaluate the candidate "
+             "against the champion on them (e.g. 0.3).")] = None,
+    db: DbOption = None, as_json: JsonOption = False,
+) -> None:
+    """Train a new model version on the original data plus the labels; register it as a
+    release (not live: evaluate it, then roll it out)."""
+    from keel import releases  # start-up: see keel.cli
 
+    if holdout is not None and not 0 < holdout < 1:
+        raise UserError("--holdout is a share of the labels in (0, 1), e.g. 0.3")
     wf = keel.load_workflow(workflow_py)
     store = keel.Store.open(db)
     try:
         with console.status("training"):
-            out = review.retrain(wf, store)
+            out = releases.retrain_release(wf, store, holdout=holdout)
     finally:
         store.close()
     if as_json:
@@ -107,12 +117,19 @@ def retrain_cmd(workflow_py: WorkflowPy, db: DbOption = None, as_json: JsonOptio
         return
     console.print(f"trained [bold]{out['version']}[/] on the original data plus "
                   f"{out['label_examples']:,} labels in {out['train_s']:.1f} s")
-    if out["already_registered"]:
-        console.print(f"this version was already registered (alias {out['alias'] or '-'}); "
-                      "nothing new to try")
-    else:
-        console.print(f"registered as [bold]candidate[/] (not live: {wf.name} still runs "
-                      f"{out['live_version']})")
+    if not out["new_release"]:
+        console.print(f"this is release {out['release']}, registered before; nothing new to try")
+        return
+    console.print(f"registered as release [bold]{out['release']}[/] (not live: "
+                  f"{out['champion']} is the champion)")
+    ev = out.get("eval")
+    if ev and ev.get("comparison"):
+        c = ev["comparison"]
+        console.print(f"on {out['held_out']:,} held-out labels: {c['verdict']} "
+                      f"(accuracy {c['accuracy_difference']:+.1%})")
+    console.print(f"Next: `keel eval {workflow_py} --labels FILE --release {out['release']} "
+                  f"--against champion`, then `keel rollout start {workflow_py} --challenger "
+                  f"{out['release']} --canary 5,25,50,100`")
 
 
 def export_cmd(

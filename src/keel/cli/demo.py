@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import sys
 from pathlib import Path
+from typing import Any
+
+import typer
 
 import keel
 from keel.cli._common import DbOption, JsonOption, console, print_json
@@ -25,8 +30,17 @@ def labels(path: Path, key: str = "id", label: str = "category") -> dict[str, st
         return {row[key]: row[label] for row in csv.DictReader(fh)}
 
 
-def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Run the support_triage demo: train the model if needed, decide 1,580 real messages."""
+group = typer.Typer(help="The support_triage demo on real Banking77 messages (`keel demo`), and "
+                         "the release story (`keel demo releases`).",
+                    invoke_without_command=True, no_args_is_help=False)
+
+
+@group.callback()
+def demo_cmd(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Run the support_triage demo: train the model if needed, decide 1,580 real messages
+    (`keel demo releases`: the release story)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from keel.store import realized_accuracy  # start-up: see keel.cli
 
     ex = example_dir()
@@ -54,3 +68,36 @@ def demo_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     console.print("\nNext: [bold]keel trace b77-00001[/] (one message's whole story), "
                   "[bold]keel status[/] (the workflow at a glance), "
                   "[bold]keel quarantine[/] (bad input).")
+
+
+@group.command("releases")
+def releases_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """The release story: retrain from reviewers' labels, evaluate against the champion,
+    shadow, canary to 100% and promote; then a broken candidate, rolled back on its own.
+    Reviewers are simulated from the held-back labels. About a minute; trains three models."""
+    ex = example_dir()
+    story = _load(ex / "release_story.py")
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if not as_json:
+            console.print(line, markup=False)
+
+    out = story.tell(db, say=say)
+    if as_json:
+        print_json({**out, "lines": lines})
+
+
+def _load(path: Path) -> Any:
+    """Import the example's story module (its folder on the path: it imports its model)."""
+    folder = str(path.parent)
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location("keel_release_story", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module

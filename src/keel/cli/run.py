@@ -72,6 +72,11 @@ def render_summary(s: RunSummary) -> None:
                       "them) were sent first")
     if s.audit_samples:
         console.print(f"[bold]audit:[/] {s.audit_samples} accepted decisions sampled for review")
+    if s.releases:
+        console.print("[bold]releases:[/] " + ", ".join(
+            f"{name} decided {n:,}" for name, n in s.releases.items()))
+    for note in s.notes:
+        console.print(f"[yellow]note:[/] {note}", markup=True)
 
 
 def _finish(summary: RunSummary, as_json: bool) -> None:
@@ -159,6 +164,6 @@ def _hook(url: str | None, headers: list[str] | None) -> keel.WebhookSink | None
 def register(app: typer.Typer) -> None:
     app.command("run")(run_cmd)
     app.command("replay")(replay_cmd)
-    from keel.cli.demo import demo_cmd
+    from keel.cli.demo import group as demo_group
 
-    app.command("demo")(demo_cmd)
+    app.add_typer(demo_group, name="demo")

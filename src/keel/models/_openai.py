@@ -119,6 +119,13 @@ class OpenAIModel(Model):
                                      repr((self.temperature, self.max_tokens,
                                            self.confidence_field, self.structured)), length=12)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a release's artifact) without its HTTP clients and without an API key
+        given in code: a loaded copy reads ``$OPENAI_API_KEY`` like any other."""
+        state = dict(self.__dict__)
+        state.update(_clients={}, api_key=None)
+        return state
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "metrics": {"price_in_per_mtok": self.price[0],
                                                   "price_out_per_mtok": self.price[1]}}

@@ -84,6 +84,18 @@ class SklearnModel(Model):
     def warm(self) -> None:
         _ = self.version
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as the fitted estimator and its version (a release's artifact): no loader,
+        no artifact path, so it loads where the workflow's files are not."""
+        _ = self.version
+        state = dict(self.__dict__)
+        state.update(_loader=None, _artifact=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["artifact_hash"] = self.version.rsplit("-", 1)[-1]

@@ -120,29 +120,42 @@ def training_examples(store: Store, workflow: str) -> list[dict[str, Any]]:
             for r in latest.values() if r["label"] is not None]
 
 
-def retrain(wf: Workflow, store: Store) -> dict[str, Any]:
-    """Train a new model version with ``wf.train(labels)`` and register it as a candidate.
-
-    The candidate is not live: the workflow keeps its model until you change it.
-    """
+def train_candidate(wf: Workflow, examples: list[dict[str, Any]]) -> Model:
+    """``wf.train(examples)``, checked: a keel Model, warmed."""
     if wf.train is None:
         raise ConfigError(f"workflow {wf.name!r} declares no train function; add "
                           "train=my_train to the Workflow (it takes the labels and returns a "
                           "keel Model trained on your original data plus them)")
-    wf.model.warm()  # the live version, computed before anything else touches the process
-    live = wf.model.version
-    examples = training_examples(store, wf.name)
-    t0 = time.perf_counter()
     model = wf.train(examples)
     if not isinstance(model, Model):
         raise ConfigError(f"{wf.name}'s train function returned {type(model).__name__}; "
                           "return a keel Model (e.g. keel.SklearnModel(...))")
     model.warm()
+    return model
+
+
+def retrain(wf: Workflow, store: Store,
+            examples: list[dict[str, Any]] | None = None) -> tuple[Model, dict[str, Any]]:
+    """Train a new model version with ``wf.train(labels)`` and register it as a candidate
+    model version: (the model, what was done). ``examples``: these labels instead of all.
+
+    The candidate is not live: `keel retrain` registers it as a release to evaluate and roll
+    out (keel.releases).
+    """
+    if wf.train is None:
+        train_candidate(wf, [])  # the error saying how to add one
+    wf.model.warm()  # the live version, computed before anything else touches the process
+    live = wf.model.version
+    if examples is None:
+        examples = training_examples(store, wf.name)
+    t0 = time.perf_counter()
+    model = train_candidate(wf, examples)
     info = model.describe()
     info["metrics"] = {**(info.get("metrics") or {}), "label_examples": len(examples)}
     known = sql.model_version_alias(store, info["version"])
     store.register_model(wf.name, info, alias="candidate")
-    return {"workflow": wf.name, "version": info["version"], "alias": known or "candidate",
-            "already_registered": known is not None, "label_examples": len(examples),
-            "training_data_hash": info.get("training_data_hash"),
-            "live_version": live, "train_s": round(time.perf_counter() - t0, 2)}
+    return model, {"workflow": wf.name, "version": info["version"],
+                   "alias": known or "candidate", "already_registered": known is not None,
+                   "label_examples": len(examples),
+                   "training_data_hash": info.get("training_data_hash"),
+                   "live_version": live, "train_s": round(time.perf_counter() - t0, 2)}

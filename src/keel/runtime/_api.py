@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from keel._record import RawRow
 from keel.deliver import FileSink, Sink, WebhookSink
 from keel.errors import UserError
 from keel.resilience import RetryPolicy
@@ -35,13 +36,15 @@ def _runner(wf: Workflow, store: Store, out: str | Path | None, batch_size: int,
                   retry=retry, telemetry=telemetry)
 
 
-def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None = None,
+def run(workflow: Workflow | str | Path, source: str | Path | Iterable[Mapping[str, Any]], *,
+        db: str | None = None,
         out: str | Path | None = None, batch_size: int = 500,
         detectors: Sequence[Detector] = (), retry: RetryPolicy | None = None,
         progress: ProgressFn | None = None, store: Store | None = None,
         webhook: str | WebhookSink | None = None,
         telemetry: Telemetry | None = None, encoding: str | None = None) -> RunSummary:
-    """Run ``workflow`` over a CSV/JSONL/Parquet file; returns the run's summary.
+    """Run ``workflow`` over a CSV/JSONL/Parquet file (or records in memory: an iterable of
+    dicts); returns the run's summary.
 
     ``encoding`` declares the file's text encoding (default: a byte-order mark, else UTF-16
     by its zero bytes, else UTF-8); gzip, bzip2 and xz files are read as they are.
@@ -54,10 +57,15 @@ def run(workflow: Workflow | str | Path, source: str | Path, *, db: str | None =
     caller shuts it down.
     """
     wf = _workflow(workflow)
-    rows = read_rows(source, encoding=encoding)
+    if isinstance(source, (str, Path)):
+        rows: Iterable[RawRow] = read_rows(source, encoding=encoding)
+        name = str(source)
+    else:
+        rows = (RawRow("records", n, dict(r)) for n, r in enumerate(source, 1))
+        name = "records"
     with opened(store, db) as st:
         runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
-        return runner.run(rows, source=str(source), progress=progress)
+        return runner.run(rows, source=name, progress=progress)
 
 
 def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,

@@ -8,7 +8,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,10 @@ from keel.contracts import Violation
 from keel.deliver import Sink, send
 from keel.monitor import detector_for
 from keel.redact import Redactor
-from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy, resilience_for
+from keel.releases import Lineup, Release, declared_note, lineup, tend
+from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy
 from keel.review import policy_in_force
+from keel.runtime._lanes import Lane, LaneMaker, Plan, resumed_elsewhere, shadow_clone, shadow_rows
 from keel.runtime._speed import freeze_startup_objects, young_gc_only
 from keel.runtime._writer import RowWriter
 from keel.stages import (
@@ -34,10 +36,11 @@ from keel.stages import (
     Screener,
     StorageRedactor,
 )
-from keel.stages.predict import Step
+from keel.stages.predict import Step, chain
 from keel.stages.screen import Detector
-from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows
-from keel.workflow import Policy, Workflow
+from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows, merge_rows
+from keel.store import releases as releases_sql
+from keel.workflow import Policy, Rollout, Workflow
 
 if TYPE_CHECKING:
     from keel.telemetry import Telemetry
@@ -69,6 +72,10 @@ class RunSummary:
     #: changed after a sink had received them, and ones a crashed run decided but never sent
     updates_delivered: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"), repr=False)  # type: ignore[type-arg]
+    #: decisions per release (by name): the champion's, and a canary's
+    releases: Counter[str] = field(default_factory=Counter)
+    #: things a person should know about the run (the file declares another release, ...)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def decided(self) -> int:
@@ -93,6 +100,7 @@ class RunSummary:
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
             "delivered": self.delivered, "dead_letters": self.dead_letters,
             "updates_delivered": self.updates_delivered,
+            "releases": dict(self.releases), "notes": self.notes,
         }
 
     def add(self, items: Sequence[Item], *, tally: bool = False) -> BatchTally | None:
@@ -175,20 +183,25 @@ class Runner:
         self.breaker_book = BreakerBook(store)
         self.policy = workflow.policy
         self.loop = LoopThread()
-        models = [("primary", workflow.model)]
-        models += [(f"fallback:{n}", m) for n, m in enumerate(workflow.fallback_chain, 1)]
         default = resilience or workflow.resilience
-        chain = [Step(name, m, Caller(m, resilience_for(m, default, retry), self.loop))
-                 for name, m in models]
-        self.loop.on_close = [m.aclose for _n, m in models if m.is_async]
+        fallbacks = chain([(f"fallback:{n}", m) for n, m in enumerate(workflow.fallback_chain, 1)],
+                          self.loop, default=default, retry=retry)
+        self.loop.on_close = [s.model.aclose for s in fallbacks if s.model.is_async]
         self.breakers: dict[str, CircuitBreaker] = {}
         self.telemetry = telemetry
         self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
         self.validator = InputValidator(workflow.input_contract)
         monitor = detector_for(workflow.monitor, store, workflow.name) if workflow.monitor else None
         self.screener = Screener([*detectors, monitor] if monitor else detectors)
-        self.predictor = Predictor(chain, OutputChecker(workflow.output_contract), self.policy,
-                                   self._checkpoint)
+        self.lane_maker = LaneMaker(workflow, store, self.loop, fallbacks, default=default,
+                                    retry=retry, checkpoint=self._checkpoint)
+        self.plan: Plan | None = None
+        self._lanes: dict[str, Lane] = {}  # by release id: the plan's, and any still finishing
+        self._next_look = 0.0
+        # until the store says which release is live: the workflow file's own
+        primary = chain([("primary", workflow.model)], self.loop, default=default, retry=retry)
+        self.predictor = Predictor(primary + fallbacks, OutputChecker(workflow.output_contract),
+                                   self.policy, self._checkpoint)
         self.router = ConfidenceRouter(self.policy)
         self.policy_note: str | None = None
         self._registered = False
@@ -217,13 +230,64 @@ class Runner:
             return
         wf = self.wf
         self.store.save_workflow(wf.name, wf.version, wf.source_path, wf.spec())
-        for n, step in enumerate(self.predictor.steps):
+        self._follow(lineup(wf, self.store))
+        for step in self.lane_maker.fallbacks:
             step.model.warm()
-            self.store.register_model(wf.name, step.model.describe(),
-                                      alias="champion" if n == 0 else None)
+            self.store.register_model(wf.name, step.model.describe(), alias=None)
             self._attach_breaker(step)
-        self._use_policy_in_force()
         self._registered = True
+
+    # -- releases: who decides what ------------------------------------------------------------
+    def _follow(self, lu: Lineup) -> None:
+        """Decide with ``lu``'s releases from the next batch on. Records in flight (waiting
+        for a retry) finish on the release that started them."""
+        if self.plan is not None and self.plan.lineup.token == lu.token:
+            return
+        plan = Plan.make(lu, self.lane_maker, self.wf.rollout if lu.rollout_id is None
+                         else self._rollout_settings(lu))
+        keep = {i.release_id for i in self._carry}
+        lanes = {k: v for k, v in self._lanes.items() if k in keep}
+        for lane in plan.lanes():
+            lanes[lane.release_id] = lane
+        for lane in (*plan.lanes(), *(shadow for shadow, _of in plan.shadows)):
+            self._attach_breaker(lane.steps[0])
+        self._lanes = lanes
+        self.plan = plan
+        champion = plan.champion
+        self.predictor, self.router, self.policy = champion.predictor, champion.router, champion.policy
+        self.policy_note = champion.note
+        self.store.register_model(self.wf.name, champion.steps[0].model.describe(),
+                                  alias="champion")
+
+    def _rollout_settings(self, lu: Lineup) -> Rollout:
+        ro = releases_sql.active_rollout(self.store, self.wf.name)
+        return Rollout.from_dict(ro["settings"]) if ro else self.wf.rollout
+
+    def _look(self, *, force: bool = False) -> None:
+        """Every ``Rollout.check_every_s`` (at a batch boundary): act on a rollout's evidence
+        (a step, a promotion, a rollback), then follow whoever decides now."""
+        now = time.monotonic()
+        if not force and now < self._next_look:
+            return
+        self._next_look = now + self.wf.rollout.check_every_s
+        if self.plan is not None and self.plan.lineup.rollout_id is not None:
+            tend(self.wf, self.store)
+        self._follow(lineup(self.wf, self.store))
+
+    def notes(self) -> list[str]:
+        """What a person running this should know: the file declares another release than
+        the champion, a calibrated policy that does not apply."""
+        out = [n for n in (self.policy_note,) if n]
+        if self.plan is not None:
+            note = declared_note(self.wf, self.store, self.plan.champion.release)
+            if note:
+                out.append(note)
+        return out
+
+    @property
+    def release(self) -> Release | None:
+        """The champion this runner decides with (None before it starts)."""
+        return self.plan.champion.release if self.plan else None
 
     def _attach_breaker(self, step: Step) -> None:
         caller = step.call
@@ -255,13 +319,6 @@ class Runner:
     def breaker_states(self) -> list[dict[str, Any]]:
         return [b.as_dict() for b in self.breakers.values()]
 
-    def _use_policy_in_force(self) -> None:
-        """A policy from `keel calibrate` for this model replaces the declared thresholds."""
-        policy, note = policy_in_force(self.store, self.wf.name, self.wf.model.version,
-                                       self.wf.policy)
-        self.policy = self.router.policy = self.predictor.policy = policy
-        self.policy_note = note
-
     def _open_sinks(self, summary: RunSummary) -> None:
         """Open each sink where its committed output ends, and send it what it is owed from
         before: decisions a person changed since the sink received them (``pending``)."""
@@ -281,6 +338,7 @@ class Runner:
         """Decide every new record in ``rows``; skip (and count) keys already decided."""
         self._register()
         summary = RunSummary(self.wf.name, new_id(), source)
+        summary.notes += self.notes()
         self.store.start_run(summary.run_id, self.wf.name, "run", source)
         admitter = Admitter(self.wf.key, lambda keys: self.store.lookup(self.wf.name, keys),
                             self._stored_form)
@@ -329,8 +387,18 @@ class Runner:
         self._finish(summary, self._serving_since)
 
     def reload_policy(self) -> None:
-        """Pick up a policy activated since start (`keel calibrate` while serving)."""
-        self._use_policy_in_force()
+        """Pick up a policy activated since start (`keel calibrate` while serving) and the
+        releases that decide now (a promotion, a rollout's step)."""
+        if self.plan is not None:
+            for lane in self.plan.lanes():
+                declared = lane.release.policy(self.wf.policy)
+                policy, lane.note = policy_in_force(self.store, self.wf.name,
+                                                    lane.steps[0].model.version, declared)
+                if lane is self.plan.challenger:
+                    policy = replace(policy, audit_rate=lane.policy.audit_rate)
+                lane.set_policy(policy)
+            self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
+        self._look(force=True)
 
     def decide(self, records: Sequence[dict[str, Any]],
                summary: RunSummary) -> list[Item | Earlier]:
@@ -390,7 +458,10 @@ class Runner:
                 self._inflight.pop(key, None)
 
     def set_policy(self, policy: Policy) -> None:
-        """Route with ``policy`` from the next batch on (a calibrated or edited policy)."""
+        """The champion routes with ``policy`` from the next batch on (a calibrated or edited
+        policy)."""
+        if self.plan is not None:
+            self.plan.champion.set_policy(policy)
         self.policy = self.predictor.policy = self.router.policy = policy
 
     def replay(self, disposition: str, *, progress: ProgressFn | None = None) -> RunSummary:
@@ -460,6 +531,7 @@ class Runner:
         carried, self._carry = self._carry, []
         if not items and not carried:
             return
+        self._look()
         mark = marks if marks is not None else _Marks()
         if items:
             self.validator(items)
@@ -470,19 +542,78 @@ class Runner:
                 self.scrubber(items)
         work = carried + items
         self._run_id = run_id
-        self.predictor(work, defer=self._defer)
+        groups = self._split(work)
+        for lane, part in groups:
+            lane.predictor(part, defer=self._defer)
         mark("predict")
         self._save_breakers()
         self._carry = [i for i in work if i.deferred]
-        done = [i for i in work if not i.deferred] if self._carry else work
-        self.router(done)
+        shadow = self._shadow(groups) if self.plan is not None and self.plan.shadows else []
+        parts: list[BatchRows] = []
+        for lane, part in groups:
+            done = [i for i in part if not i.deferred] if self._carry else part
+            lane.router(done)
+            if self.scrubber is not None:
+                self.scrubber(done)
+                self.scrubber.done(done)
+            parts.append(batch_rows(self.wf.name, run_id, done, lane.policy, replace=replace,
+                                    sinks=self._sink_names))
         mark("route")
-        if self.scrubber is not None:
-            self.scrubber(done)
-            self.scrubber.done(done)
-        rows = batch_rows(self.wf.name, run_id, done, self.policy, replace=replace,
-                          sinks=self._sink_names)
+        rows = merge_rows(parts) if len(parts) > 1 else parts[0]
+        rows.shadow = shadow
+        done = [i for i in work if not i.deferred] if self._carry else work
         self._writer.submit(self._persist, rows, done, summary, run_id, mark)
+
+    def _split(self, work: list[Item]) -> list[tuple[Lane, list[Item]]]:
+        """Each record with the release that decides it (sticky: a record keeps its release)."""
+        if self.plan is None:
+            self._register()
+        plan = self.plan
+        assert plan is not None
+        if plan.challenger is None and not self._carry_elsewhere(work):
+            rid = plan.champion.release_id
+            for i in work:
+                if i.release_id is None:
+                    i.release_id = rid
+                elif i.prediction is not None and resumed_elsewhere(i, plan.champion):
+                    _drop_answer(i)
+            return [(plan.champion, work)]
+        by_lane: dict[str, list[Item]] = {}
+        for i in work:
+            plan.assign(i)
+            lane = self._lanes.get(i.release_id or "") or plan.champion
+            if i.release_id not in self._lanes:
+                i.release_id = lane.release_id
+            if i.prediction is not None and resumed_elsewhere(i, lane):
+                _drop_answer(i)
+            by_lane.setdefault(lane.release_id, []).append(i)
+        return [(self._lanes[rid], part) for rid, part in by_lane.items()]
+
+    def _carry_elsewhere(self, work: list[Item]) -> bool:
+        assert self.plan is not None
+        mine = self.plan.champion.release_id
+        return any(i.release_id is not None and i.release_id != mine for i in work)
+
+    def _shadow(self, groups: list[tuple[Lane, list[Item]]]) -> list[tuple[Any, ...]]:
+        """The shadows' answers for the records just answered, before routing: a record the
+        two releases answer differently also goes to a person (``release_check``), so that
+        every disagreement is labelled. Shadow answers are kept and never acted on."""
+        assert self.plan is not None
+        rows: list[tuple[Any, ...]] = []
+        plan = self.plan
+        for shadow, of in plan.shadows:
+            deciding = plan.champion if of == "champion" else plan.challenger
+            answered = [i for lane, part in groups if lane is deciding for i in part
+                        if i.output is not None and not i.deferred and i.disposition is None]
+            if not answered:
+                continue
+            clones = [shadow_clone(i) for i in answered]
+            shadow.predictor(clones)
+            for item, clone in zip(answered, clones, strict=True):
+                if clone.output is not None and clone.output != item.output:
+                    item.release_check = True
+            rows += shadow_rows(self.wf.name, shadow.release_id, answered, clones)
+        return rows
 
     def _flush(self, summary: RunSummary, *, run_id: str, replace: bool = False) -> None:
         """No next batch: retry the records still waiting, in rounds with backoff."""
@@ -499,6 +630,9 @@ class Runner:
         self.rows_writer.write(rows)
         mark("store.outcomes")
         tally = summary.add(items, tally=self.telemetry is not None)
+        for rid, n in Counter(i.release_id for i in items).items():
+            lane = self._lanes.get(rid or "")
+            summary.releases[lane.release.name if lane else str(rid)] += n
         if self.telemetry is not None:
             self.telemetry.on_batch(self.wf, run_id, items, mark, tally)
         if self.sinks:
@@ -585,6 +719,13 @@ def _line(i: Item, red: Redactor) -> dict[str, Any]:
             "reason": red.text(i.reason, known) if i.reason else i.reason,
             "confidence": i.prediction.confidence if i.prediction else None,
             "model_version": i.predicted_by, "output": i.output}
+
+
+def _drop_answer(item: Item) -> None:
+    """Forget a checkpointed answer from a release that no longer decides this record."""
+    item.log("checkpoint_dropped", model_version=item.predicted_by,
+             detail={"reason": "the release that answered no longer decides this record"})
+    item.prediction = item.predicted_by = item.step_name = None
 
 
 def _replay_item(record_id: str, key: str, raw: str, source: str, was: str) -> Item:

@@ -13,7 +13,7 @@ from keel._record import Checkpoint, Item, ReviewRequest
 from keel.errors import CircuitOpen, ModelError
 from keel.models import Model
 from keel.resilience import Caller as LayeredCaller
-from keel.resilience import CallResult
+from keel.resilience import CallResult, LoopThread, Resilience, RetryPolicy, resilience_for
 from keel.stages.check import OutputChecker
 from keel.workflow import Policy
 
@@ -27,6 +27,14 @@ class Step:
     name: str
     model: Model
     call: Caller
+
+
+def chain(models: Sequence[tuple[str, Model]], loop: LoopThread, *,
+          default: Resilience | None = None, retry: RetryPolicy | None = None) -> list[Step]:
+    """The steps for ``(name, model)`` pairs, each called through its resilience layers
+    (the model's own, else ``default``) on ``loop``."""
+    return [Step(name, m, LayeredCaller(m, resilience_for(m, default, retry), loop))
+            for name, m in models]
 
 
 class Predictor:

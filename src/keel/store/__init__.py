@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from keel.store._engine import resolve_url
-from keel.store._store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows
+from keel.store._store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows, merge_rows
 
 if TYPE_CHECKING:
     from keel.store._inspect import masked, opened, quarantined, status, trace
@@ -41,6 +41,7 @@ __all__ = [
     "export_trail",
     "iter_trail",
     "masked",
+    "merge_rows",
     "opened",
     "quarantined",
     "realized_accuracy",

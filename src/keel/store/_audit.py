@@ -174,6 +174,8 @@ class Break:
 @dataclass
 class ChainReport:
     records: int = 0
+    #: workflows' release histories (promotions, rollouts, rollbacks), chained like records
+    release_trails: int = 0
     events: int = 0
     segments: int = 0
     broken: list[Break] = field(default_factory=list)

@@ -220,7 +220,10 @@ def verify_store(conn: Connection, key: AuditKey | None, workflow: str | None = 
     def close_record() -> None:
         if not group:
             return
-        report.records += 1
+        if group[0].get("record_key") is None and str(group[0]["record_id"]).startswith("rel-"):
+            report.release_trails += 1
+        else:
+            report.records += 1
         found = check_record(group)
         if found is not None:
             report.add_break(found, limit)

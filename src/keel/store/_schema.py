@@ -370,7 +370,8 @@ shadow_answers = Table(
     Column("output", Text),
     Column("confidence", Float),
     Column("error", Text),
-    Column("agrees", Boolean),                             # with the champion's output
+    Column("step", String(100)),                           # which link of the chain answered
+    Column("agrees", Boolean),                             # with the deciding release's answer
     Column("latency_ms", Float),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("created_at", Float, nullable=False),

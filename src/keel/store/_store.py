@@ -254,6 +254,7 @@ class Store:
             self._insert_segments(conn, rows.segments)
             if rows.outbox:
                 owe(conn, self.engine, rows.outbox, time.time())
+            self._insert_rows(conn, "shadow_answers", _SHADOW_COLS, rows.shadow, ignore=True)
 
     def append_event(self, conn: Connection, workflow: str, record_id: str, kind: str, *,
                      actor: str | None = None, detail: dict[str, Any] | None = None,
@@ -308,6 +309,17 @@ class BatchRows:
     replaced: list[str]  # record ids whose earlier decision this batch replaces (replay)
     #: the outbox: (sink, record_id) owed to each sink, committed with the decisions
     outbox: list[tuple[str, str]] = field(default_factory=list)
+    #: a shadow release's answers for these records (kept, never acted on)
+    shadow: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def merge_rows(parts: Sequence[BatchRows]) -> BatchRows:
+    """One batch's rows from the rows of its parts (records decided by different releases)."""
+    merged = BatchRows([], [], [], [], [], [], [])
+    for part in parts:
+        for name in BatchRows.__dataclass_fields__:
+            getattr(merged, name).extend(getattr(part, name))
+    return merged
 
 
 def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
@@ -327,7 +339,8 @@ def batch_rows(workflow: str, run_id: str, items: list[Item], policy: Policy,
         quarantined=[(i.record_id, workflow, i.source,
                       _json.dumps([v.as_dict() for v in i.violations]), "open", now)
                      for i in done if i.disposition == "quarantined"],
-        tasks=[_task_row(workflow, i, policy, now) for i in done if i.review is not None or i.audit],
+        tasks=[_task_row(workflow, i, policy, now) for i in done
+               if i.review is not None or i.audit or i.release_check],
         segments=segment_rows(workflow, items, digests),
         replaced=[i.record_id for i in done] if replace else [],
         outbox=[(sink, i.record_id) for sink in sinks for i in done])
@@ -363,6 +376,8 @@ _RECORD_COLS = RECORD_COLS
 _PREDICTION_COLS = PREDICTION_COLS
 _DECISION_COLS = DECISION_COLS
 _QUARANTINE_COLS = ("record_id", "workflow", "source", "violations", "status", "created_at")
+_SHADOW_COLS = ("record_id", "release_id", "workflow", "output", "confidence", "error", "step",
+                "agrees", "latency_ms", "cost_usd", "created_at")
 _TASK_COLS = ("id", "record_id", "workflow", "reason", "detail", "priority", "status", "queue",
               "created_at", "due_at")
 
@@ -392,7 +407,12 @@ def _decision_row(workflow: str, i: Item, policy_version: str, now: float) -> tu
 
 
 def _task_row(workflow: str, i: Item, pol: Policy, now: float) -> tuple[Any, ...]:
-    reason = i.review.reason if i.review else "audit_sample"
-    detail = i.review.detail if i.review else "random audit of an automatic decision"
+    if i.review:
+        reason, detail = i.review.reason, i.review.detail
+    elif i.audit:
+        reason, detail = "audit_sample", "random audit of an automatic decision"
+    else:
+        reason = "release_check"
+        detail = "a release under trial answered this record differently; which answer is right?"
     return (new_id(), i.record_id, workflow, reason, detail, pol.review_priority.get(reason, 50),
             "open", "default", now, now + pol.review_sla_s.get(reason, 86400.0))

@@ -68,7 +68,8 @@ def anchor_trail(*, db: str | None = None, store: Store | None = None) -> dict[s
 
 
 def trail_report(report: ChainReport) -> dict[str, Any]:
-    return {"ok": report.ok, "records": report.records, "events": report.events,
+    return {"ok": report.ok, "records": report.records,
+            "release_trails": report.release_trails, "events": report.events,
             "segments": report.segments, "broken_records": report.broken_records,
             "ledger": {"blocks": report.blocks, "head_seq": report.head_seq,
                        "head_hash": report.head_hash, "problems": report.ledger_problems,

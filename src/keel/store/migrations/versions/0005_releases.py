@@ -104,6 +104,7 @@ def upgrade() -> None:
         sa.Column("output", sa.Text(), nullable=True),
         sa.Column("confidence", sa.Float(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("step", sa.String(length=100), nullable=True),
         sa.Column("agrees", sa.Boolean(), nullable=True),
         sa.Column("latency_ms", sa.Float(), nullable=True),
         sa.Column("cost_usd", sa.Float(), nullable=False),
