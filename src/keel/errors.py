@@ -134,11 +134,12 @@ class BelowGuarantee(RequestError):
 
 
 class ReleaseError(RequestError):
-    """A release, rollout or evaluation that cannot be done as asked (an output contract that
-    does not fit, a release with nothing to run, a labels file without its column)."""
+    """A release, rollout or evaluation that cannot be done with the store and data as they
+    are (an output contract that does not fit, a release with nothing to run, nothing to roll
+    back to, labels without their column). Over HTTP: 409, the request was well formed."""
 
     code = "keel.release"
-    status = 422
+    status = 409
 
 
 class RolloutConflict(RequestError):

@@ -55,9 +55,25 @@ def render_status(st: dict[str, Any]) -> None:
         since = f" since {fmt_time(br['opened_at'])}" if br["state"] != "closed" else ""
         table.add_row(f"breaker {br['name']} ({br['model_version']})",
                       f"{br['state'].replace('_', '-')}{since}")
+    if st.get("releases"):
+        _release_rows(table, st["releases"])
     if "guarantee" in st:
         _guarantee_rows(table, st)
     console.print(table)
+
+
+def _release_rows(table: Table, rel: dict[str, Any]) -> None:
+    table.add_row("live release", rel["champion"])
+    ro = rel.get("rollout")
+    if ro:
+        where = "shadow" if ro["share"] == 0 else f"{ro['share']:g}% of traffic"
+        table.add_row(f"  rollout of {ro['challenger']}",
+                      f"{ro['status']}, step {ro['step']} of {ro['steps']} ({where})")
+        if ro.get("verdict"):
+            table.add_row("  last look", str(ro["verdict"]))
+    for name, a in rel["agreement"].items():
+        table.add_row(f"  reviewers kept {name}'s answers",
+                      f"{a['agreed']:,} of {a['reviewed']:,} ({a['agreement']:.1%})")
 
 
 def _guarantee_rows(table: Table, st: dict[str, Any]) -> None:
@@ -120,7 +136,8 @@ def trace_cmd(
         console.print(f"input: {rec['input']}")
         if dec:
             console.print(f"decision: [bold]{dec['disposition']}[/] output={dec['output']} "
-                          f"confidence={fmt_num(dec['confidence'])} reason: {dec['reason']}")
+                          f"confidence={fmt_num(dec['confidence'])} reason: {dec['reason']}"
+                          + (f" (release {dec['release']})" if dec.get("release") else ""))
         table = Table("#", "when", "event", "detail")
         for ev in rec["events"]:
             table.add_row(str(ev["seq"]), fmt_time(ev["at"]), ev["kind"], _event_line(ev))

@@ -77,6 +77,10 @@ def render_summary(s: RunSummary) -> None:
             f"{name} decided {n:,}" for name, n in s.releases.items()))
     for note in s.notes:
         console.print(f"[yellow]note:[/] {note}", markup=True)
+    if s.retraining:
+        r = s.retraining
+        console.print(f"[bold]retraining policy:[/] {r.get('trigger')}: release "
+                      f"{r.get('release')}; {r.get('action')}")
 
 
 def _finish(summary: RunSummary, as_json: bool) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from keel.releases._bundle import Release, bundle, check_fits, release_id
-    from keel.releases._eval import EvalReport, evaluate, read_labelled
+    from keel.releases._eval import EvalReport, evaluate, labelled_rows, read_labelled
     from keel.releases._loop import retrain_release, tend_retraining
     from keel.releases._registry import (
         CHALLENGER,
@@ -61,6 +61,7 @@ _WHERE = {
     "EvalReport": "keel.releases._eval",
     "evaluate": "keel.releases._eval",
     "read_labelled": "keel.releases._eval",
+    "labelled_rows": "keel.releases._eval",
     "retrain_release": "keel.releases._loop",
     "tend_retraining": "keel.releases._loop",
     "CHALLENGER": "keel.releases._registry",
@@ -117,6 +118,7 @@ __all__ = [
     "get",
     "history",
     "in_canary",
+    "labelled_rows",
     "lineup",
     "listing",
     "mcnemar_exact",

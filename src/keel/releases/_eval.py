@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import Counter
@@ -62,45 +63,58 @@ def read_labelled(wf: Workflow, path: str | Path, *, label_column: str | None = 
                   slice_column: str | None = None) -> Labelled:
     """Rows, labels and slice values of a labelled CSV/JSONL/Parquet file."""
     file = Path(path)
-    raws = list(read_rows(file))
+    raws = [(r.data, f"{r.source}:{r.line}: {r.error}") for r in read_rows(file)]
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return _labelled(wf, raws, str(file), digest.hexdigest(), label_column, slice_column)
+
+
+def labelled_rows(wf: Workflow, rows: Sequence[dict[str, Any]], *, label_column: str | None = None,
+                  slice_column: str | None = None, name: str = "request") -> Labelled:
+    """Labelled records given in memory (an API request)."""
+    text = json.dumps(list(rows), sort_keys=True, default=str)  # any JSON a request holds
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _labelled(wf, [(dict(r), "") for r in rows], name, digest, label_column, slice_column)
+
+
+def _labelled(wf: Workflow, raws: list[tuple[dict[str, Any] | None, str]], name: str,
+              data_hash: str, label_column: str | None, slice_column: str | None) -> Labelled:
     header: list[str] = []
-    for r in raws:
-        if r.data is not None:
-            header = list(r.data)
+    for data, _problem in raws:
+        if data is not None:
+            header = list(data)
             break
     if not header:
-        raise ReleaseError(f"{file} has no labelled rows to evaluate on; give a file with a "
+        raise ReleaseError(f"{name} has no labelled rows to evaluate on; give a file with a "
                            "header and at least one row")
     column = _label_column(wf, header, label_column)
     if slice_column and slice_column not in header:
-        raise ReleaseError(f"--slice {slice_column!r} is not a column of {file}; its columns "
+        raise ReleaseError(f"--slice {slice_column!r} is not a column of {name}; its columns "
                            f"are {', '.join(header)}")
     rows: list[dict[str, Any] | None] = []
     labels: list[Any] = []
     slices: list[str | None] = []
     problems: list[str] = []
-    for r in raws:
-        if r.data is None:
+    for data, problem in raws:
+        if data is None:
             rows.append(None)
             labels.append(None)
             slices.append(None)
-            problems.append(f"{r.source}:{r.line}: {r.error}")
+            problems.append(problem)
             continue
-        data = dict(r.data)
-        label = data.get(column)
+        row = dict(data)
+        label = row.get(column)
         if column not in wf.input.model_fields:
-            data.pop(column, None)
-        rows.append(data)
+            row.pop(column, None)
+        rows.append(row)
         labels.append(None if label in (None, "") else label)
-        slices.append(None if not slice_column else str(data.get(slice_column, r.data.get(slice_column))))
+        slices.append(None if not slice_column else str(data.get(slice_column)))
     if not any(label is not None for label in labels):
-        raise ReleaseError(f"{file}: column {column!r} is empty in every row; there is "
+        raise ReleaseError(f"{name}: column {column!r} is empty in every row; there is "
                            "nothing to evaluate on")
-    digest = hashlib.sha256()
-    with file.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return Labelled(rows, labels, slices, digest.hexdigest(), str(file), problems)
+    return Labelled(rows, labels, slices, data_hash, name, problems)
 
 
 def _truth(wf: Workflow, label: Any) -> dict[str, Any] | None:

@@ -95,7 +95,10 @@ def start(wf: Workflow, store: Store, challenger: str, *, shadow: bool = False,
     steps = ([0.0] if shadow else []) + steps
     if not steps:
         raise ReleaseError("give --shadow, --canary STEPS, or both")
-    chosen = replace(base, steps=tuple(steps))
+    try:
+        chosen = replace(base, steps=tuple(steps))
+    except ValueError as exc:  # steps that do not rise, or above 100
+        raise ReleaseError(f"canary steps {[f'{s:g}' for s in steps]}: {exc}") from exc
     return sql.start_rollout(store, {
         "id": new_id(), "workflow": wf.name, "challenger": release.id,
         "champion": champion.id, "mode": "shadow" if steps[0] == 0 else "canary",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from keel._record import RawRow
 from keel.deliver import FileSink, Sink, WebhookSink
 from keel.errors import UserError
+from keel.releases import tend_retraining
 from keel.resilience import RetryPolicy
 from keel.runtime._runner import ProgressFn, Runner, RunSummary
 from keel.sources import read_rows
@@ -65,7 +66,10 @@ def run(workflow: Workflow | str | Path, source: str | Path | Iterable[Mapping[s
         name = "records"
     with opened(store, db) as st:
         runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
-        return runner.run(rows, source=name, progress=progress)
+        summary = runner.run(rows, source=name, progress=progress)
+        if wf.retrain is not None:  # the feedback loop: retrain when the policy says so
+            summary.retraining = tend_retraining(wf, st)
+        return summary
 
 
 def replay(workflow: Workflow | str | Path | None, disposition: str, *, db: str | None = None,

@@ -76,6 +76,8 @@ class RunSummary:
     releases: Counter[str] = field(default_factory=Counter)
     #: things a person should know about the run (the file declares another release, ...)
     notes: list[str] = field(default_factory=list)
+    #: what the workflow's retraining policy did after the run (None: nothing)
+    retraining: dict[str, Any] | None = None
 
     @property
     def decided(self) -> int:
@@ -101,6 +103,8 @@ class RunSummary:
             "delivered": self.delivered, "dead_letters": self.dead_letters,
             "updates_delivered": self.updates_delivered,
             "releases": dict(self.releases), "notes": self.notes,
+            "retraining": None if self.retraining is None else {
+                k: self.retraining.get(k) for k in ("trigger", "release", "action", "held_out")},
         }
 
     def add(self, items: Sequence[Item], *, tally: bool = False) -> BatchTally | None:
@@ -387,8 +391,9 @@ class Runner:
         self._finish(summary, self._serving_since)
 
     def reload_policy(self) -> None:
-        """Pick up a policy activated since start (`keel calibrate` while serving) and the
-        releases that decide now (a promotion, a rollout's step)."""
+        """Pick up a policy activated since start (`keel calibrate` while serving) and, from
+        the next batch, the releases that decide now (a promotion, a rollout's step). Safe to
+        call from another thread: the deciding thread switches releases itself."""
         if self.plan is not None:
             for lane in self.plan.lanes():
                 declared = lane.release.policy(self.wf.policy)
@@ -398,7 +403,19 @@ class Runner:
                     policy = replace(policy, audit_rate=lane.policy.audit_rate)
                 lane.set_policy(policy)
             self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
-        self._look(force=True)
+        self._next_look = 0.0
+
+    def tend_rollout(self) -> None:
+        """Act on a rollout's evidence now (a server's periodic job: traffic or not); the
+        deciding thread follows from its next batch."""
+        if releases_sql.active_rollout(self.store, self.wf.name) is not None:
+            tend(self.wf, self.store)
+        self._next_look = 0.0
+
+    @property
+    def model_version(self) -> str:
+        """The live champion's model version."""
+        return self.plan.champion.steps[0].model.version if self.plan else self.wf.model.version
 
     def decide(self, records: Sequence[dict[str, Any]],
                summary: RunSummary) -> list[Item | Earlier]:

@@ -19,6 +19,7 @@ from keel import monitor as alerts
 from keel._version import __version__
 from keel.errors import NotFoundError
 from keel.monitor import drift_report
+from keel.releases import tend_retraining
 from keel.review import ReviewQueue
 from keel.runtime import Runner
 from keel.server import api, ui
@@ -104,8 +105,11 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     review = ReviewQueue(st, workflow=wf)
     all_jobs = [PeriodicJob("api-key-usage", 30.0, auth.flush_usage),
                 PeriodicJob("routing-policy", 30.0, runner.reload_policy),
+                PeriodicJob("rollout", max(1.0, wf.rollout.check_every_s), runner.tend_rollout),
                 PeriodicJob("review-escalation", 60.0, review.escalate_overdue),
                 PeriodicJob("alerts", settings.alert_interval_s, _alert_check(st, wf)), *jobs]
+    if wf.retrain is not None:
+        all_jobs.append(PeriodicJob("retraining", 60.0, lambda: _retrain_check(st, wf)))
     last_drift: dict[str, Any] = {"status": "not monitored"}
     if wf.monitor is not None and wf.monitor.check_every_s > 0:
         last_drift.update(status="not checked yet", every_s=wf.monitor.check_every_s)
@@ -194,3 +198,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     }
     app.openapi_schema = doc
     return doc
+
+
+def _retrain_check(store: Store, wf: Workflow) -> None:
+    """The workflow's retraining policy: retrain, evaluate, roll out when not worse."""
+    done = tend_retraining(wf, store)
+    if done is not None:
+        log.info("retraining policy: %s -> release %s: %s", done.get("trigger"),
+                 done.get("release"), done.get("action"))

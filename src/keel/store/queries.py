@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from keel import _json
 from keel.store import _schema as t
 from keel.store._store import BreakerBook, Store
+from keel.store.releases import release_summary
 from keel.store.reviews import guarantee_status
 
 
@@ -71,6 +72,7 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         "failures_by_cause": failures,
         "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
+        "releases": release_summary(store, workflow),
         **guarantee_status(store, workflow),
     }
 
@@ -113,6 +115,7 @@ def trace(store: Store, key: str, workflow: str | None = None) -> list[dict[str,
             decision = dict(dec) if dec else None
             if decision:
                 decision["output"] = _json.loads(decision["output"])
+                decision["release"] = _release_name(conn, decision.get("release_id"))
             for pr in preds:
                 pr["output"] = _json.loads(pr["output"])
                 pr["metadata"] = _json.loads(pr["metadata"])
@@ -123,6 +126,13 @@ def trace(store: Store, key: str, workflow: str | None = None) -> list[dict[str,
                         "created_at": rec["created_at"], "decision": decision,
                         "predictions": preds, "review_tasks": tasks, "events": evs})
     return out
+
+
+def _release_name(conn: Connection, release_id: str | None) -> str | None:
+    if release_id is None:
+        return None
+    name = conn.execute(select(t.releases.c.name).where(t.releases.c.id == release_id)).scalar()
+    return str(name) if name is not None else release_id
 
 
 def quarantined(store: Store, workflow: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -413,3 +413,51 @@ def release_counts(store: Store, workflow: str, release_ids: list[str]) -> dict[
                     d.c.workflow == workflow, d.c.release_id.in_(part)).group_by(d.c.release_id)):
                 out[str(rid)] = int(n)
     return out
+
+
+# -- what status, the dashboard and /metrics show -------------------------------------------------
+def agreement_by_release(store: Store, workflow: str, *, since: float | None = None,
+                         bucket_s: float | None = None) -> list[dict[str, Any]]:
+    """Per release (and per time bucket of ``bucket_s`` seconds, when given): how many of its
+    answers people reviewed, and how many they kept as they were."""
+    d, lb = t.decisions, t.labels
+    cond = [lb.c.workflow == workflow, lb.c.decision != "reject", d.c.release_id.is_not(None)]
+    if since is not None:
+        cond.append(lb.c.decided_at >= since)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(d.c.release_id, lb.c.decided_at, lb.c.model_correct)
+                            .select_from(lb.join(d, d.c.record_id == lb.c.record_id))
+                            .where(*cond)).all()
+    names = {r["id"]: r["name"] for r in releases(store, workflow)}
+    acc: dict[tuple[str, float | None], list[int]] = {}
+    for rid, at, ok in rows:
+        key = (str(rid), None if bucket_s is None else float(at) // bucket_s * bucket_s)
+        cell = acc.setdefault(key, [0, 0])
+        cell[0] += 1
+        cell[1] += bool(ok)
+    return [{"release_id": rid, "release": names.get(rid, rid), "at": at, "reviewed": n,
+             "agreed": k, "agreement": k / n if n else None}
+            for (rid, at), (n, k) in sorted(acc.items(), key=lambda kv: (kv[0][1] or 0, kv[0][0]))]
+
+
+def release_summary(store: Store, workflow: str) -> dict[str, Any] | None:
+    """The live release, a rollout under way (its step and share), and agreement with
+    reviewers per release: what `keel status` shows (None: no release yet)."""
+    now = aliases(store, workflow)
+    if CHAMPION not in now:
+        return None
+    names = {r["id"]: r["name"] for r in releases(store, workflow)}
+    ro = active_rollout(store, workflow)
+    rollout = None
+    if ro is not None:
+        share = 0.0 if ro["status"] == "awaiting_approval" else float(ro["steps"][ro["step"]])
+        rollout = {"id": ro["id"], "status": ro["status"], "challenger": names.get(ro["challenger"]),
+                   "step": ro["step"] + 1, "steps": len(ro["steps"]), "share": share,
+                   "verdict": (ro["evidence"] or {}).get("verdict"),
+                   "why": (ro["evidence"] or {}).get("why")}
+    return {"champion": names.get(now[CHAMPION], now[CHAMPION]),
+            "challenger": names.get(now[CHALLENGER]) if CHALLENGER in now else None,
+            "rollout": rollout,
+            "agreement": {r["release"]: {"reviewed": r["reviewed"], "agreed": r["agreed"],
+                                         "agreement": r["agreement"]}
+                          for r in agreement_by_release(store, workflow)}}

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from keel import _json
 from keel.store import _schema as t
 from keel.store._store import Store, _chunks
+from keel.store.releases import agreement_by_release, release_summary
 from keel.store.reviews import audit_accuracy, exact_ci
 
 DAY_S = 86400.0
@@ -163,6 +164,9 @@ def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s
         "backlog": backlog(store, workflow, now),
         "accuracy": _accuracy(store, workflow),
         "out_of_distribution": _ood(store, workflow, since, decided),
+        "releases": release_summary(store, workflow),
+        "agreement_by_release": agreement_by_release(store, workflow, since=now - days * 86400.0,
+                                                     bucket_s=86400.0 if window_s > 86400 else 3600.0),
     }
 
 

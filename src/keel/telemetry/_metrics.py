@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from keel._record import BatchTally, Item
 from keel.store import Store
 from keel.store import monitoring as mon
+from keel.store.releases import release_summary
 
 _RECORD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0, 60.0)
@@ -271,6 +272,30 @@ class StoreCollector(Collector):
         yield _gauge("keel_drift_score", "Latest drift score per feature (from drift monitoring).",
                      ["workflow", "feature"],
                      ((wf, f, v) for wf in names for f, v in drift_scores(self.store, wf).items()))
+        yield from self._releases(names)
+
+    def _releases(self, names: list[str]) -> Iterator[Metric]:
+        found = {wf: release_summary(self.store, wf) for wf in names}
+        live = {wf: r for wf, r in found.items() if r is not None}
+        yield _gauge("keel_release_live", "The release each alias points at (1 = current).",
+                     ["workflow", "alias", "release"],
+                     ((wf, alias, r[alias], 1) for wf, r in live.items()
+                      for alias in ("champion", "challenger") if r.get(alias)))
+        yield _gauge("keel_rollout_share", "Share of traffic (percent) the challenger decides "
+                     "(0 in a shadow step).", ["workflow", "release", "status"],
+                     ((wf, r["rollout"]["challenger"], r["rollout"]["status"],
+                       r["rollout"]["share"]) for wf, r in live.items() if r["rollout"]))
+        yield _gauge("keel_rollout_step", "The rollout's step (1 = first).", ["workflow", "release"],
+                     ((wf, r["rollout"]["challenger"], r["rollout"]["step"])
+                      for wf, r in live.items() if r["rollout"]))
+        yield _gauge("keel_release_agreement", "Share of a release's reviewed answers people kept.",
+                     ["workflow", "release"],
+                     ((wf, name, a["agreement"]) for wf, r in live.items()
+                      for name, a in r["agreement"].items() if a["agreement"] is not None))
+        yield _gauge("keel_release_reviewed", "A release's answers people reviewed.",
+                     ["workflow", "release"],
+                     ((wf, name, a["reviewed"]) for wf, r in live.items()
+                      for name, a in r["agreement"].items()))
 
 
 def _gauge(name: str, doc: str, labels: list[str], rows: Iterable[tuple[object, ...]]) -> GaugeMetricFamily:

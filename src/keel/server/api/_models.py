@@ -80,6 +80,39 @@ class RoutingBody(BaseModel):
                                description="Why the guarantee is given up (with override).")
 
 
+class ReasonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=2000, pattern=NO_NUL,
+                               description="Why: kept on the audit trail with who did it")
+
+
+class RolloutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    challenger: str = Field(min_length=1, max_length=200, pattern=NO_NUL,
+                            description="The release to try (name or id)")
+    shadow: bool = Field(False, description="First answer all traffic in the shadow")
+    canary: list[Annotated[float, Field(gt=0.0, le=100.0)]] | None = Field(
+        None, max_length=20, description="Shares of traffic in percent, e.g. [5, 25, 50, 100]")
+    reason: str | None = Field(None, max_length=2000, pattern=NO_NUL)
+
+
+class EvalBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=50_000,
+                                       description="Labelled records: the input's fields and "
+                                                   "the label column")
+    label_column: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    release: str | None = Field(None, max_length=200, pattern=NO_NUL,
+                                description="Release to evaluate (default: the champion)")
+    against: str | None = Field(None, max_length=200, pattern=NO_NUL,
+                                description="Compare with this release, record by record")
+    slice: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422)
 }

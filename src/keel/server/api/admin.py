@@ -65,7 +65,7 @@ def put_routing(request: Request, who: Admin, body: RoutingBody) -> dict[str, An
             "carry no guarantee. Send \"override\": true with a \"reason\" to do it anyway "
             "(kept on record), or run `keel calibrate` for a certified threshold")
     params = {"threshold": body.threshold, "per_class": body.per_class or {},
-              "class_field": declared.class_field, "model_version": wf.model.version,
+              "class_field": declared.class_field, "model_version": state.runner.model_version,
               "method": "manual"}
     evidence = {"set_by": who.name, "note": body.note, "previous": state.runner.policy.version,
                 "override": {"reason": body.reason, "floor": floor, "basis": basis}
@@ -85,7 +85,7 @@ def _floor(state: Any) -> tuple[float, str]:
     wf = state.workflow
     active = active_routing_policy(state.store, wf.name)
     if active is not None and active["params"].get("method") != "manual" and \
-            active["params"].get("model_version") == wf.model.version and \
+            active["params"].get("model_version") == state.runner.model_version and \
             active["params"].get("threshold") is not None:
         return float(active["params"]["threshold"]), f"the certified threshold ({active['version']})"
     return float(wf.policy.threshold), "the workflow's declared threshold"

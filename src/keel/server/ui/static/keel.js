@@ -157,6 +157,12 @@
       const drift = d.drift || { status: "not monitored" };
       set("t-drift", drift.status === "drift" || drift.status === "ok"
         ? drift.status + " (" + drift.alerts + " of " + drift.checks + " checks)" : drift.status);
+      const rel = d.releases;
+      set("t-release", rel ? rel.champion : "-");
+      const ro = rel && rel.rollout;
+      set("t-rollout", ro ? ro.challenger + ": " + (ro.share === 0 ? "shadow" : ro.share + "%") +
+        " (step " + ro.step + " of " + ro.steps + ", " + ro.status.replaceAll("_", " ") + ")" : "none");
+      agreement(d.agreement_by_release || []);
       set("updated", "updated " + new Date(d.now * 1000).toLocaleTimeString());
       document.body.dataset.decided = d.window_decided;
       document.body.dataset.reviewed = d.window_counts.reviewed || 0;
@@ -188,6 +194,20 @@
         backlog.data.datasets[0].backgroundColor = reasons.map((r, i) => REASON_COLORS[r] || SPARE[i % SPARE.length]);
         backlog.update("none");
       }
+    }
+    function agreement(rows) {
+      const any = rows.length > 0;
+      document.getElementById("no-agreement").classList.toggle("hidden", any);
+      document.getElementById("c-agree").classList.toggle("hidden", !any);
+      const c = chart("c-agree", { type: "line", data: { labels: [], datasets: [] },
+        options: { animation: false, responsive: true, scales: { y: { min: 0, max: 1 } } } });
+      if (!c) return;
+      const times = [...new Set(rows.map((r) => r.at))].sort((a, b) => a - b);
+      const names = [...new Set(rows.map((r) => r.release))];
+      c.data.labels = times.map((t) => new Date(t * 1000).toLocaleString([], { month: "2-digit", day: "2-digit", hour: "2-digit" }));
+      c.data.datasets = names.map((name, i) => ({ label: name, borderColor: SPARE[i % SPARE.length], spanGaps: true,
+        data: times.map((t) => { const r = rows.find((x) => x.release === name && x.at === t); return r ? r.agreement : null; }) }));
+      c.update("none");
     }
     async function tick() {
       try { render(await api("GET", "/v1/dashboard")); }
