@@ -6,14 +6,14 @@ import csv
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 import keel
 from keel.cli._common import DbOption, JsonOption, console, print_json
 from keel.cli.run import progress_bar, render_summary
-from keel.errors import NotFoundError
+from keel.errors import NotFoundError, UserError
 
 
 def example_dir(name: str = "support_triage") -> Path:
@@ -70,11 +70,32 @@ def demo_cmd(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = Fals
                   "[bold]keel quarantine[/] (bad input).")
 
 
+#: The release story's own store (it starts from nothing each time it is told).
+STORY_DB = Path(".keel") / "release-story.db"
+
+
 @group.command("releases")
-def releases_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
+def releases_cmd(
+    db: Annotated[str | None, typer.Option(
+        "--db", help=f"Store for the story (default: {STORY_DB}, started afresh; a store "
+                     "given here must not hold the demo's records yet).")] = None,
+    as_json: JsonOption = False,
+) -> None:
     """The release story: retrain from reviewers' labels, evaluate against the champion,
     shadow, canary to 100% and promote; then a broken candidate, rolled back on its own.
     Reviewers are simulated from the held-back labels. About a minute; trains three models."""
+    if db is None:
+        STORY_DB.parent.mkdir(parents=True, exist_ok=True)
+        STORY_DB.unlink(missing_ok=True)
+        db = str(STORY_DB)
+    store = keel.Store.open(db)
+    try:
+        held = keel.status(store=store, workflow="support_triage")[0]["records"]
+    finally:
+        store.close()
+    if held:
+        raise UserError(f"the store at {db} already holds {held:,} support_triage records; "
+                        "the release story needs a store of its own (leave out --db)")
     ex = example_dir()
     story = _load(ex / "release_story.py")
     lines: list[str] = []
@@ -87,6 +108,9 @@ def releases_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     out = story.tell(db, say=say)
     if as_json:
         print_json({**out, "lines": lines})
+    else:
+        console.print(f"The story's store: {db} (e.g. `keel releases history --db {db}`)",
+                      markup=False)
 
 
 def _load(path: Path) -> Any:
