@@ -149,6 +149,20 @@ class RolloutConflict(RequestError):
     status = 409
 
 
+class GateNotReady(RequestError):
+    """A promotion asked for while the gate says not yet (and no override was given)."""
+
+    code = "keel.gate.not_ready"
+    status = 409
+
+
+class ChangeControl(RequestError):
+    """A production workflow whose file declares a release nobody registered."""
+
+    code = "keel.gate.change_control"
+    status = 409
+
+
 class StoreError(KeelError):
     code = "keel.store"
 

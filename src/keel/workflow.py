@@ -53,6 +53,7 @@ class Policy:
             "low_confidence": 24 * 3600.0,
             "audit_sample": 72 * 3600.0,
             "release_check": 24 * 3600.0,
+            "prototype": 72 * 3600.0,
             "second_review": 24 * 3600.0,
             "manual": 24 * 3600.0,
         }
@@ -65,6 +66,7 @@ class Policy:
             "low_confidence": 50,
             "audit_sample": 10,
             "release_check": 40,
+            "prototype": 20,
             "second_review": 70,
             "manual": 70,
         }
@@ -72,6 +74,9 @@ class Policy:
     second_review_above: float | None = None
     #: "declared": the workflow file's own policy; "<workflow>@<n>": one `keel calibrate` stored
     version: str = "declared"
+    #: send every answered record to a person with this reason, whatever its confidence (a
+    #: gated workflow in its ``prototype`` stage: nothing is decided automatically)
+    review_all: str | None = None
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.threshold <= 1.0 or self.threshold == NEVER):
@@ -293,6 +298,94 @@ class Retrain:
             raise ValueError("holdout is the share of labels kept for evaluation, in (0, 1)")
 
 
+# -- gates: construction stages and what each asks for ----------------------------------------------
+#: A workflow's construction stages, in order.
+STAGES = ("prototype", "mvp", "production")
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A readiness criterion of a team's own, checked by ``keel gate`` beside the defaults.
+
+    ``check(store, workflow)`` returns True (pass), False (fail), None (unknown), or a tuple
+    (one of those, a line of detail). It may read anything in the store (``keel.store``'s
+    public modules). ``section`` is one of Data, Model, Operations, Monitoring, People.
+    """
+
+    id: str
+    title: str
+    check: Callable[[Any, Any], Any]
+    section: str = "Operations"
+    needed_for: str = "production"
+    fix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.section not in SECTIONS:
+            raise ValueError(f"criterion {self.id}: section {self.section!r}; use one of "
+                             f"{', '.join(SECTIONS)}")
+        if self.needed_for not in STAGES[1:]:
+            raise ValueError(f"criterion {self.id}: needed_for is 'mvp' or 'production'")
+
+
+#: The sections a readiness report scores (ML Test Score style: the minimum section counts).
+SECTIONS = ("Data", "Model", "Operations", "Monitoring", "People")
+
+
+@dataclass(frozen=True)
+class MvpLimits:
+    """An MVP is bounded, controlled real use: at most ``daily_volume`` records decided a day
+    (beyond it records are quarantined with the reason, and replay once the day turns), only
+    the input files matching ``sources`` (glob patterns; empty: any) and the API keys named in
+    ``api_keys`` (empty: any submitter) may submit, and ``audit_rate`` of automatic
+    decisions is audited (at least)."""
+
+    daily_volume: int | None = 1000
+    sources: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    audit_rate: float = 0.10
+
+    def __post_init__(self) -> None:
+        if self.daily_volume is not None and self.daily_volume < 1:
+            raise ValueError("daily_volume is at least 1 (None: no cap)")
+        if not 0.0 <= self.audit_rate <= 1.0:
+            raise ValueError("audit_rate must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Construction stages for a workflow: ``Workflow(..., gates=keel.Gates())``.
+
+    A gated workflow starts as a ``prototype`` (nothing decided automatically: every record
+    goes to a person), becomes an ``mvp`` (automatic within the calibrated guarantee, bounded
+    by ``mvp``) and then ``production`` (the declared policy, under change control: the
+    workflow file that runs must be a registered release), each step through ``keel promote``
+    once ``keel gate`` says it is ready. The numbers below are what the default criteria ask;
+    ``criteria`` adds a team's own, ``not_applicable`` sets a default one aside with a reason.
+    """
+
+    target_accuracy: float = 0.98
+    min_eval_records: int = 300
+    min_audits: int = 30
+    profile_max_age_s: float = 30 * _DAY
+    eval_max_age_s: float = 90 * _DAY
+    drill_max_age_s: float = 30 * _DAY
+    admin_key_max_age_s: float = 90 * _DAY
+    #: where alerts go (a webhook URL: Slack-compatible); ``keel serve`` and
+    #: ``keel alerts check`` send there when no ``--alert-webhook`` is given
+    alerts_to: str | None = None
+    mvp: MvpLimits = field(default_factory=MvpLimits)
+    criteria: Sequence[Criterion] = ()
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.target_accuracy < 1.0:
+            raise ValueError("target_accuracy is in (0.5, 1), e.g. 0.98")
+        for name, why in self.not_applicable.items():
+            if not str(why).strip():
+                raise ValueError(f"not_applicable[{name!r}] needs a reason")
+
+
 # -- the workflow -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Owners:
@@ -362,6 +455,8 @@ class Workflow:
     rollout: Rollout = field(default_factory=Rollout)
     #: when keel retrains on its own (None: only when someone runs ``keel retrain``)
     retrain: Retrain | None = None
+    #: construction stages and readiness criteria (None: ungated, the declared policy applies)
+    gates: Gates | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():

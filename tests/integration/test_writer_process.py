@@ -63,9 +63,11 @@ def test_a_failed_write_in_the_writer_process_fails_the_run_with_the_cause(tmp_p
         clash = (rid, "tickets", "accepted", None, None, 0.9, "m", "m", "p", False, 1, 0, 1.0,
                  0.0, 1.0, None)  # a second decision for a decided record
         rows = BatchRows([], [], [clash], [], [], [], [])
-        with pytest.raises(StoreError, match=r"writer process.*UNIQUE"):
-            writer.write(rows)
-        writer.close()
+        try:
+            with pytest.raises(StoreError, match=r"writer process.*UNIQUE"):
+                writer.write(rows)
+        finally:
+            writer.close()  # the child process and its files go, whatever the outcome
     finally:
         store.close()
 

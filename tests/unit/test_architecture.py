@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"keel.store"},
     {"keel.stages", "keel.sources"},
     {"keel.deliver", "keel.telemetry", "keel.monitor", "keel.review", "keel.releases"},
-    {"keel.runtime"},
+    {"keel.runtime", "keel.gates"},
     {"keel.server"},
     {"keel.cli", "keel", "keel.__main__"},
 ]

@@ -20,6 +20,7 @@ from keel.cli import audit as _audit
 from keel.cli import calibrate as _calibrate
 from keel.cli import deliveries as _deliveries
 from keel.cli import drift as _drift
+from keel.cli import gates as _gates
 from keel.cli import inspect as _inspect
 from keel.cli import releases as _releases
 from keel.cli import review as _review
@@ -61,8 +62,8 @@ def _root(
     """Run an AI prototype as a governed production workflow."""
 
 
-for _module in (_run, _inspect, _deliveries, _review, _calibrate, _releases, _audit, _alerts,
-                _drift, _serve):
+for _module in (_run, _inspect, _deliveries, _review, _calibrate, _releases, _gates, _audit,
+                _alerts, _drift, _serve):
     _module.register(app)
 
 

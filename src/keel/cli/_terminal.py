@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -10,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from keel.cli._common import console, fmt_time
-from keel.errors import InvalidDecision, LeaseConflict
+from keel.errors import InvalidDecision, LeaseConflict, UserError
 
 if TYPE_CHECKING:
     from keel.review import ReviewQueue
@@ -68,6 +69,10 @@ class TerminalReviewer:
         self.decided = 0
 
     def run(self) -> None:
+        if not sys.stdin.isatty():
+            raise UserError("keel review reads one key at a time from a terminal, and this "
+                            "input is not one; from a script, decide each task with "
+                            "`keel review decide TASK_ID --accept` (`keel review list` shows them)")
         console.print(f"reviewing as [bold]{self.reviewer}[/]; keys: {KEYS}")
         try:
             while (task := self._next()) is not None:

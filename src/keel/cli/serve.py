@@ -38,7 +38,7 @@ def serve_cmd(
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option("--role", help="submitter | reviewer | admin")],
+    role: Annotated[str, typer.Option("--role", help="submitter | reviewer | approver | admin")],
     name: Annotated[str | None, typer.Option("--name", help="Who or what holds it.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,

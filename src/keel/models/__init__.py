@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel.models._base import Model, Rules
+    from keel.models._base import Model, Outcome, Rules
     from keel.models._fake import FakeModel
     from keel.models._function import FunctionModel
     from keel.models._openai import OpenAIModel
@@ -21,11 +21,13 @@ _WHERE = {
     "FunctionModel": "_function",
     "Model": "_base",
     "OpenAIModel": "_openai",
+    "Outcome": "_base",
     "Rules": "_base",
     "SklearnModel": "_sklearn",
 }
 
-__all__ = ["FakeModel", "FunctionModel", "Model", "OpenAIModel", "Rules", "SklearnModel"]
+__all__ = ["FakeModel", "FunctionModel", "Model", "OpenAIModel", "Outcome", "Rules",
+           "SklearnModel"]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from keel.releases._registry import (
         CHALLENGER,
         CHAMPION,
+        actor,
         at,
         by_alias,
         champion_now,
@@ -66,6 +67,7 @@ _WHERE = {
     "tend_retraining": "keel.releases._loop",
     "CHALLENGER": "keel.releases._registry",
     "CHAMPION": "keel.releases._registry",
+    "actor": "keel.releases._registry",
     "at": "keel.releases._registry",
     "by_alias": "keel.releases._registry",
     "champion_now": "keel.releases._registry",
@@ -105,6 +107,7 @@ __all__ = [
     "Lineup",
     "Release",
     "abort",
+    "actor",
     "at",
     "bootstrap_diff",
     "bundle",

@@ -89,6 +89,7 @@ def bundle(wf: Workflow, model: Model | None = None,
            policy: Policy | None = None) -> dict[str, Any]:
     """The spec of the release ``wf`` declares (or ``wf`` with another model or policy)."""
     model = model or wf.model
+    model.bind(wf.output_contract)  # as the workflow binds its own: an LLM asks for this shape
     model.warm()
     info = model.describe()
     return {

@@ -51,11 +51,13 @@ def _label_column(wf: Workflow, header: Sequence[str], asked: str | None) -> str
             raise ReleaseError(f"the labels file has no column {asked!r}; its columns are "
                                f"{', '.join(header)} (pass --label-column)")
         return asked
-    for name in ([wf.policy.class_field] if wf.policy.class_field else []) + fields + ["label"]:
+    candidates = list(dict.fromkeys(([wf.policy.class_field] if wf.policy.class_field else [])
+                                    + fields + ["label"]))
+    for name in candidates:
         if name in header:
             return name
     raise ReleaseError(f"the labels file has no label column: none of "
-                       f"{', '.join([*fields, 'label'])} is among its columns "
+                       f"{', '.join(candidates)} is among its columns "
                        f"({', '.join(header)}); pass --label-column COLUMN")
 
 

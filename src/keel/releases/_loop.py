@@ -81,8 +81,13 @@ def _trigger(wf: Workflow, store: Store, now: float) -> str | None:
                  if a["rule"].startswith("drift_score") and a["fired_at"] > since]
         if fired:
             return f"drift alert {fired[0]['rule']} fired"
-    if policy.every_s is not None and last is not None and now - since >= policy.every_s:
-        return f"{policy.every_s:g} s since the last candidate (policy: every {policy.every_s:g} s)"
+    if policy.every_s is not None:
+        # before the first candidate, the clock starts at the workflow's first release event
+        first = sql.history(store, wf.name, limit=1)
+        start = last["at"] if last else (first[0]["at"] if first else None)
+        if start is not None and now - start >= policy.every_s:
+            what = "the last candidate" if last else "the first run"
+            return f"{policy.every_s:g} s since {what} (policy: every {policy.every_s:g} s)"
     return None
 
 

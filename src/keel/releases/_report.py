@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ def reliability_svg(bins: list[dict[str, Any]], size: int = 260) -> str:
 
 
 def write_html(report: dict[str, Any], path: str | Path) -> Path:
-    """Write an eval report (``EvalReport.as_dict()``) as one HTML file."""
+    """Write an eval report (``EvalReport.as_dict()``) as one HTML file (the report itself
+    is left as it was: the CLI prints it as JSON afterwards)."""
+    report = copy.deepcopy(report)
     for m in report["releases"].values():
         for k in m["per_class"]:
             k["recall_key"] = -1.0 if k["recall"] is None else k["recall"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
 from array import array
@@ -18,9 +19,10 @@ from keel import _json
 from keel._record import DISPOSITIONS, BatchTally, Checkpoint, Item, Known, new_id
 from keel.contracts import Violation
 from keel.deliver import Sink, send
+from keel.errors import ChangeControl, UserError
 from keel.monitor import detector_for
 from keel.redact import Redactor
-from keel.releases import Lineup, Release, declared_note, lineup, tend
+from keel.releases import Lineup, Release, bundle, declared_note, lineup, release_id, tend
 from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy
 from keel.review import policy_in_force
 from keel.runtime._lanes import Lane, LaneMaker, Plan, resumed_elsewhere, shadow_clone, shadow_rows
@@ -40,6 +42,8 @@ from keel.stages.predict import Step, chain
 from keel.stages.screen import Detector
 from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows, merge_rows
 from keel.store import releases as releases_sql
+from keel.store.gates import decided_since
+from keel.store.gates import stage as stored_stage
 from keel.workflow import Policy, Rollout, Workflow
 
 if TYPE_CHECKING:
@@ -200,6 +204,9 @@ class Runner:
         self.lane_maker = LaneMaker(workflow, store, self.loop, fallbacks, default=default,
                                     retry=retry, checkpoint=self._checkpoint)
         self.plan: Plan | None = None
+        #: the workflow's construction stage when it declares gates (None: ungated)
+        self.stage: str | None = None
+        self._cap_left: int | None = None
         self._lanes: dict[str, Lane] = {}  # by release id: the plan's, and any still finishing
         self._next_look = 0.0
         # until the store says which release is live: the workflow file's own
@@ -233,6 +240,9 @@ class Runner:
         if self._registered:
             return
         wf = self.wf
+        self._read_stage()
+        if self.stage == "production":
+            _change_control(wf, self.store)
         self.store.save_workflow(wf.name, wf.version, wf.source_path, wf.spec())
         self._follow(lineup(wf, self.store))
         for step in self.lane_maker.fallbacks:
@@ -257,11 +267,69 @@ class Runner:
             self._attach_breaker(lane.steps[0])
         self._lanes = lanes
         self.plan = plan
+        for lane in plan.lanes():
+            lane.set_policy(self._staged(lane.policy))
         champion = plan.champion
         self.predictor, self.router, self.policy = champion.predictor, champion.router, champion.policy
         self.policy_note = champion.note
         self.store.register_model(self.wf.name, champion.steps[0].model.describe(),
                                   alias="champion")
+
+    # -- gates: what the workflow's stage allows ----------------------------------------------
+    def _read_stage(self) -> None:
+        if self.wf.gates is None:
+            return
+        was = self.stage
+        row = stored_stage(self.store, self.wf.name)
+        self.stage = str(row["stage"]) if row else "prototype"
+        if was is not None and was != self.stage and self.plan is not None:
+            for lane in self.plan.lanes():  # a stage moved while running: from the next batch
+                lane.set_policy(self._staged(replace(lane.policy, review_all=None)))
+            self.policy = self.plan.champion.policy
+        mvp = self.wf.gates.mvp
+        if self.stage == "mvp" and mvp.daily_volume is not None:
+            midnight = time.time() // 86400 * 86400
+            self._cap_left = max(0, mvp.daily_volume - decided_since(self.store, self.wf.name,
+                                                                       midnight))
+        else:
+            self._cap_left = None
+
+    def _staged(self, policy: Policy) -> Policy:
+        """A policy as the stage allows: a prototype automates nothing; an MVP audits more."""
+        if self.stage == "prototype":
+            return replace(policy, review_all="prototype")
+        if self.stage == "mvp" and self.wf.gates is not None:
+            return replace(policy, audit_rate=max(policy.audit_rate, self.wf.gates.mvp.audit_rate))
+        return policy
+
+    def _cap(self, items: list[Item]) -> None:
+        """An MVP's daily volume: records past it are quarantined with the reason (replay
+        them once the day turns, or once the workflow is in production)."""
+        if self._cap_left is None:
+            return
+        fresh = [i for i in items if i.disposition is None and not i.violations]
+        over = fresh[self._cap_left:]
+        self._cap_left = max(0, self._cap_left - len(fresh))
+        limit = self.wf.gates.mvp.daily_volume if self.wf.gates else None
+        for i in over:
+            i.violations.append(Violation("*", "mvp_daily_volume", (
+                f"the MVP's daily volume ({limit} records) is used up; replay with "
+                "`keel replay --quarantined` tomorrow, or promote the workflow to production")))
+
+    def check_source(self, source: str) -> None:
+        """An MVP reads only the input files its gates allow."""
+        gates = self.wf.gates
+        if self.stage != "mvp" or gates is None or not gates.mvp.sources:
+            return
+        if not any(fnmatch.fnmatch(source, pat) for pat in gates.mvp.sources):
+            raise UserError(f"{self.wf.name} is an MVP and reads only {', '.join(gates.mvp.sources)}; "
+                            f"{source} is not one of them (keel.Gates(mvp=keel.MvpLimits(sources=...)))")
+
+    def may_submit(self, key_name: str) -> bool:
+        """An MVP takes records only from the API keys its gates name."""
+        gates = self.wf.gates
+        return (self.stage != "mvp" or gates is None or not gates.mvp.api_keys
+                or key_name in gates.mvp.api_keys)
 
     def _rollout_settings(self, lu: Lineup) -> Rollout:
         ro = releases_sql.active_rollout(self.store, self.wf.name)
@@ -276,6 +344,7 @@ class Runner:
         self._next_look = now + self.wf.rollout.check_every_s
         if self.plan is not None and self.plan.lineup.rollout_id is not None:
             tend(self.wf, self.store)
+        self._read_stage()
         self._follow(lineup(self.wf, self.store))
 
     def notes(self) -> list[str]:
@@ -341,6 +410,7 @@ class Runner:
             progress: ProgressFn | None = None) -> RunSummary:
         """Decide every new record in ``rows``; skip (and count) keys already decided."""
         self._register()
+        self.check_source(source)
         summary = RunSummary(self.wf.name, new_id(), source)
         summary.notes += self.notes()
         self.store.start_run(summary.run_id, self.wf.name, "run", source)
@@ -401,7 +471,7 @@ class Runner:
                                                     lane.steps[0].model.version, declared)
                 if lane is self.plan.challenger:
                     policy = replace(policy, audit_rate=lane.policy.audit_rate)
-                lane.set_policy(policy)
+                lane.set_policy(self._staged(policy))
             self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
         self._next_look = 0.0
 
@@ -551,6 +621,7 @@ class Runner:
         self._look()
         mark = marks if marks is not None else _Marks()
         if items:
+            self._cap(items)
             self.validator(items)
             mark("validate")
             self.screener(items)
@@ -736,6 +807,18 @@ def _line(i: Item, red: Redactor) -> dict[str, Any]:
             "reason": red.text(i.reason, known) if i.reason else i.reason,
             "confidence": i.prediction.confidence if i.prediction else None,
             "model_version": i.predicted_by, "output": i.output}
+
+
+def _change_control(wf: Workflow, store: Store) -> None:
+    """In production the workflow file that runs must be a registered release."""
+    rid = release_id(bundle(wf))
+    if releases_sql.release_by_id(store, rid) is None:
+        raise ChangeControl(
+            f"{wf.name} is in production, and {wf.source_path or 'its workflow file'} declares a "
+            "release nobody registered (the model, prompt, contract, policy or fallback "
+            "changed). Register it (`keel release register WORKFLOW_PY`) and roll it out "
+            "(`keel rollout start ...`); or move the workflow back to mvp (`keel promote "
+            "WORKFLOW_PY --to mvp`)")
 
 
 def _drop_answer(item: Item) -> None:

@@ -59,7 +59,7 @@ class FastLane:
         if not who.may("submit"):
             raise Forbidden(f"the {who.role} role may not do this (submit); "
                             "ask an admin for a key with the right role")
-        return await decide_body(state, await _body(receive, state.settings.max_body_bytes))
+        return await decide_body(state, await _body(receive, state.settings.max_body_bytes), who)
 
 
 def _key(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import threading
 import time
@@ -12,24 +11,21 @@ from typing import Any
 from keel.errors import NotFoundError, UserError
 from keel.store import Store
 from keel.store import keys as sq
+from keel.store.keys import hash_key
 
-ROLES = ("submitter", "reviewer", "admin")
+ROLES = ("submitter", "reviewer", "approver", "admin")
 
 #: What each role may do. Admin may do everything.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "submit": frozenset({"submitter", "admin"}),
-    "read": frozenset({"submitter", "reviewer", "admin"}),
+    "read": frozenset({"submitter", "reviewer", "approver", "admin"}),
+    "sign": frozenset({"approver", "admin"}),
     "review": frozenset({"reviewer", "admin"}),
-    "dashboard": frozenset({"reviewer", "admin"}),
+    "dashboard": frozenset({"reviewer", "approver", "admin"}),
     "admin": frozenset({"admin"}),
 }
 
 PREFIX = "keel_"
-
-
-def hash_key(secret: str) -> str:
-    """Keys are 256 random bits, so one SHA-256 is enough (no password stretching needed)."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,10 @@ class ConfidenceRouter:
         threshold = self.policy.threshold_for(item.output)
         conf = pred.confidence
         why = f"confidence {conf:.3f}{self._versus(threshold)}"
-        if ood:
+        if self.policy.review_all:
+            self._send(item, self.policy.review_all,
+                       f"{self.policy.review_all} stage: a person decides every record ({why})")
+        elif ood:
             self._send(item, "out_of_distribution", f"out-of-distribution score {ood}")
         elif conf < threshold:
             self._send(item, "low_confidence", why)

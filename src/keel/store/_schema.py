@@ -378,3 +378,41 @@ shadow_answers = Table(
     PrimaryKeyConstraint("record_id", "release_id", name="pk_shadow_answers"),
     Index("ix_shadow_answers_release", "release_id"),
 )
+
+# Migration 0006: construction stages and their history, approvers' signatures, recovery drills.
+stages = Table(
+    "stages", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("stage", String(20), nullable=False),           # prototype | mvp | production
+    Column("at", Float, nullable=False),
+    Column("actor", String(200)),
+    Column("reason", Text),
+    Column("override", Boolean, nullable=False),
+    Column("evidence", Text),                              # the gate report it rested on
+    Index("ix_stages_workflow_at", "workflow", "at"),
+)
+
+gate_signatures = Table(
+    "gate_signatures", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("kind", String(50), nullable=False),            # security_review | operational_signoff
+    Column("signer", String(200), nullable=False),
+    Column("key_id", String(32)),
+    Column("workflow_version", String(64)),
+    Column("note", Text),
+    Column("at", Float, nullable=False),
+    Index("ix_gate_signatures_workflow", "workflow", "kind"),
+)
+
+drills = Table(
+    "drills", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("workflow_version", String(64)),
+    Column("ok", Boolean, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_drills_workflow_at", "workflow", "at"),
+)

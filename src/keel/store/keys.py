@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -12,6 +13,11 @@ from keel.store._store import Store
 
 _PUBLIC = (t.api_keys.c.id, t.api_keys.c.name, t.api_keys.c.role, t.api_keys.c.created_at,
            t.api_keys.c.revoked_at, t.api_keys.c.last_used_at)
+
+
+def hash_key(secret: str) -> str:
+    """Keys are 256 random bits, so one SHA-256 is enough (no password stretching needed)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def insert_key(store: Store, key_id: str, name: str | None, role: str, key_hash: str) -> None:

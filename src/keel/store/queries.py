@@ -190,3 +190,27 @@ def percentile(values: list[float], q: float) -> float | None:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return float(ordered[low] + (ordered[high] - ordered[low]) * (pos - low))
+
+
+def recent_inputs(store: Store, workflow: str, n: int) -> list[str]:
+    """The stored inputs of the workflow's ``n`` newest records (as the store keeps them)."""
+    r = t.records
+    with store.engine.connect() as conn:
+        return [str(x) for (x,) in conn.execute(select(r.c.input).where(r.c.workflow == workflow)
+                                                .order_by(r.c.created_at.desc()).limit(n))]
+
+
+def key_counts(store: Store, workflow: str) -> dict[str, int]:
+    """Records per key (more than one: a key decided twice)."""
+    r = t.records
+    with store.engine.connect() as conn:
+        return {str(k): int(c) for k, c in conn.execute(
+            select(r.c.key, func.count()).where(r.c.workflow == workflow).group_by(r.c.key))}
+
+
+def failed_attempts(store: Store, workflow: str) -> int:
+    """Model calls that failed (errors, timeouts, malformed answers), over all decisions."""
+    d = t.decisions
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.sum(d.c.failed_attempts), 0))
+                                .where(d.c.workflow == workflow)).scalar_one())

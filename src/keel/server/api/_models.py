@@ -63,7 +63,7 @@ class ClaimBody(BaseModel):
 
 
 class KeyBody(BaseModel):
-    role: Literal["submitter", "reviewer", "admin"]
+    role: Literal["submitter", "reviewer", "approver", "admin"]
     name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
 
 

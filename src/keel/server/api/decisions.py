@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from keel import _json
-from keel.errors import BatchTooLarge, InvalidBody, InvalidJson, MissingKey
+from keel.errors import BatchTooLarge, Forbidden, InvalidBody, InvalidJson, MissingKey
 from keel.server._http import Submitter
 from keel.server.api._models import ERRORS, BatchAnswer, DecisionAnswer
 from keel.workflow import Workflow
@@ -106,13 +106,16 @@ def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
     openapi_extra=BODY_DOC,
 )
 async def post_decisions(request: Request, who: Submitter) -> Response:
-    status, body = await decide_body(request.app.state, await request.body())
+    status, body = await decide_body(request.app.state, await request.body(), who)
     return Response(body, status_code=status, media_type="application/json")
 
 
-async def decide_body(state: Any, raw: bytes) -> tuple[int, bytes]:
+async def decide_body(state: Any, raw: bytes, who: Any = None) -> tuple[int, bytes]:
     """The one way a decision request is answered, whichever door it came in by (this route
     for browser sessions and the docs, the ASGI lane in ``_fastlane.py`` for API keys)."""
+    if who is not None and not state.runner.may_submit(who.name):
+        raise Forbidden(f"{state.workflow.name} is an MVP and takes records only from the API "
+                        f"keys its gates name; {who.name} is not one of them")
     records, single = parse_records(raw, state.workflow, state.settings.max_batch)
     answers = await state.batcher.submit(records)
     if single:

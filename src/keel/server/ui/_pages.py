@@ -171,6 +171,17 @@ def dashboard(request: Request, who: Person) -> Response:
     return page(request, "dashboard.html", who)
 
 
+@router.get("/ui/gate")
+def gate_page(request: Request, who: Person) -> Response:
+    """The readiness report for managers: the same page as `keel gate --html`."""
+    from keel import gates  # start-up: the page loads the gate code on first view
+
+    state = request.app.state
+    rep = gates.report(state.workflow, state.store).as_dict()
+    html = gates.render_html(rep, gates.history(state.store, state.workflow.name))
+    return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+
 @router.get("/ui/records")
 def find_record(request: Request, who: Person, key: str = "") -> Response:
     if key.strip():
