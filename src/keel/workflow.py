@@ -485,6 +485,9 @@ class Workflow:
         for m in (self.model, *self.fallback_chain):
             m.bind(self.output_contract)
         self._source_hash: str | None = None
+        #: the module the workflow file was imported as (``load_workflow``): what is defined
+        #: there is kept by value in a release's artifact, since no other process can import it
+        self.module_name: str | None = None
 
     def _check_privacy(self) -> None:
         if self.storage not in STORAGE_POLICIES:
@@ -577,5 +580,6 @@ def load_workflow(path: str | Path) -> Workflow:
         )
     wf = found.get("workflow") or next(iter(found.values()))
     wf.source_path = str(file.resolve())
+    wf.module_name = mod_name
     wf._source_hash = None
     return wf

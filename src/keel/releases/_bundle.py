@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 from dataclasses import dataclass
 from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
 
 from keel import _json
 from keel.errors import ReleaseError
@@ -109,12 +112,25 @@ def release_id(spec: dict[str, Any]) -> str:
     return hashlib.sha256(_json.dumps(deciding).encode()).hexdigest()[:32]
 
 
-def pack(model: Model) -> bytes | None:
-    """The model as an artifact, or None when it cannot be kept (a lambda, an open file)."""
+def pack(model: Model, wf: Workflow | None = None) -> bytes | None:
+    """The model as an artifact, or None when it cannot be kept (an open file, a lock).
+
+    Functions and classes defined in the workflow file itself (a FunctionModel's function,
+    the output model an LLM adapter was bound to) are kept by value (cloudpickle): the file
+    was imported under a name of keel's that no other process can import. What the file
+    imports from installed packages or its own folder is kept by reference, as pickle does.
+    """
+    module = sys.modules.get(wf.module_name) if wf is not None and wf.module_name else None
+    if module is not None:
+        cloudpickle.register_pickle_by_value(module)
     try:
-        return pickle.dumps(model, protocol=5)
-    except Exception:
+        data: bytes = cloudpickle.dumps(model, protocol=5)
+        return data
+    except Exception:  # anything pickle refuses: the release runs only as declared
         return None
+    finally:
+        if module is not None:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def unpack(data: bytes, sha256: str, release: Release) -> Model:

@@ -40,13 +40,13 @@ def register(wf: Workflow, store: Store, *, model: Model | None = None,
             raise ReleaseError(f"this bundle is already registered as {existing['name']!r}; "
                                f"`keel releases show {existing['name']}`")
         if existing["artifact"] is None:  # keep the model now that it can be kept
-            row, _new = sql.save_release(store, existing, pack(model))
+            row, _new = sql.save_release(store, existing, pack(model, wf))
             return Release.from_row(row), False
         return Release.from_row(existing), False
     row = {"id": rid, "workflow": wf.name, "name": name or sql.next_name(store, wf.name),
            "spec": spec, "model_version": spec["model_version"], "created_by": by or actor(),
            "note": note}
-    saved, new = sql.save_release(store, row, pack(model))
+    saved, new = sql.save_release(store, row, pack(model, wf))
     return Release.from_row(saved), new
 
 

@@ -278,23 +278,24 @@ def tend(wf: Workflow, store: Store) -> dict[str, Any] | None:
     ev = evidence(wf, store, ro)
     verdict, why = ev["verdict"], ev["why"]
     steps = ro["steps"]
+    at = (ro["status"], ro["step"])  # act only if no one else moved it meanwhile
     if verdict == "rollback":
-        sql.update_rollout(store, ro["id"], kind="rolled_back", actor="keel", reason=why,
+        sql.update_rollout(store, ro["id"], expect=at, kind="rolled_back", actor="keel", reason=why,
                            evidence=ev, status="rolled_back")
     elif verdict == "promote" and ro["status"] == "running":
         last = ro["step"] == len(steps) - 1
         if last and steps[-1] == 0.0:
-            sql.update_rollout(store, ro["id"], kind="shadow_passed", actor="keel", reason=why,
+            sql.update_rollout(store, ro["id"], expect=at, kind="shadow_passed", actor="keel", reason=why,
                                evidence=ev, status="passed")
         elif last:
-            sql.update_rollout(store, ro["id"], kind="promoted", actor="keel", reason=why,
+            sql.update_rollout(store, ro["id"], expect=at, kind="promoted", actor="keel", reason=why,
                                evidence=ev, status="promoted", champion=ro["challenger"])
         elif steps[ro["step"]] == 0.0 and not Rollout.from_dict(ro["settings"]).auto_canary:
-            sql.update_rollout(store, ro["id"], kind="shadow_passed", actor="keel",
+            sql.update_rollout(store, ro["id"], expect=at, kind="shadow_passed", actor="keel",
                                reason=why + "; the canary waits for a person: "
                                "`keel rollout resume`", evidence=ev, status="awaiting_approval")
         else:
-            sql.update_rollout(store, ro["id"], kind="step", actor="keel",
+            sql.update_rollout(store, ro["id"], expect=at, kind="step", actor="keel",
                                reason=f"to {steps[ro['step'] + 1]:g}%: {why}", evidence=ev,
                                step=ro["step"] + 1)
     else:

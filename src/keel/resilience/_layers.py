@@ -298,8 +298,9 @@ class Retry:
 class Caller:
     """One step's model with its layers, run on the runner's event loop.
 
-    Sync models get the whole batch in one call; async models get one request per
-    ``model.request_size`` records (1 by default), sent concurrently within the limits.
+    Sync models get the whole batch in one call (or ``Resilience.threads`` shares of it, at
+    once); async models get one request per ``model.request_size`` records (1 by default),
+    sent concurrently within the limits.
     """
 
     def __init__(self, model: Model, resilience: Resilience, loop: LoopThread,
@@ -313,7 +314,7 @@ class Caller:
         """(Re)build the stack, with the model version's breaker once it is known."""
         model, res = self.model, self.resilience
         self.breaker = breaker
-        layer: Layer = Direct(model, threaded=res.timeout_s is not None)
+        layer: Layer = Direct(model, threaded=res.timeout_s is not None or res.threads > 1)
         if res.timeout_s is not None:
             layer = Timeout(layer, res.timeout_s, model.name)
         if model.is_async and res.limits is not None:
@@ -349,7 +350,10 @@ class Caller:
     async def acall(self, inputs: Sequence[BaseModel], defer: bool = False,
                     prior: Sequence[int] = ()) -> list[CallResult]:
         deadline_s = self.resilience.retry.deadline_s
-        size = len(inputs) if not self.model.is_async else (self.model.request_size or len(inputs))
+        if self.model.is_async:
+            size = self.model.request_size or len(inputs)
+        else:  # a sync model: the batch, or an equal share of it per thread
+            size = -(-len(inputs) // self.resilience.threads)
         tried = list(prior) or [0] * len(inputs)
         starts = range(0, len(inputs), size)
         parts = await asyncio.gather(*(

@@ -39,15 +39,23 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Resilience:
-    """How one model is called. ``timeout_s`` is per call: a whole batch for a sync model,
-    one request for an async model. ``limits`` apply to async models only (sync models get
-    batches). ``breaker=None`` or ``timeout_s=None`` switch that layer off."""
+    """How one model is called. ``timeout_s`` is per call: one request for an async model, a
+    batch (or a share of it, see ``threads``) for a sync model. ``limits`` apply to async
+    models only. ``breaker=None`` or ``timeout_s=None`` switch that layer off.
+
+    ``threads``: a sync model's batch is split into this many shares, called at once, each
+    on a thread of its own (for a model that waits: an HTTP client, a C library that lets go
+    of the GIL, an OCR engine). 1: the whole batch in one call.
+    """
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float | None = 60.0
     breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
     limits: RateLimits | None = field(default_factory=RateLimits)
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive (or None for no timeout)")
+        if self.threads < 1:
+            raise ValueError("threads must be at least 1")

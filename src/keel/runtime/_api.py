@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from keel._record import RawRow
 from keel.deliver import FileSink, Sink, WebhookSink
 from keel.errors import UserError
-from keel.releases import tend_retraining
 from keel.resilience import RetryPolicy
 from keel.runtime._runner import ProgressFn, Runner, RunSummary
 from keel.sources import read_rows
@@ -68,6 +67,8 @@ def run(workflow: Workflow | str | Path, source: str | Path | Iterable[Mapping[s
         runner = _runner(wf, st, out, batch_size, detectors, retry, webhook, telemetry)
         summary = runner.run(rows, source=name, progress=progress)
         if wf.retrain is not None:  # the feedback loop: retrain when the policy says so
+            from keel.releases import tend_retraining  # start-up: SciPy, only when declared
+
             summary.retraining = tend_retraining(wf, st)
         return summary
 

@@ -209,6 +209,7 @@ class Runner:
         self._cap_left: int | None = None
         self._lanes: dict[str, Lane] = {}  # by release id: the plan's, and any still finishing
         self._next_look = 0.0
+        self._every = workflow.rollout.check_every_s
         # until the store says which release is live: the workflow file's own
         primary = chain([("primary", workflow.model)], self.loop, default=default, retry=retry)
         self.predictor = Predictor(primary + fallbacks, OutputChecker(workflow.output_contract),
@@ -333,7 +334,9 @@ class Runner:
 
     def _rollout_settings(self, lu: Lineup) -> Rollout:
         ro = releases_sql.active_rollout(self.store, self.wf.name)
-        return Rollout.from_dict(ro["settings"]) if ro else self.wf.rollout
+        settings = Rollout.from_dict(ro["settings"]) if ro else self.wf.rollout
+        self._every = settings.check_every_s  # a rollout is looked at as often as it asks
+        return settings
 
     def _look(self, *, force: bool = False) -> None:
         """Every ``Rollout.check_every_s`` (at a batch boundary): act on a rollout's evidence
@@ -341,7 +344,9 @@ class Runner:
         now = time.monotonic()
         if not force and now < self._next_look:
             return
-        self._next_look = now + self.wf.rollout.check_every_s
+        ro = self.plan.lineup.rollout_id if self.plan is not None else None
+        every = self._every if ro is not None else self.wf.rollout.check_every_s
+        self._next_look = now + every
         if self.plan is not None and self.plan.lineup.rollout_id is not None:
             tend(self.wf, self.store)
         self._read_stage()

@@ -151,7 +151,27 @@ def _text_rows(file: Path, fmt: str, compression: str | None,
         raise
     text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
     reader = _csv_rows if fmt == "csv" else _jsonl_rows
-    return _guarded(file, reader(file.name, text), text, compression)
+    return _Closing(_guarded(file, reader(file.name, text), text, compression), text)
+
+
+class _Closing(Iterator[RawRow]):
+    """Rows that close their file when done, closed, or dropped unread (a run that failed
+    before its first row must not leave the file open)."""
+
+    def __init__(self, rows: Iterator[RawRow], fh: IO[str]) -> None:
+        self._rows, self._fh = rows, fh
+
+    def __next__(self) -> RawRow:
+        return next(self._rows)
+
+    def close(self) -> None:
+        close = getattr(self._rows, "close", None)
+        if close is not None:
+            close()
+        self._fh.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _guarded(file: Path, rows: Iterator[RawRow], fh: IO[str],

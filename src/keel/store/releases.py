@@ -72,7 +72,7 @@ def save_release(store: Store, release: dict[str, Any],
 def next_name(store: Store, workflow: str) -> str:
     """The next free automatic release name: r1, r2, ..."""
     taken = {r["name"] for r in releases(store, workflow)}
-    n = len(taken) + 1
+    n = sum(1 for name in taken if name[:1] == "r" and name[1:].isdigit()) + 1
     while f"r{n}" in taken:
         n += 1
     return f"r{n}"
@@ -258,9 +258,11 @@ def start_rollout(store: Store, rollout: dict[str, Any], actor: str | None,
 def update_rollout(store: Store, rollout_id: str, *, kind: str, actor: str | None,
                    reason: str | None, evidence: dict[str, Any] | None = None,
                    status: str | None = None, step: int | None = None,
-                   champion: str | None = None) -> None:
+                   champion: str | None = None,
+                   expect: tuple[str, int] | None = None) -> bool:
     """Change a rollout's state (a step, a pause, its end) and record why, in one transaction;
-    ending it clears the challenger alias, and ``champion`` moves the champion alias too."""
+    ending it clears the challenger alias, and ``champion`` moves the champion alias too.
+    ``expect`` (status, step): change it only if it still stands there (False if not)."""
     ro, ra = t.rollouts, t.release_aliases
     now = time.time()
     with store.tx() as conn:
@@ -274,7 +276,11 @@ def update_rollout(store: Store, rollout_id: str, *, kind: str, actor: str | Non
             values["status"] = status
         if step is not None:
             values["step"], values["step_started_at"] = step, now
-        conn.execute(update(ro).where(ro.c.id == rollout_id).values(**values))
+        where = [ro.c.id == rollout_id]
+        if expect is not None:  # only if it still stands there: the UPDATE itself checks
+            where += [ro.c.status == expect[0], ro.c.step == expect[1]]
+        if conn.execute(update(ro).where(*where).values(**values)).rowcount == 0:
+            return False  # another runner or a person acted on it first
         wf = str(row["workflow"])
         if status in ENDED:
             conn.execute(ra.delete().where(ra.c.workflow == wf, ra.c.alias == CHALLENGER))
@@ -284,6 +290,7 @@ def update_rollout(store: Store, rollout_id: str, *, kind: str, actor: str | Non
                                             since=now))
         _event(store, conn, wf, kind, str(row["challenger"]),
                CHAMPION if champion is not None else None, actor, reason, evidence, now)
+    return True
 
 
 def note_evidence(store: Store, rollout_id: str, evidence: dict[str, Any]) -> None:
