@@ -116,6 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for kind, baseline, name in (("async", gather_baseline, "asyncio_gather_semaphore"),
                                      ("sync", pool_baseline, "thread_pool")):
+            keel_run(kind, 200, args.concurrency, Path(tmp) / "warm.db")  # imports, first use
             mine, theirs = [], []
             for _ in range(args.repeats):
                 mine.append(keel_run(kind, args.records, args.concurrency, Path(tmp) / "k.db"))

@@ -225,16 +225,23 @@ def _rollout(c: Context) -> tuple[str, str, str, dict[str, Any]]:
     live = champion_now(c.store, c.wf.name)
     if live is None:
         return UNKNOWN, "no live release yet", f"keel run {c.wf_arg} ...", {}
-    passed = [r for r in rel_sql.rollouts(c.store, c.wf.name)
-              if r["challenger"] == live.id and r["status"] in ("promoted", "passed")]
+    ended = [r for r in rel_sql.rollouts(c.store, c.wf.name)
+             if r["challenger"] == live.id and r["status"] in ("promoted", "passed")]
+    # a promotion by hand ends a rollout as "promoted" too: only its evidence counts
+    passed = [r for r in ended
+              if sql.passed_on_evidence(c.store, c.wf.name, live.id, r["started_at"])]
     if passed:
         r = passed[0]
         return PASS, f"rollout {r['id']} of {live.name}: {r['status']}", "", {"rollout": r["id"]}
     if len(rel_sql.releases(c.store, c.wf.name)) <= 1:
         return (NA, "the first release of a workflow has no champion to be tried against",
                 "", {})
-    return (FAIL, f"the live release {live.name} went live without a shadow or canary",
-            f"keel rollout start {c.wf_arg} --challenger NAME --shadow --canary 5,25,50,100",
+    fix = f"keel rollout start {c.wf_arg} --challenger NAME --shadow --canary 5,25,50,100"
+    if ended:
+        return (FAIL, f"the live release {live.name} was promoted by hand during rollout "
+                      f"{ended[0]['id']}, before its evidence said so", fix,
+                {"release": live.id, "rollout": ended[0]["id"]})
+    return (FAIL, f"the live release {live.name} went live without a shadow or canary", fix,
             {"release": live.id})
 
 

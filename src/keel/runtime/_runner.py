@@ -218,6 +218,12 @@ class Runner:
         self.policy_note: str | None = None
         self._registered = False
         self._carry: list[Item] = []  # transient failures waiting for the next batch
+        # the model calls of a batch run here, so the next batch can be begun meanwhile; two
+        # batches' calls overlap when the model waits (async, or a sync model on threads)
+        waits = workflow.model.is_async or getattr(resilience or workflow.resilience,
+                                                   "threads", 1) > 1
+        self._predicting = ThreadPoolExecutor(max_workers=2 if waits else 1,
+                                              thread_name_prefix="keel-predict")
         self._defer = False
         self._run_id = ""
         self._inflight: dict[str, Item] = {}  # serving: decided, not yet stored
@@ -429,6 +435,7 @@ class Runner:
         self._carry, self._defer = [], True
         try:
             with young_gc_only():
+                flying: _Flight | None = None
                 for batch, last in _with_last(_batches(rows, self.batch_size)):
                     self._defer = not last  # the last batch retries in the call: no next batch
                     marks = _Marks()
@@ -438,12 +445,17 @@ class Runner:
                     summary.conflicts += admitted.conflicts
                     self.store.resume_state(admitted.items)
                     marks("admit")
-                    self._process(admitted.items, summary, run_id=summary.run_id, marks=marks)
+                    begun = self._begin(admitted.items, run_id=summary.run_id, marks=marks)
+                    if flying is not None:  # the previous batch lands while this one is asked
+                        self._land(flying, summary)
+                    flying = begun
                     redo = [rid for _k, _w, rid in admitted.duplicates if rid]
                     if redo and self.sinks:
                         self._writer.submit(self._redeliver, redo, summary)
                     if progress:
                         progress(len(batch))
+                if flying is not None:
+                    self._land(flying, summary)
                 self._flush(summary, run_id=summary.run_id)
         finally:
             self._finish(summary, t0)
@@ -620,9 +632,18 @@ class Runner:
         (see ``Workflow.checkpoint``). A crash loses only batches not yet committed, and those
         are decided again from their input, asking the model only for the cheap answers.
         """
+        flight = self._begin(items, run_id=run_id, replace=replace, marks=marks)
+        if flight is not None:
+            self._land(flight, summary)
+
+    def _begin(self, items: list[Item], *, run_id: str, replace: bool = False,
+               marks: _Marks | None = None) -> _Flight | None:
+        """The first half of a batch: validate, screen, pick each record's release, and start
+        the model calls (on the predict thread). `keel run` begins the next batch before it
+        lands this one, so the model is never idle while keel does its own work."""
         carried, self._carry = self._carry, []
         if not items and not carried:
-            return
+            return None
         self._look()
         mark = marks if marks is not None else _Marks()
         if items:
@@ -636,26 +657,34 @@ class Runner:
         work = carried + items
         self._run_id = run_id
         groups = self._split(work)
-        for lane, part in groups:
-            lane.predictor(part, defer=self._defer)
+        defer = self._defer
+        called = self._predicting.submit(_predict, groups, defer)
+        return _Flight(work, groups, mark, called, run_id, replace)
+
+    def _land(self, flight: _Flight, summary: RunSummary) -> None:
+        """The second half: wait for the answers, route, build the rows, hand them to the
+        writer."""
+        flight.called.result()
+        mark, groups, work = flight.mark, flight.groups, flight.work
         mark("predict")
         self._save_breakers()
-        self._carry = [i for i in work if i.deferred]
+        deferred = [i for i in work if i.deferred]
+        self._carry += deferred
         shadow = self._shadow(groups) if self.plan is not None and self.plan.shadows else []
         parts: list[BatchRows] = []
         for lane, part in groups:
-            done = [i for i in part if not i.deferred] if self._carry else part
+            done = [i for i in part if not i.deferred] if deferred else part
             lane.router(done)
             if self.scrubber is not None:
                 self.scrubber(done)
                 self.scrubber.done(done)
-            parts.append(batch_rows(self.wf.name, run_id, done, lane.policy, replace=replace,
-                                    sinks=self._sink_names))
+            parts.append(batch_rows(self.wf.name, flight.run_id, done, lane.policy,
+                                    replace=flight.replace, sinks=self._sink_names))
         mark("route")
         rows = merge_rows(parts) if len(parts) > 1 else parts[0]
         rows.shadow = shadow
-        done = [i for i in work if not i.deferred] if self._carry else work
-        self._writer.submit(self._persist, rows, done, summary, run_id, mark)
+        done = [i for i in work if not i.deferred] if deferred else work
+        self._writer.submit(self._persist, rows, done, summary, flight.run_id, mark)
 
     def _split(self, work: list[Item]) -> list[tuple[Lane, list[Item]]]:
         """Each record with the release that decides it (sticky: a record keeps its release)."""
@@ -747,6 +776,23 @@ class Runner:
             lines = self.ledger.undelivered(sink.name, record_ids)
             if lines:
                 self._send(sink, lines, summary)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A batch whose model calls are under way."""
+
+    work: list[Item]
+    groups: list[tuple[Lane, list[Item]]]
+    mark: _Marks
+    called: Future[None]
+    run_id: str
+    replace: bool
+
+
+def _predict(groups: list[tuple[Lane, list[Item]]], defer: bool) -> None:
+    for lane, part in groups:
+        lane.predictor(part, defer=defer)
 
 
 class _Writer:

@@ -123,6 +123,17 @@ def key_ages(store: Store) -> list[dict[str, Any]]:
     return [{**dict(r), "age_s": now - float(r["created_at"])} for r in rows]
 
 
+def passed_on_evidence(store: Store, workflow: str, release_id: str, since: float) -> bool:
+    """Did a rollout of ``release_id`` since ``since`` end on its evidence (the rollout
+    controller's shadow pass or promotion), not by a person's promotion mid-way?"""
+    re_ = t.release_events
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(re_.c.evidence).where(
+            re_.c.workflow == workflow, re_.c.release_id == release_id, re_.c.at >= since,
+            re_.c.kind.in_(("promoted", "shadow_passed")))).scalars().all()
+    return any((_json.loads(e) if e else {}).get("verdict") == "promote" for e in rows)
+
+
 def audit_counts(store: Store, workflow: str) -> tuple[int, int]:
     """(audited automatic decisions a person decided, how many they kept)."""
     lb = t.labels
