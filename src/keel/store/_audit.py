@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,31 @@ def row_digest(values: tuple[Any, ...], kinds: tuple[Any, ...]) -> str:
     text = "\x1f".join("\x00" if v is None else conv(v)
                        for v, conv in zip(values[:end], kinds[:end], strict=True))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def digester(kinds: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], str]:
+    """:func:`row_digest` for one table's columns, unrolled: the same digest, computed
+    without a generator and a converter call per column (it runs three times per record)."""
+    names = {conv: f"c{n}" for n, conv in enumerate(dict.fromkeys(kinds))}
+    parts = []
+    for pos, conv in enumerate(kinds):
+        value = f"v[{pos}]"
+        text = value if conv is str else f"{names[conv]}({value})"
+        if conv is str:  # a str column holds str; anything else is converted as before
+            text = f"({value} if {value}.__class__ is str else str({value}))"
+        parts.append(f"('\\x00' if {value} is None else {text})")
+    width = len(kinds)
+    src = (f"def digest(v):\n"
+           f"    if len(v) == {width} and v[{width - 1}] is not None:\n"
+           f"        text = '\\x1f'.join(({', '.join(parts)},))\n"
+           f"    else:\n"
+           f"        return slow(v, kinds)\n"
+           f"    return sha(text.encode('utf-8', 'surrogatepass')).hexdigest()[:32]\n")
+    scope: dict[str, Any] = {name: conv for conv, name in names.items()}
+    scope.update(slow=row_digest, kinds=kinds, sha=hashlib.sha256)
+    exec(src, scope)  # code built above from a fixed table of converters
+    fn: Callable[[tuple[Any, ...]], str] = scope["digest"]
+    return fn
 
 
 def join_digests(found: Mapping[str, str]) -> str:

@@ -22,9 +22,9 @@ from keel.store._audit import (
     block_digest,
     block_text,
     check_record,
+    digester,
     entry_count,
     join_digests,
-    row_digest,
     split_digests,
 )
 
@@ -47,6 +47,9 @@ def _kinds(table: Any, cols: Sequence[str]) -> tuple[Any, ...]:
 _RECORD_KINDS = _kinds(t.records, RECORD_COLS)
 _PREDICTION_KINDS = _kinds(t.predictions, PREDICTION_COLS)
 _DECISION_KINDS = _kinds(t.decisions, DECISION_COLS)
+_record_digest = digester(_RECORD_KINDS)
+_answer_digest = digester(_PREDICTION_KINDS)
+_decision_digest = digester(_DECISION_KINDS)
 
 
 class RowDigests(dict[str, dict[str, str]]):
@@ -55,17 +58,17 @@ class RowDigests(dict[str, dict[str, str]]):
 
     def add_records(self, rows: Iterable[tuple[Any, ...]]) -> RowDigests:
         for row in rows:
-            self.setdefault(row[0], {})["input"] = row_digest(row, _RECORD_KINDS)
+            self.setdefault(row[0], {})["input"] = _record_digest(row)
         return self
 
     def add_answers(self, rows: Iterable[tuple[Any, ...]]) -> RowDigests:
         for row in rows:
-            self.setdefault(row[0], {})[f"answer/{row[1]}"] = row_digest(row, _PREDICTION_KINDS)
+            self.setdefault(row[0], {})[f"answer/{row[1]}"] = _answer_digest(row)
         return self
 
     def add_decisions(self, rows: Iterable[tuple[Any, ...]]) -> RowDigests:
         for row in rows:
-            self.setdefault(row[0], {})["decision"] = row_digest(row, _DECISION_KINDS)
+            self.setdefault(row[0], {})["decision"] = _decision_digest(row)
         return self
 
     def text(self, record_id: str) -> str:
