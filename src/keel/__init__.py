@@ -27,7 +27,7 @@ if _typing.TYPE_CHECKING:
     )
     from keel.models import FakeModel, FunctionModel, Model, OpenAIModel, Rules, SklearnModel
     from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
-    from keel.runtime import Runner, RunSummary, replay, run
+    from keel.runtime import Runner, RunSummary, replay, run, submit, work
     from keel.store import Store, quarantined, status, trace
     from keel.workflow import (
         AlertRule,
@@ -95,7 +95,9 @@ _WHERE = {
     "retry_deliveries": "keel.deliver",
     "run": "keel.runtime",
     "status": "keel.store",
+    "submit": "keel.runtime",
     "trace": "keel.store",
+    "work": "keel.runtime",
 }
 
 __all__ = [
@@ -149,7 +151,9 @@ __all__ = [
     "retry_deliveries",
     "run",
     "status",
+    "submit",
     "trace",
+    "work",
 ]
 
 

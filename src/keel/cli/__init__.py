@@ -26,6 +26,7 @@ from keel.cli import releases as _releases
 from keel.cli import review as _review
 from keel.cli import run as _run
 from keel.cli import serve as _serve
+from keel.cli import workers as _workers
 from keel.cli._common import console_err, fit_consoles
 from keel.errors import KeelError
 
@@ -63,7 +64,7 @@ def _root(
 
 
 for _module in (_run, _inspect, _deliveries, _review, _calibrate, _releases, _gates, _audit,
-                _alerts, _drift, _serve):
+                _alerts, _drift, _serve, _workers):
     _module.register(app)
 
 

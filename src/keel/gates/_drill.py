@@ -127,6 +127,8 @@ def _kill_mid_run(child: Any, url: str, workflow: str, n: int) -> int | None:
                 child.join()
                 return int(done)
             time.sleep(0.01)
+        if child.is_alive():  # still running at the deadline (stuck): stop it, never wait on it
+            os.kill(child.pid, signal.SIGKILL)
         child.join()
         return None
     finally:

@@ -74,7 +74,8 @@ class Report:
 
     @property
     def score(self) -> int:
-        return min(s["passed"] for s in self.sections().values())
+        # a section whose every criterion was set aside (not applicable) has nothing to score
+        return min((s["passed"] for s in self.sections().values() if s["of"]), default=0)
 
     @property
     def band(self) -> str:

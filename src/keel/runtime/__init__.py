@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel.runtime._api import replay, run
+    from keel.runtime._api import replay, run, submit, work
     from keel.runtime._runner import Earlier, ProgressFn, Runner, RunSummary
     from keel.runtime._writer import RowWriter
 
@@ -22,6 +22,8 @@ _WHERE = {
     "Runner": "keel.runtime._runner",
     "replay": "keel.runtime._api",
     "run": "keel.runtime._api",
+    "submit": "keel.runtime._api",
+    "work": "keel.runtime._api",
 }
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "Runner",
     "replay",
     "run",
+    "submit",
+    "work",
 ]
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel._record import RawRow
 from keel.deliver import FileSink, Sink, WebhookSink
 from keel.errors import UserError
-from keel.resilience import RetryPolicy
+from keel.resilience import RateLimits, Resilience, RetryPolicy
 from keel.runtime._runner import ProgressFn, Runner, RunSummary
 from keel.sources import read_rows
 from keel.stages.screen import Detector
@@ -97,3 +99,47 @@ def _last_source(store: Store) -> str:
     if not path or not Path(path).is_file():
         raise UserError(f"the workflow file the store last ran ({path}) is gone; pass its path")
     return path
+
+
+def _concurrency(wf: Workflow, n: int | None) -> Resilience | None:
+    """The workflow's resilience with ``n`` model calls in flight (async: the concurrency
+    limit; sync: that many threads), or None to keep it as declared."""
+    if n is None:
+        return None
+    if n < 1:
+        raise UserError("--concurrency is at least 1")
+    base = wf.resilience or Resilience()
+    if wf.model.is_async:
+        return dataclass_replace(base, limits=dataclass_replace(base.limits or RateLimits(),
+                                                                max_concurrency=n))
+    return dataclass_replace(base, threads=n)
+
+
+def submit(workflow: Workflow | str | Path, source: str | Path, *, db: str | None = None,
+           store: Store | None = None, priority: int = 0, batch_size: int = 2000,
+           progress: ProgressFn | None = None, encoding: str | None = None) -> RunSummary:
+    """Queue a file's records for workers (`keel submit`): admitted and deduplicated by key,
+    bad rows quarantined, the rest pending in the store until a worker decides them."""
+    from keel.runtime._worker import submit as _submit  # start-up: workers only
+
+    wf = _workflow(workflow)
+    with opened(store, db) as st:
+        runner = Runner(wf, st, batch_size=batch_size)
+        return _submit(runner, read_rows(source, encoding=encoding), source=str(source),
+                       priority=priority, progress=progress)
+
+
+def work(workflow: Workflow | str | Path, *, db: str | None = None, store: Store | None = None,
+         stop: threading.Event | None = None, batch_size: int = 100,
+         concurrency: int | None = None, lease_s: float = 60.0, until_empty: bool = False,
+         telemetry: Telemetry | None = None) -> RunSummary:
+    """Be a worker (`keel worker`): decide queued records until ``stop`` is set (or the
+    queue is empty, with ``until_empty``)."""
+    from keel.runtime._worker import work as _work  # start-up: workers only
+
+    wf = _workflow(workflow)
+    with opened(store, db) as st:
+        runner = Runner(wf, st, batch_size=batch_size, resilience=_concurrency(wf, concurrency),
+                        telemetry=telemetry)
+        return _work(runner, stop=stop or threading.Event(), lease_s=lease_s,
+                     until_empty=until_empty)

@@ -82,6 +82,9 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     #: what the workflow's retraining policy did after the run (None: nothing)
     retraining: dict[str, Any] | None = None
+    #: `keel submit`: records queued for workers; a worker: records whose lease it lost
+    queued: int = 0
+    lost_leases: int = 0
 
     @property
     def decided(self) -> int:
@@ -107,6 +110,7 @@ class RunSummary:
             "delivered": self.delivered, "dead_letters": self.dead_letters,
             "updates_delivered": self.updates_delivered,
             "releases": dict(self.releases), "notes": self.notes,
+            "queued": self.queued, "lost_leases": self.lost_leases,
             "retraining": None if self.retraining is None else {
                 k: self.retraining.get(k) for k in ("trigger", "release", "action", "held_out")},
         }
@@ -218,6 +222,7 @@ class Runner:
         self.policy_note: str | None = None
         self._registered = False
         self._carry: list[Item] = []  # transient failures waiting for the next batch
+        self._lease: tuple[str, list[str]] | None = None  # a worker's batch: who holds it
         # the model calls of a batch run here, so the next batch can be begun meanwhile; two
         # batches' calls overlap when the model waits (async, or a sync model on threads)
         waits = workflow.model.is_async or getattr(resilience or workflow.resilience,
@@ -238,7 +243,8 @@ class Runner:
         if self.scrubber is not None:
             self.scrubber([c.item for c in rows])
         if self.wf.checkpoint == "always" or _dear(rows):
-            self.store.write_checkpoints(self.wf.name, self._run_id, rows)
+            lease = self._lease[0] if self._lease is not None else None
+            self.store.write_checkpoints(self.wf.name, self._run_id, rows, lease=lease)
         else:
             for c in rows:
                 c.item.unsaved.append(c)
@@ -683,6 +689,7 @@ class Runner:
         mark("route")
         rows = merge_rows(parts) if len(parts) > 1 else parts[0]
         rows.shadow = shadow
+        rows.lease = self._lease
         done = [i for i in work if not i.deferred] if deferred else work
         self._writer.submit(self._persist, rows, done, summary, flight.run_id, mark)
 

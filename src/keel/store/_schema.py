@@ -416,3 +416,29 @@ drills = Table(
     Column("at", Float, nullable=False),
     Index("ix_drills_workflow_at", "workflow", "at"),
 )
+
+# Migration 0007: records submitted for workers (`keel submit`, `keel worker`), and the workers.
+queue = Table(
+    "queue", metadata,
+    Column("record_id", String(32), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("enqueued_at", Float, nullable=False),
+    Column("status", String(20), nullable=False),          # pending | leased | done
+    Column("owner", String(100)),                          # the worker holding the lease
+    Column("lease_until", Float),
+    Column("attempts", Integer, nullable=False),           # claims so far (a poison record counts up)
+    Index("ix_queue_claim", "workflow", "status", "priority", "enqueued_at"),
+)
+
+workers = Table(
+    "workers", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("decided", Integer, nullable=False),
+    Column("status", String(20), nullable=False),          # working | stopped
+)

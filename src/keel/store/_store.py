@@ -223,9 +223,11 @@ class Store:
                     item.from_fallback = row["step"] != "primary"
                     item.checkpointed = True
 
-    def write_checkpoints(self, workflow: str, run_id: str, rows: list[Checkpoint]) -> None:
+    def write_checkpoints(self, workflow: str, run_id: str, rows: list[Checkpoint],
+                          lease: str | None = None) -> None:
         """Commit model answers before anything acts on them: under (record, step), first write
-        wins, with their records and the events that led there."""
+        wins, with their records and the events that led there. ``lease``: a worker's id,
+        which must still hold these records' leases."""
         items = list({id(c.item): c.item for c in rows}.values())
         now = time.time()
         records = _record_rows(workflow, run_id, items, now)
@@ -233,9 +235,29 @@ class Store:
         digests = RowDigests().add_records(records).add_answers(answers)
         segments = segment_rows(workflow, items, digests)
         with self.tx() as conn:
+            if lease is not None:
+                from keel.store.queue import hold  # the queue module imports this one
+
+                hold(conn, lease, [i.record_id for i in items])
             self._insert_rows(conn, "records", _RECORD_COLS, records)
             self._insert_rows(conn, "predictions", _PREDICTION_COLS, answers, ignore=True)
             self._insert_segments(conn, segments)
+        for i in items:
+            i.is_new = False
+
+    def write_pending(self, workflow: str, run_id: str, items: list[Item],
+                      priority: int = 0) -> None:
+        """Submitted records: stored with their trail so far (received, validated) and queued
+        for a worker, in one transaction (`keel submit`)."""
+        now = time.time()
+        records = _record_rows(workflow, run_id, items, now)
+        segments = segment_rows(workflow, items, RowDigests().add_records(records))
+        with self.tx() as conn:
+            self._insert_rows(conn, "records", _RECORD_COLS, records)
+            self._insert_segments(conn, segments)
+            self._insert_rows(conn, "queue", _QUEUE_COLS, [
+                (i.record_id, workflow, priority, now, "pending", None, None, 0) for i in items],
+                ignore=True)
         for i in items:
             i.is_new = False
 
@@ -243,6 +265,10 @@ class Store:
         """Commit a batch's rows (:func:`batch_rows`) in one transaction. Building them is left
         to the caller's thread, so a writer thread does little but wait on the database."""
         with self.tx() as conn:
+            if rows.lease is not None:
+                from keel.store.queue import settle  # the queue module imports this one
+
+                settle(conn, *rows.lease)
             for part in _chunks(rows.replaced):
                 conn.execute(t.decisions.delete().where(t.decisions.c.record_id.in_(part)))
                 conn.execute(t.quarantine.delete().where(t.quarantine.c.record_id.in_(part)))
@@ -311,6 +337,9 @@ class BatchRows:
     outbox: list[tuple[str, str]] = field(default_factory=list)
     #: a shadow release's answers for these records (kept, never acted on)
     shadow: list[tuple[Any, ...]] = field(default_factory=list)
+    #: a worker's batch: (the worker, the record ids it leased); committed only while it
+    #: still holds every lease
+    lease: tuple[str, list[str]] | None = None
 
 
 def merge_rows(parts: Sequence[BatchRows]) -> BatchRows:
@@ -318,7 +347,9 @@ def merge_rows(parts: Sequence[BatchRows]) -> BatchRows:
     merged = BatchRows([], [], [], [], [], [], [])
     for part in parts:
         for name in BatchRows.__dataclass_fields__:
-            getattr(merged, name).extend(getattr(part, name))
+            if name != "lease":
+                getattr(merged, name).extend(getattr(part, name))
+        merged.lease = merged.lease or part.lease
     return merged
 
 
@@ -376,6 +407,8 @@ _RECORD_COLS = RECORD_COLS
 _PREDICTION_COLS = PREDICTION_COLS
 _DECISION_COLS = DECISION_COLS
 _QUARANTINE_COLS = ("record_id", "workflow", "source", "violations", "status", "created_at")
+_QUEUE_COLS = ("record_id", "workflow", "priority", "enqueued_at", "status", "owner",
+               "lease_until", "attempts")
 _SHADOW_COLS = ("record_id", "release_id", "workflow", "output", "confidence", "error", "step",
                 "agrees", "latency_ms", "cost_usd", "created_at")
 _TASK_COLS = ("id", "record_id", "workflow", "reason", "detail", "priority", "status", "queue",

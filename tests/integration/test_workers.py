@@ -1,0 +1,217 @@
+"""Workers on one PostgreSQL store: `keel submit`, several `keel worker` processes, SIGKILLs,
+a paused worker whose lease ran out, workers racing for the same records. Every record ends
+in exactly one disposition and none is decided twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from tests._workflows import write_csv
+
+import keel
+from keel.store import Store, verify_trail
+from keel.store import queue as q
+
+WORKFLOW = '''
+import time
+from pydantic import BaseModel, Field
+import keel
+
+class Ticket(BaseModel):
+    id: str
+    text: str = Field(min_length=1)
+
+class Label(BaseModel):
+    label: str
+
+def answer(t):
+    time.sleep({delay})
+    return {{"label": "long" if len(t.text) > 12 else "short"}}, 0.95
+
+workflow = keel.Workflow(
+    name="tickets", input=Ticket, output=Label, key="id",
+    model=keel.FunctionModel(answer), policy=keel.Policy(threshold=0.5, audit_rate=0.0),
+    owners=keel.Owners(business="b@example.com", support="s@example.com"),
+)
+'''
+
+
+def _workflow(tmp_path: Path, delay: float = 0.002) -> Path:
+    path = tmp_path / "workflow.py"
+    path.write_text(WORKFLOW.format(delay=delay))
+    return path
+
+
+def _rows(n: int) -> list[tuple[str, ...]]:
+    return [(f"t{i}", "where is my new card" if i % 3 else "hi") for i in range(n)]
+
+
+def _worker(wf: Path, db: str, *extra: str) -> subprocess.Popen[str]:
+    """A `keel worker` process; what it prints goes to files beside the workflow."""
+    n = len(list(wf.parent.glob("worker-*.out")))
+    out = (wf.parent / f"worker-{n}.out").open("w")
+    err = (wf.parent / f"worker-{n}.err").open("w")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "keel", "worker", str(wf), "--db", db,
+                                 "--batch-size", "20", *extra], stdout=out, stderr=err, text=True,
+                                env={**os.environ,
+                                     "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    finally:
+        out.close()
+        err.close()
+
+
+def _said(wf: Path) -> str:
+    return " ".join(" ".join(p.read_text() for p in sorted(wf.parent.glob("worker-*.*"))).split())
+
+
+def _decided_once(db: str, n: int) -> dict[str, int]:
+    """Every submitted record has exactly one decision; returns the dispositions."""
+    store = Store.open(db)
+    try:
+        with store.engine.connect() as conn:
+            records = conn.execute(text("select count(*) from records")).scalar_one()
+            decisions = conn.execute(text("select count(*) from decisions")).scalar_one()
+            dup_keys = conn.execute(text(
+                "select count(*) from (select key from records group by key "
+                "having count(*) > 1) d")).scalar_one()
+            undecided = conn.execute(text(
+                "select count(*) from records r where not exists "
+                "(select 1 from decisions d where d.record_id = r.id)")).scalar_one()
+            left = conn.execute(text("select count(*) from queue where status != 'done'"
+                                     )).scalar_one()
+        st = keel.status(store=store)[0]
+        assert verify_trail(store=store).ok
+    finally:
+        store.close()
+    assert (records, decisions, dup_keys, undecided, left) == (n, n, 0, 0, 0)
+    return st["dispositions"]
+
+
+def _wait_drained(db: str, deadline_s: float = 120.0) -> None:
+    store = Store.open(db)
+    try:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            d = q.depth(store, "tickets")
+            if d["pending"] == 0 and d["leased"] == 0:
+                return
+            time.sleep(0.2)
+    finally:
+        store.close()
+    raise AssertionError("the queue did not drain")
+
+
+def test_submit_queues_and_quarantines_like_a_run(tmp_path: Path, db_url: str) -> None:
+    wf = _workflow(tmp_path)
+    src = write_csv(tmp_path / "in.csv", [*_rows(30), ("t30", "")])
+    s = keel.submit(wf, src, db=db_url)
+    assert (s.read, s.queued, s.counts["quarantined"]) == (31, 30, 1)
+    again = keel.submit(wf, src, db=db_url)  # the same keys: nothing queued twice
+    assert again.queued == 0 and again.duplicates + again.queued + again.decided == 31
+    done = keel.work(wf, db=db_url, until_empty=True, batch_size=7)
+    assert done.decided == 30
+    assert _decided_once(db_url, 31)["quarantined"] == 1
+
+
+@pytest.mark.slow
+def test_workers_killed_at_random_lose_and_repeat_nothing(tmp_path: Path, pg_url: str) -> None:
+    n = 3000
+    wf = _workflow(tmp_path)
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(n)), db=pg_url)
+    procs = [_worker(wf, pg_url, "--lease", "3") for _ in range(4)]
+    kills = 0
+    try:
+        rng = __import__("random").Random(3)
+        for _ in range(12):  # SIGKILL a worker every so often and start a new one
+            time.sleep(rng.uniform(0.3, 1.0))
+            victim = rng.randrange(len(procs))
+            procs[victim].kill()
+            procs[victim].wait()
+            kills += 1
+            procs[victim] = _worker(wf, pg_url, "--lease", "3")
+        _wait_drained(pg_url)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+    assert kills == 12
+    assert sum(_decided_once(pg_url, n).values()) == n
+
+
+@pytest.mark.slow
+def test_a_paused_worker_cannot_commit_what_another_took_over(tmp_path: Path,
+                                                              pg_url: str) -> None:
+    wf = _workflow(tmp_path, delay=0.05)  # 20 records take a second
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(200)), db=pg_url)
+    slow = _worker(wf, pg_url, "--lease", "2")
+    store = Store.open(pg_url)
+    try:  # wait until it holds a batch...
+        end = time.monotonic() + 60
+        while q.depth(store, "tickets")["leased"] == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+    finally:
+        store.close()
+    slow.send_signal(signal.SIGSTOP)  # ...and freeze it past its lease
+    time.sleep(3.0)
+    other = _worker(wf, pg_url, "--lease", "2", "--until-empty")
+    assert other.wait(timeout=120) == 0
+    slow.send_signal(signal.SIGCONT)  # it wakes up and tries to commit its stale batch
+    time.sleep(2.0)
+    slow.send_signal(signal.SIGTERM)
+    slow.wait(timeout=60)
+    said = " ".join((tmp_path / "worker-0.out").read_text().split())
+    assert "leases lost to other workers: 20" in said, _said(wf)
+    assert sum(_decided_once(pg_url, 200).values()) == 200
+
+
+@pytest.mark.slow
+def test_workers_started_at_the_same_instant_never_share_a_record(tmp_path: Path,
+                                                                 pg_url: str) -> None:
+    wf = _workflow(tmp_path, delay=0.0)
+    for round_ in range(3):
+        keel.submit(wf, write_csv(tmp_path / f"in{round_}.csv",
+                                          [(f"r{round_}-{i}", "a message") for i in range(400)]),
+                            db=pg_url)
+        procs = [_worker(wf, pg_url, "--until-empty") for _ in range(4)]
+        for p in procs:
+            assert p.wait(timeout=120) == 0, _said(wf)
+    assert sum(_decided_once(pg_url, 1200).values()) == 1200
+
+
+def test_a_second_worker_on_sqlite_is_refused_with_the_reason(tmp_path: Path) -> None:
+    wf = _workflow(tmp_path)
+    db = f"sqlite:///{tmp_path / 'keel.db'}"
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(5)), db=db)
+    store = Store.open(db)
+    try:
+        q.heartbeat(store, "elsewhere:1:abc", "tickets", 0, "working", time.time())
+        with pytest.raises(keel.UserError, match="one worker per SQLite store"):
+            keel.work(wf, store=store, until_empty=True)
+    finally:
+        store.close()
+
+
+def test_a_poison_record_is_quarantined_after_repeated_claims(tmp_path: Path,
+                                                              db_url: str) -> None:
+    wf = _workflow(tmp_path)
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(3)), db=db_url)
+    store = Store.open(db_url)
+    try:
+        for _ in range(3):  # three workers each claimed it and died (their leases ran out)
+            q.claim(store, "tickets", "dead:1:x", 1, lease_s=-1.0)
+        done = keel.work(wf, store=store, until_empty=True)
+        assert done.decided == 3
+        (rec,) = keel.trace("t0", store=store)
+    finally:
+        store.close()
+    assert rec["decision"]["disposition"] == "quarantined"
+    assert "claimed 3 times and never decided" in rec["decision"]["reason"]
