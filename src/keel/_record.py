@@ -119,6 +119,8 @@ class Item:
     events: list[Event] = field(default_factory=list)
     calls: list[Event] = field(default_factory=list)  # the model attempts among events
     cost_usd: float = 0.0
+    #: a model with no known price answered (or tried to): the cost is unknown, not $0
+    cost_unknown: bool = False
     seq: int = 0  # the last stored segment of this record's audit trail
     last_hash: str = ""
     written_events: int = 0

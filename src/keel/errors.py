@@ -26,7 +26,11 @@
     │   │   └── ModelUnavailable    keel.model.unavailable (5xx, connection refused)
     │   ├── NonRetryableModelError  keel.model.fatal    (4xx, oversized payload)
     │   ├── MalformedOutput         keel.model.malformed
+    │   │   ├── Truncated           keel.model.truncated (cut off at the token limit)
+    │   │   ├── EmptyAnswer         keel.model.empty    (no choices, or no content)
+    │   │   └── ImpossibleConfidence keel.model.impossible_confidence (a null/NaN/positive logprob)
     │   ├── Refused                 keel.model.refused  (the model declined to answer)
+    │   │   └── ContentFiltered     keel.model.content_filter (the server's filter withheld it)
     │   ├── DeadlineExceeded        keel.model.deadline (the record's latency budget ran out)
     │   └── CircuitOpen             keel.model.circuit_open
     └── ReviewError                 keel.review
@@ -39,7 +43,10 @@ Third-party errors are mapped at the boundary with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+from keel._prediction import NO_USAGE, Usage
 
 
 class KeelError(Exception):
@@ -168,16 +175,30 @@ class StoreError(KeelError):
 
 
 class ModelError(KeelError):
-    """A model call did not produce a usable prediction."""
+    """A model call did not produce a usable prediction.
+
+    ``usage`` is what the failed call still spent (a paid answer that broke the contract, a
+    refusal, a re-ask): its tokens, its cost and whether that cost is known; ``cost_usd`` is
+    its cost.
+    """
 
     code = "keel.model"
     retryable = False
 
     def __init__(self, message: str, *, retry_after_s: float | None = None,
-                 cost_usd: float = 0.0) -> None:
+                 cost_usd: float = 0.0, usage: Usage | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-        self.cost_usd = cost_usd  # what a failed call still cost (a paid re-ask, say)
+        base = usage if usage is not None else NO_USAGE
+        self.usage = replace(base, cost_usd=base.cost_usd + cost_usd) if cost_usd else base
+
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd
+
+    @cost_usd.setter
+    def cost_usd(self, value: float) -> None:
+        self.usage = replace(self.usage, cost_usd=value)
 
 
 class RetryableModelError(ModelError):
@@ -205,8 +226,35 @@ class MalformedOutput(ModelError):
     code = "keel.model.malformed"
 
 
+class Truncated(MalformedOutput):
+    """The answer was cut off at the token limit (``finish_reason: length``) and is unusable
+    even after the re-ask: raise ``max_tokens`` (a reasoning model spends tokens thinking)."""
+
+    code = "keel.model.truncated"
+
+
+class EmptyAnswer(MalformedOutput):
+    """The server answered with no choices, or a choice with no content."""
+
+    code = "keel.model.empty"
+
+
+class ImpossibleConfidence(MalformedOutput):
+    """The server sent numbers no model can produce (a null, NaN or positive log-probability):
+    the answer's confidence cannot be trusted, so it is never accepted on it."""
+
+    code = "keel.model.impossible_confidence"
+
+
 class Refused(ModelError):
     code = "keel.model.refused"
+
+
+class ContentFiltered(Refused):
+    """The server's content filter withheld or cut the answer (``finish_reason:
+    content_filter``)."""
+
+    code = "keel.model.content_filter"
 
 
 class DeadlineExceeded(ModelError):

@@ -46,7 +46,7 @@ def test_happy_path_request_and_answer(tmp_path: Path, store: Store) -> None:
     s, seen = _run(tmp_path, store, {"a": "my card never arrived"})
     assert s.counts["accepted"] == 1
     body = seen[0].json()
-    assert seen[0].path == "/chat/completions"
+    assert seen[0].path == "/v1/chat/completions"  # a bare host gets /v1
     assert seen[0].headers["authorization"] == "Bearer sk-test"
     assert body["model"] == "tiny-llm" and body["logprobs"] is True
     assert body["messages"][1]["content"] == "Classify: my card never arrived"
@@ -87,7 +87,7 @@ def test_truncated_json_gets_one_reask_and_both_calls_are_paid(tmp_path: Path,
     assert s.counts["accepted"] == 1
     reask = seen[1].json()["messages"]
     assert reask[2] == {"role": "assistant", "content": '{"label": "lo'}
-    assert "not valid JSON (cut off at max_tokens)" in reask[3]["content"]
+    assert "not valid JSON (cut off at max_tokens=512)" in reask[3]["content"]
     rec = _decision(store, "t")
     assert rec["decision"]["cost_usd"] == pytest.approx(2 * CALL_COST)
     assert rec["predictions"][0]["metadata"]["reasks"] == 1
@@ -146,12 +146,14 @@ def test_version_changes_with_the_prompt() -> None:
 def test_an_impossible_logprob_is_never_a_confident_decision(tmp_path: Path, store: Store,
                                                              text: str) -> None:
     """A positive, null or NaN log-probability would make any confidence up: the answer is an
-    adapter error (no re-ask, its cost kept) and the record goes to the fallback."""
+    adapter error of its own (no re-ask, its tokens and cost kept) and the record goes to the
+    fallback."""
     s, seen = _run(tmp_path, store, {"p": text})
     assert s.counts["fallback"] == 1 and s.counts["accepted"] == 0
     assert len(seen) == 1
     rec = _decision(store, "p")
     (failed,) = [e for e in rec["events"] if e["kind"] == "attempt_failed"]
-    assert failed["detail"]["code"] == "keel.model.malformed"
+    assert failed["detail"]["code"] == "keel.model.impossible_confidence"
     assert "impossible log-probability" in failed["detail"]["error"]
     assert failed["cost_usd"] == pytest.approx(CALL_COST)
+    assert (failed["detail"]["input_tokens"], failed["detail"]["output_tokens"]) == (20, 5)

@@ -68,6 +68,14 @@ def fmt_num(value: Any) -> str:
     return str(value)
 
 
+def fmt_cost(cost_usd: float, unknown: int = 0, what: str = "records") -> str:
+    """Money spent; when a model with no known price was used, the cost is unknown (never $0)."""
+    if not unknown:
+        return f"${cost_usd:.4f}"
+    return (f"unknown for {unknown:,} {what} (a model with no known price: pass "
+            f"price_per_mtok) + ${cost_usd:.4f} priced")
+
+
 def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} ms"
 

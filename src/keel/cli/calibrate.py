@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import keel
-from keel.cli._common import DbOption, JsonOption, console, print_json
+from keel.cli._common import DbOption, JsonOption, console, fmt_cost, print_json
 from keel.errors import UserError
 
 if TYPE_CHECKING:
@@ -75,7 +75,10 @@ def _render(res: CalibrationResult) -> None:
     table.add_row("expected coverage", f"{res.coverage:.1%} automated")
     table.add_row("sample size", f"{res.used:,} labels ({res.accepted:,} above threshold, "
                   f"{res.errors:,} wrong)")
-    table.add_row("model", res.model_version)
+    table.add_row("model", f"{res.model_version} (threshold on {res.score})")
+    if res.cost_usd or res.cost_unknown:
+        table.add_row("cost of the model's answers", fmt_cost(res.cost_usd, res.cost_unknown,
+                                                              "answers"))
     table.add_row("labels from", res.source)
     for why, n in res.skipped.items():
         table.add_row(f"  skipped: {why}", f"{n:,}")

@@ -8,7 +8,16 @@ import typer
 from rich.table import Table
 
 import keel
-from keel.cli._common import DbOption, JsonOption, console, fmt_ms, fmt_num, fmt_time, print_json
+from keel.cli._common import (
+    DbOption,
+    JsonOption,
+    console,
+    fmt_cost,
+    fmt_ms,
+    fmt_num,
+    fmt_time,
+    print_json,
+)
 
 RawOption = Annotated[bool, typer.Option(
     "--raw", help="Show personal data unmasked (admins only: the output is not redacted).")]
@@ -48,7 +57,11 @@ def render_status(st: dict[str, Any]) -> None:
         table.add_row("  oldest task", fmt_time(backlog["oldest_created_at"]))
     lat = st["latency_ms"]
     table.add_row("latency per record p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
-    table.add_row("cost", f"${st['cost_usd']:.4f}")
+    unknown = st.get("cost_unknown") or {}
+    table.add_row("cost", fmt_cost(st["cost_usd"], unknown.get("answers", 0), "answers"))
+    if unknown.get("answers"):
+        table.add_row("  tokens of unpriced answers (in / out)",
+                      f"{unknown['input_tokens']:,} / {unknown['output_tokens']:,}")
     for cause, n in st["failures_by_cause"].items():
         table.add_row(f"failed: {cause}", f"{n:,}")
     for br in st.get("breakers") or []:
@@ -117,6 +130,34 @@ def _event_line(ev: dict[str, Any]) -> str:
     return ", ".join(str(b) for b in bits)
 
 
+def _prompt_lines(pred: dict[str, Any]) -> None:
+    """An LLM answer's prompt: its template, the variables it used, the text sent."""
+    meta = pred.get("metadata") or {}
+    if "prompt" not in meta:
+        return
+    console.print(f"[bold]prompt[/] of step {pred['step']} (model {pred['model_version']}):",
+                  highlight=False)
+    if meta.get("template"):
+        console.print(f"  template: {meta['template']!r}", highlight=False, markup=False)
+    if meta.get("variables"):
+        shown = ", ".join(f"{k}={v!r}" for k, v in meta["variables"].items())
+        console.print(f"  variables: {shown}", highlight=False, markup=False)
+    if meta.get("system"):
+        console.print(f"  system: {meta['system']!r}", highlight=False, markup=False)
+    console.print(f"  sent: {meta['prompt']!r}", highlight=False, markup=False)
+    conf = meta.get("confidence")
+    if isinstance(conf, dict) and conf.get("strategy") == "SelfConsistency":
+        console.print(f"  confidence: {conf['agree']} of {conf['samples']} samples agree "
+                      f"(votes {fmt_num(conf['votes'])})", highlight=False, markup=False)
+    elif isinstance(conf, dict) and conf.get("strategy") == "Judge" and "verdict" in conf:
+        console.print(f"  confidence: judge {conf['model']} said "
+                      f"{'correct' if conf['verdict'] else 'wrong'} "
+                      f"({fmt_num(conf['judge_confidence'])})", highlight=False, markup=False)
+    if meta.get("price") == "unknown":
+        console.print("  cost: unknown (a model with no known price: pass price_per_mtok)",
+                      highlight=False, markup=False)
+
+
 def trace_cmd(
     key: Annotated[str, typer.Argument(help="The record's key (the workflow's key field).")],
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
@@ -142,6 +183,8 @@ def trace_cmd(
         for ev in rec["events"]:
             table.add_row(str(ev["seq"]), fmt_time(ev["at"]), ev["kind"], _event_line(ev))
         console.print(table)
+        for pred in rec["predictions"]:
+            _prompt_lines(pred)
         for task in rec["review_tasks"]:
             console.print(f"review task {task['id']}: {task['reason']} ({task['status']})")
 

@@ -18,6 +18,7 @@ from keel.cli._common import (
     HeaderOption,
     JsonOption,
     console,
+    fmt_cost,
     fmt_ms,
     parse_headers,
     print_json,
@@ -51,7 +52,7 @@ def render_summary(s: RunSummary) -> None:
         table.add_row("[yellow]key reused with other content[/]", f"{s.conflicts:,}")
     lat = d["latency_ms"]
     table.add_row("latency per record p50 / p95", f"{fmt_ms(lat['p50'])} / {fmt_ms(lat['p95'])}")
-    table.add_row("cost", f"${d['cost_usd']:.4f}")
+    table.add_row("cost", fmt_cost(d["cost_usd"], d["cost_unknown_records"]))
     table.add_row("throughput", f"{d['records_per_s'] or 0:,.0f} records/s")
     console.print(table)
     for title, counter in (("quarantined", s.quarantine_reasons), ("failed", s.failure_causes),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from keel._prediction import Prediction
+from keel._prediction import NO_USAGE, Prediction, Usage
 from keel.errors import (
     CircuitOpen,
     DeadlineExceeded,
@@ -57,6 +57,9 @@ class Attempt:
     latency_ms: float
     cost_usd: float = 0.0
     request: int = 0
+    #: what the try spent, failed or not (a paid answer that broke the contract keeps its
+    #: tokens); None when nothing came back
+    usage: Usage | None = None
 
 
 #: Request numbers, unique within the process (``next`` on a count is atomic in CPython).
@@ -67,6 +70,9 @@ _requests = itertools.count(1)
 class CallResult:
     outcome: Outcome
     attempts: list[Attempt] = field(default_factory=list)
+    #: why retries stopped before ``max_attempts`` when something other than the outcome
+    #: decided it (the circuit opened while the record waited for its next try)
+    cut_short: str | None = None
 
 
 #: Local rules: one plain call, nothing around it.
@@ -106,8 +112,9 @@ def _failed(err: ModelError, n: int, latency_ms: float, request: int = 0) -> lis
 
 def _attempt(outcome: Outcome, latency_ms: float, request: int) -> Attempt:
     if isinstance(outcome, Prediction):
-        return Attempt(None, None, latency_ms, outcome.usage.cost_usd, request)
-    return Attempt(outcome.message, outcome.code, latency_ms, outcome.cost_usd, request)
+        return Attempt(None, None, latency_ms, outcome.usage.cost_usd, request, outcome.usage)
+    spent = outcome.usage if outcome.usage is not NO_USAGE else None
+    return Attempt(outcome.message, outcome.code, latency_ms, outcome.cost_usd, request, spent)
 
 
 class Direct:
@@ -270,11 +277,13 @@ class Retry:
             retried = await self.inner([inputs[i] for i in again],
                                        replace(budget, prior=[prior[i] for i in again]))
             for i, res in zip(again, retried, strict=True):
-                kept = res.outcome
+                kept, cut = res.outcome, results[i].cut_short
                 if isinstance(res.outcome, CircuitOpen):  # not the cause: keep the real error
                     kept = results[i].outcome
                     skipped.add(i)
-                results[i] = CallResult(kept, results[i].attempts + res.attempts)
+                    cut = (f"the circuit opened after {prior[i] + len(results[i].attempts)} of "
+                           f"{self.policy.max_attempts} attempts: {res.outcome.message}")
+                results[i] = CallResult(kept, results[i].attempts + res.attempts, cut)
         left = budget.remaining()
         if left is not None and left <= 0:
             self._give_up(results, [i for i, r in enumerate(results) if unwell(r.outcome)])
@@ -292,7 +301,7 @@ class Retry:
             assert isinstance(last, ModelError)
             msg = (f"latency budget of {self.policy.deadline_s:.3g} s spent after "
                    f"{len(res.attempts)} attempt(s); last error: {last.message}")
-            results[i] = CallResult(DeadlineExceeded(msg), res.attempts)
+            results[i] = CallResult(DeadlineExceeded(msg), res.attempts, res.cut_short)
 
 
 class Caller:

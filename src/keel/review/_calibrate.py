@@ -7,7 +7,6 @@ threshold is certified for the model that will use it, whatever model the labels
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +18,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from keel._prediction import Prediction
-from keel.errors import CalibrationError, ConfigError
+from keel.errors import CalibrationError, ConfigError, ModelError
+from keel.resilience import LoopThread, build_caller
 from keel.review import _risk
 from keel.sources import read_rows
 from keel.store import Store
@@ -57,6 +57,9 @@ class CalibrationResult:
     class_min_labels: int | None = None  # per-class: labels a class needs for its own threshold
     version: str | None = None        # the stored routing policy, when activated
     warnings: list[str] = field(default_factory=list)
+    score: str = "confidence"         # what the threshold is on (an LLM's confidence strategy)
+    cost_usd: float = 0.0             # what the model's answers to the labels cost
+    cost_unknown: int = 0             # answers from a model with no known price
 
     @property
     def accuracy_bound(self) -> float:
@@ -146,22 +149,31 @@ def examples_from_store(wf: Workflow, store: Store, skipped: Counter[str]) -> li
 
 # -- the model's answers ---------------------------------------------------------------------
 def _predict(wf: Workflow, inputs: list[BaseModel]) -> list[Any]:
-    model = wf.model
+    """The model's answers through its resilience layers (retries, rate limits, timeout; no
+    breaker): an endpoint that limits its rate answers calibration as it answers traffic."""
+    loop = LoopThread()
+    loop.on_close.append(wf.model.aclose)
+    caller = build_caller(wf.model, resilience=wf.resilience, loop=loop)
     out: list[Any] = []
-    for start in range(0, len(inputs), _BATCH):
-        batch = inputs[start:start + _BATCH]
-        if model.is_async:
-            out.extend(asyncio.run(model.apredict(batch)))
-        else:
-            out.extend(model.predict(batch))
+    try:
+        for start in range(0, len(inputs), _BATCH):
+            out.extend(r.outcome for r in caller(inputs[start:start + _BATCH]))
+    finally:
+        loop.close()
     return out
 
 
-def judge(wf: Workflow, examples: list[Example],
-          skipped: Counter[str]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """(confidence, model right?, output) for each example the model answered validly."""
+def judge(wf: Workflow, examples: list[Example], skipped: Counter[str],
+          spent: list[float] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """(confidence, model right?, output) for each example the model answered validly;
+    ``spent`` gets [cost in USD, calls whose cost is unknown]."""
     conf, right, outputs = [], [], []
+    cost, unknown = 0.0, 0
     for ex, outcome in zip(examples, _predict(wf, [e.input for e in examples]), strict=True):
+        usage = outcome.usage if isinstance(outcome, (Prediction, ModelError)) else None
+        if usage is not None:
+            cost += usage.cost_usd
+            unknown += not usage.priced
         if not isinstance(outcome, Prediction):
             skipped["model failed (never automated)"] += 1
             continue
@@ -173,6 +185,8 @@ def judge(wf: Workflow, examples: list[Example],
         conf.append(outcome.confidence)
         right.append(ex.label is not None and out == ex.label)
         outputs.append(out)
+    if spent is not None:
+        spent[:] = [cost, unknown]
     return np.asarray(conf, dtype=np.float64), np.asarray(right, dtype=bool), outputs
 
 
@@ -192,11 +206,15 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
         source = "store:audit-sample"
     warnings = _overlap_warning(wf, store, examples) if labels_file is not None else []
     wf.model.warm()
-    conf, right, outputs = judge(wf, examples, skipped)
+    spent: list[float] = []
+    conf, right, outputs = judge(wf, examples, skipped, spent)
+    strategy = getattr(wf.model, "confidence", None)
     res = CalibrationResult(workflow=wf.name, model_version=wf.model.version, source=source,
                             method=method, target_accuracy=target_accuracy, delta=delta,
                             labels=len(examples), used=int(conf.size), threshold=None,
-                            skipped=dict(skipped), warnings=warnings)
+                            skipped=dict(skipped), warnings=warnings,
+                            score=strategy.kind if strategy is not None else "confidence",
+                            cost_usd=spent[0], cost_unknown=int(spent[1]))
     if per_class:
         _per_class(wf, res, conf, right, outputs, class_field)
     else:

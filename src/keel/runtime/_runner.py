@@ -69,6 +69,8 @@ class RunSummary:
     review_reasons: Counter[str] = field(default_factory=Counter)
     audit_samples: int = 0
     cost_usd: float = 0.0
+    #: records a model with no known price answered: their cost is unknown, not $0
+    cost_unknown: int = 0
     elapsed_s: float = 0.0
     delivered: int = 0
     dead_letters: int = 0
@@ -105,7 +107,8 @@ class RunSummary:
             "review_reasons": dict(self.review_reasons.most_common()),
             "audit_samples": self.audit_samples,
             "latency_ms": {"p50": self.percentile_ms(50), "p95": self.percentile_ms(95)},
-            "cost_usd": round(self.cost_usd, 6), "elapsed_s": round(self.elapsed_s, 3),
+            "cost_usd": round(self.cost_usd, 6), "cost_unknown_records": self.cost_unknown,
+            "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
             "delivered": self.delivered, "dead_letters": self.dead_letters,
             "updates_delivered": self.updates_delivered,
@@ -123,6 +126,7 @@ class RunSummary:
             disp = i.disposition or "failed"
             self.counts[disp] += 1
             self.cost_usd += i.cost_usd
+            self.cost_unknown += i.cost_unknown
             ms = i.latency_ms
             self.latencies_ms.append(ms)
             if counted is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from keel._prediction import Prediction
+from keel._prediction import Prediction, Usage
 from keel._record import Checkpoint, Item, ReviewRequest
 from keel.errors import CircuitOpen, ModelError
 from keel.models import Model
@@ -128,25 +128,31 @@ class Predictor:
         item.attempts += len(res.attempts)
         for n, att in enumerate(res.attempts, before + 1):
             item.cost_usd += att.cost_usd
+            detail: dict[str, Any] = {"step": step.name, "attempt": n}
             if att.error is None:
                 assert isinstance(res.outcome, Prediction)
-                usage = res.outcome.usage
-                detail: dict[str, Any] = {
-                    "step": step.name, "attempt": n, "confidence": res.outcome.confidence,
-                    "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
-                if att.request:
-                    detail["request"] = att.request
-                item.log("predicted", model_version=step.model.version, latency_ms=att.latency_ms,
-                         cost_usd=att.cost_usd, detail=detail)
-                item.calls.append(item.events[-1])
+                detail["confidence"] = res.outcome.confidence
+                kind = "predicted"
             else:
                 item.failed_attempts += 1
-                detail = {"step": step.name, "attempt": n, "error": att.error, "code": att.code}
-                if att.request:
-                    detail["request"] = att.request
-                item.log("attempt_failed", model_version=step.model.version,
-                         latency_ms=att.latency_ms, cost_usd=att.cost_usd, detail=detail)
-                item.calls.append(item.events[-1])
+                detail.update(error=att.error, code=att.code)
+                kind = "attempt_failed"
+            if att.usage is not None:
+                _spent(detail, att.usage)
+                if not att.usage.priced:
+                    item.cost_unknown = True
+            if att.request:
+                detail["request"] = att.request
+            item.log(kind, model_version=step.model.version, latency_ms=att.latency_ms,
+                     cost_usd=att.cost_usd, detail=detail)
+            item.calls.append(item.events[-1])
+        cut = res.cut_short
+        if cut is None and isinstance(res.outcome, CircuitOpen) and item.error:
+            cut = (f"the circuit opened before try {item.attempts + 1}: "  # a carried record
+                   f"{res.outcome.message}")
+        if cut is not None:
+            item.log("retries_stopped", model_version=step.model.version,
+                     detail={"step": step.name, "attempts": item.attempts, "why": cut})
         if step.name != "primary" and res.attempts:
             if item.error:
                 cause, code = item.error, item.error_code
@@ -175,6 +181,16 @@ class Predictor:
             item.finish("failed", f"[{code}] {item.error or 'model failed'}")
             item.log("failed", detail={"error": item.error, "code": item.error_code,
                                        "attempts": item.attempts})
+
+
+def _spent(detail: dict[str, Any], usage: Usage) -> None:
+    """A try's tokens in its event; a model with no known price says so (never $0)."""
+    detail["input_tokens"] = usage.input_tokens
+    detail["output_tokens"] = usage.output_tokens
+    if usage.cached_tokens:
+        detail["cached_tokens"] = usage.cached_tokens
+    if not usage.priced:
+        detail["cost"] = "unknown"
 
 
 __all__ = ["Checkpoint", "ModelError", "Predictor", "Step"]

@@ -57,6 +57,7 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
             .group_by(d.c.reason)).all())
         spec = conn.execute(select(t.workflows.c.spec, t.workflows.c.version)
                             .where(t.workflows.c.name == workflow)).first()
+        unpriced = _unpriced(conn, workflow)
     decided = sum(counts.values())
     return {
         "workflow": workflow,
@@ -69,12 +70,28 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
                            "oldest_created_at": oldest},
         "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)},
         "cost_usd": round(float(cost), 6),
+        "cost_unknown": unpriced,
         "failures_by_cause": failures,
         "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
         "releases": release_summary(store, workflow),
         **guarantee_status(store, workflow),
     }
+
+
+#: how an answer from a model with no known price is marked in its metadata (keel._json)
+UNPRICED = '%"price":"unknown"%'
+
+
+def _unpriced(conn: Connection, workflow: str) -> dict[str, int]:
+    """Answers whose cost is unknown (a model with no price): keel never counts them as $0."""
+    p, r = t.predictions, t.records
+    n, tin, tout = conn.execute(
+        select(func.count(), func.coalesce(func.sum(p.c.input_tokens), 0),
+               func.coalesce(func.sum(p.c.output_tokens), 0))
+        .select_from(p.join(r, r.c.id == p.c.record_id))
+        .where(r.c.workflow == workflow, p.c.metadata.like(UNPRICED))).one()
+    return {"answers": int(n), "input_tokens": int(tin), "output_tokens": int(tout)}
 
 
 def expand_segments(rows: Iterable[Mapping[str, Any]] | Any) -> list[dict[str, Any]]:
