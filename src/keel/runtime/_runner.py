@@ -216,6 +216,7 @@ class Runner:
         self.stage: str | None = None
         self._cap_left: int | None = None
         self._lanes: dict[str, Lane] = {}  # by release id: the plan's, and any still finishing
+        self._names: dict[str, str] = {}  # release id -> name, of every release this run used
         self._next_look = 0.0
         self._every = workflow.rollout.check_every_s
         # until the store says which release is live: the workflow file's own
@@ -280,6 +281,8 @@ class Runner:
         lanes = {k: v for k, v in self._lanes.items() if k in keep}
         for lane in plan.lanes():
             lanes[lane.release_id] = lane
+            # a batch in flight may land after its release left the plan: it keeps its name
+            self._names[lane.release_id] = lane.release.name
         for lane in (*plan.lanes(), *(shadow for shadow, _of in plan.shadows)):
             self._attach_breaker(lane.steps[0])
         self._lanes = lanes
@@ -764,8 +767,7 @@ class Runner:
         mark("store.outcomes")
         tally = summary.add(items, tally=self.telemetry is not None)
         for rid, n in Counter(i.release_id for i in items).items():
-            lane = self._lanes.get(rid or "")
-            summary.releases[lane.release.name if lane else str(rid)] += n
+            summary.releases[self._names.get(rid or "", str(rid))] += n
         if self.telemetry is not None:
             self.telemetry.on_batch(self.wf, run_id, items, mark, tally)
         if self.sinks:
