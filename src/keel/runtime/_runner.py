@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import threading
 import time
 from array import array
@@ -302,10 +303,8 @@ class Runner:
         was = self.stage
         row = stored_stage(self.store, self.wf.name)
         self.stage = str(row["stage"]) if row else "prototype"
-        if was is not None and was != self.stage and self.plan is not None:
-            for lane in self.plan.lanes():  # a stage moved while running: from the next batch
-                lane.set_policy(self._staged(replace(lane.policy, review_all=None)))
-            self.policy = self.plan.champion.policy
+        if was is not None and was != self.stage:  # a stage moved while running: next batch
+            self._restage()
         mvp = self.wf.gates.mvp
         if self.stage == "mvp" and mvp.daily_volume is not None:
             midnight = time.time() // 86400 * 86400
@@ -341,7 +340,10 @@ class Runner:
         gates = self.wf.gates
         if self.stage != "mvp" or gates is None or not gates.mvp.sources:
             return
-        if not any(fnmatch.fnmatch(source, pat) for pat in gates.mvp.sources):
+        # matched as the file it names, however it is spelled (orders/../secret.csv is not
+        # under orders/; an absolute path matches a relative pattern): both resolved from cwd
+        real = os.path.realpath(source)
+        if not any(fnmatch.fnmatch(real, os.path.realpath(pat)) for pat in gates.mvp.sources):
             raise UserError(f"{self.wf.name} is an MVP and reads only {', '.join(gates.mvp.sources)}; "
                             f"{source} is not one of them (keel.Gates(mvp=keel.MvpLimits(sources=...)))")
 
@@ -494,16 +496,25 @@ class Runner:
         """Pick up a policy activated since start (`keel calibrate` while serving) and, from
         the next batch, the releases that decide now (a promotion, a rollout's step). Safe to
         call from another thread: the deciding thread switches releases itself."""
-        if self.plan is not None:
-            for lane in self.plan.lanes():
-                declared = lane.release.policy(self.wf.policy)
-                policy, lane.note = policy_in_force(self.store, self.wf.name,
-                                                    lane.steps[0].model.version, declared)
-                if lane is self.plan.challenger:
-                    policy = replace(policy, audit_rate=lane.policy.audit_rate)
-                lane.set_policy(self._staged(policy))
-            self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
+        if self.wf.gates is not None:  # a promotion may be why: stage the policies it allows
+            row = stored_stage(self.store, self.wf.name)
+            self.stage = str(row["stage"]) if row else "prototype"
+        self._restage()
         self._next_look = 0.0
+
+    def _restage(self) -> None:
+        """Each lane's policy again from what is declared and in force, as the stage allows
+        (not from the lane's current policy: an MVP's raised audit rate must not stay)."""
+        if self.plan is None:
+            return
+        for lane in self.plan.lanes():
+            declared = lane.release.policy(self.wf.policy)
+            policy, lane.note = policy_in_force(self.store, self.wf.name,
+                                                lane.steps[0].model.version, declared)
+            if lane is self.plan.challenger:
+                policy = replace(policy, audit_rate=lane.policy.audit_rate)
+            lane.set_policy(self._staged(policy))
+        self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
 
     def tend_rollout(self) -> None:
         """Act on a rollout's evidence now (a server's periodic job: traffic or not); the
