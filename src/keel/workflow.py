@@ -112,8 +112,10 @@ class Policy:
 #: What a rule can watch. Each is computed from the store over the rule's window, except
 #: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
 #: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
+#: ``queue_age_s``: the age of the oldest record queued for workers (``keel submit``).
 SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
-           "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score")
+           "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score",
+           "queue_age_s")
 _ONE_DAY = 86400.0
 
 

@@ -16,8 +16,10 @@ from sqlalchemy import text
 from tests._workflows import write_csv
 
 import keel
+from keel.monitor import evaluate
 from keel.store import Store, verify_trail
 from keel.store import queue as q
+from keel.telemetry import metrics_text
 
 WORKFLOW = '''
 import time
@@ -116,9 +118,27 @@ def test_submit_queues_and_quarantines_like_a_run(tmp_path: Path, db_url: str) -
     assert (s.read, s.queued, s.counts["quarantined"]) == (31, 30, 1)
     again = keel.submit(wf, src, db=db_url)  # the same keys: nothing queued twice
     assert again.queued == 0 and again.duplicates + again.queued + again.decided == 31
+    _queue_is_seen(db_url, pending=30)
     done = keel.work(wf, db=db_url, until_empty=True, batch_size=7)
     assert done.decided == 30
     assert _decided_once(db_url, 31)["quarantined"] == 1
+    _queue_is_seen(db_url, pending=0)
+
+
+def _queue_is_seen(db: str, *, pending: int) -> None:
+    """What waits for workers shows in keel status, in Prometheus, and to an alert rule."""
+    store = Store.open(db)
+    try:
+        st = keel.status(store=store)[0]
+        assert (st["queue"]["pending"], st["queue"]["leased"]) == (pending, 0)
+        text_ = metrics_text(store, None).decode()
+        rule = keel.AlertRule("queue_age_s", above=0.0, min_count=1)
+        states = [s.state for s in evaluate(store, "tickets", rules=[rule]).statuses]
+    finally:
+        store.close()
+    assert f'keel_queue_depth{{status="pending",workflow="tickets"}} {float(pending)}' in text_
+    assert ("keel_queue_oldest_pending_age_seconds{" in text_) == (pending > 0)
+    assert states == (["firing"] if pending else ["resolved"])
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, func, select
 
 from keel import _json
 from keel.store import _schema as t
+from keel.store import queue
 from keel.store._store import BreakerBook, Store
 from keel.store.releases import release_summary
 from keel.store.reviews import guarantee_status
@@ -75,8 +76,18 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
         "releases": release_summary(store, workflow),
+        "queue": _queue(store, workflow),
         **guarantee_status(store, workflow),
     }
+
+
+def _queue(store: Store, workflow: str) -> dict[str, Any]:
+    """Records queued for workers (``keel submit``) and the workers deciding them."""
+    found = queue.depth(store, workflow)
+    live = [w for w in queue.workers(store, workflow) if w["alive"]]
+    found["workers"] = len(live)
+    found["records_per_s"] = round(sum(w["records_per_s"] for w in live), 3)
+    return found
 
 
 #: how an answer from a model with no known price is marked in its metadata (keel._json)
