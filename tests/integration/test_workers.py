@@ -235,3 +235,60 @@ def test_a_poison_record_is_quarantined_after_repeated_claims(tmp_path: Path,
         store.close()
     assert rec["decision"]["disposition"] == "quarantined"
     assert "claimed 3 times and never decided" in rec["decision"]["reason"]
+
+
+SHARED_LIMIT = '''
+import os, time
+from pydantic import BaseModel
+import keel
+
+class Ticket(BaseModel):
+    id: str
+    text: str
+
+class Label(BaseModel):
+    label: str
+
+async def answer(t):
+    with open({calls!r}, "a") as f:  # one line per call: when, and which process
+        f.write(f"{{time.time()}} {{os.getpid()}}\\n")
+    return {{"label": "x"}}, 0.95
+
+workflow = keel.Workflow(
+    name="tickets", input=Ticket, output=Label, key="id",
+    model=keel.FunctionModel(answer, name="api"),
+    resilience=keel.Resilience(limits=keel.RateLimits(max_concurrency=8, requests_per_s=5,
+                                                      shared=True)),
+    policy=keel.Policy(threshold=0.5, audit_rate=0.0),
+    owners=keel.Owners(business="b@example.com", support="s@example.com"),
+)
+'''
+
+
+@pytest.mark.slow
+def test_a_shared_rate_limit_holds_across_four_workers(tmp_path: Path, pg_url: str) -> None:
+    calls = tmp_path / "calls.log"
+    wf = tmp_path / "workflow.py"
+    wf.write_text(SHARED_LIMIT.format(calls=str(calls)))
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(400)), db=pg_url)
+    procs = [_worker(wf, pg_url, "--batch-size", "5") for _ in range(4)]
+    store = Store.open(pg_url)
+    try:
+        end = time.monotonic() + 120  # until all four are up (start-up takes seconds)...
+        while sum(w["alive"] for w in q.workers(store, "tickets")) < 4 and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(8)  # ...then let them compete for the limit
+    finally:
+        store.close()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+    seen = [line.split() for line in calls.read_text().splitlines()]
+    times = sorted(float(t) for t, _pid in seen)
+    assert len(times) >= 20 and len({pid for _t, pid in seen}) >= 2, _said(wf)
+    # a bucket of 5 a second (and 5 at once): in any stretch of w seconds, at most 5 + 5w calls
+    for i, start in enumerate(times):
+        for w in (1.0, 3.0, times[-1] - start):
+            within = sum(1 for t in times[i:] if t <= start + w)
+            assert within <= 5 + 5 * w + 1, (w, within)

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from keel.errors import ChangeControl, UserError
 from keel.monitor import detector_for
 from keel.redact import Redactor
 from keel.releases import Lineup, Release, bundle, declared_note, lineup, release_id, tend
-from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy
+from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy, Shared
 from keel.review import policy_in_force
 from keel.runtime._lanes import Lane, LaneMaker, Plan, resumed_elsewhere, shadow_clone, shadow_rows
 from keel.runtime._speed import freeze_startup_objects, young_gc_only
@@ -42,6 +43,7 @@ from keel.stages import (
 from keel.stages.predict import Step, chain
 from keel.stages.screen import Detector
 from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows, merge_rows
+from keel.store import limits as limits_sql
 from keel.store import releases as releases_sql
 from keel.store.gates import decided_since
 from keel.store.gates import stage as stored_stage
@@ -391,6 +393,11 @@ class Runner:
     def _attach_breaker(self, step: Step) -> None:
         caller = step.call
         assert isinstance(caller, Caller)
+        limits = caller.resilience.limits
+        if limits is not None and limits.shared and caller.shared is None:
+            caller.share(Shared(f"{self.wf.name}/{step.model.version}",
+                                partial(limits_sql.take, self.store),
+                                partial(limits_sql.settle, self.store)))
         policy = caller.resilience.breaker
         if policy is None:
             return
