@@ -292,3 +292,75 @@ def test_a_shared_rate_limit_holds_across_four_workers(tmp_path: Path, pg_url: s
         for w in (1.0, 3.0, times[-1] - start):
             within = sum(1 for t in times[i:] if t <= start + w)
             assert within <= 5 + 5 * w + 1, (w, within)
+
+
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+class _OwnPostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary folder, a free port), so
+    that restarting it disturbs no other test; run as the postgres user, as it requires."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        self.bin = sorted(PG_BIN.glob("*/bin"))[-1]
+        self.folder = Path(tempfile.mkdtemp(prefix="keel-pg-"))  # pytest's are root-only
+        shutil.chown(self.folder, "postgres", "postgres")
+        self.data = self.folder / "pgdata"
+        with __import__("socket").socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
+                          "-U", "root")
+        self.ctl("start")
+
+    def _as_postgres(self, *cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
+                       capture_output=True, timeout=120)
+
+    def ctl(self, action: str) -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                          str(self.data / "log"), "-o",
+                          f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1",
+                          action)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://root@127.0.0.1:{self.port}/postgres"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif(os.geteuid() != 0 or not PG_BIN.is_dir(),
+                    reason="a PostgreSQL server of its own needs Debian's postgresql and root")
+def test_workers_wait_out_a_postgres_restart_and_go_on(tmp_path: Path) -> None:
+    own = _OwnPostgres()
+    pg_url = own.url
+    n = 1500
+    wf = _workflow(tmp_path, delay=0.004)
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(n)), db=pg_url)
+    procs = [_worker(wf, pg_url, "--lease", "5") for _ in range(2)]
+    try:
+        store = Store.open(pg_url)
+        try:  # restart once they are well into the queue
+            end = time.monotonic() + 120
+            while q.depth(store, "tickets")["pending"] > n * 0.7 and time.monotonic() < end:
+                time.sleep(0.1)
+        finally:
+            store.close()
+        own.ctl("restart")
+        _wait_drained(pg_url, deadline_s=180)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+        try:
+            assert sum(_decided_once(pg_url, n).values()) == n
+        finally:
+            own.ctl("stop")
+            __import__("shutil").rmtree(own.folder, ignore_errors=True)
+    assert all(p.returncode == 0 for p in procs), _said(wf)
+    assert "store outages waited out" in _said(wf)

@@ -90,6 +90,8 @@ class RunSummary:
     #: `keel submit`: records queued for workers; a worker: records whose lease it lost
     queued: int = 0
     lost_leases: int = 0
+    #: times a worker found the store gone and waited for it (keel worker)
+    store_outages: int = 0
 
     @property
     def decided(self) -> int:
@@ -117,6 +119,7 @@ class RunSummary:
             "updates_delivered": self.updates_delivered,
             "releases": dict(self.releases), "notes": self.notes,
             "queued": self.queued, "lost_leases": self.lost_leases,
+            "store_outages": self.store_outages,
             "retraining": None if self.retraining is None else {
                 k: self.retraining.get(k) for k in ("trigger", "release", "action", "held_out")},
         }
