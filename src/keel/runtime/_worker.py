@@ -67,6 +67,28 @@ def submit(runner: Runner, rows: Iterable[RawRow], *, source: str, priority: int
     return summary
 
 
+def enqueue(runner: Runner, records: list[dict[str, Any]], *,
+            source: str = "api") -> list[dict[str, Any]]:
+    """``keel serve --enqueue``: queue already-parsed records for workers (as `keel submit`
+    does) and answer for each, in order: queued, or already known (with its disposition, if
+    a worker decided it), or quarantined with the reason."""
+    wf, store = runner.wf, runner.store
+    keys = [str(r[wf.key]) for r in records]
+    distinct = list(dict.fromkeys(keys))
+    before = store.lookup(wf.name, distinct)
+    submit(runner, [RawRow(source, n, dict(r)) for n, r in enumerate(records, 1)], source=source)
+    after = store.lookup(wf.name, distinct)
+    out = []
+    for k in keys:
+        found, earlier = after.get(k), before.get(k)
+        disposition = found.disposition if found else None
+        out.append({"key": k, "record_id": found.record_id if found else "",
+                    "disposition": disposition, "queued": found is not None and disposition is None,
+                    "already_decided": earlier is not None and earlier.disposition is not None,
+                    "url": f"/v1/records/{k}"})
+    return out
+
+
 def _items(found: list[tuple[str, str, str, str | None]], claims: dict[str, int]) -> list[Item]:
     items = []
     for rid, key, raw, source in found:
