@@ -143,27 +143,27 @@ def _queue_is_seen(db: str, *, pending: int) -> None:
 
 @pytest.mark.slow
 def test_workers_killed_at_random_lose_and_repeat_nothing(tmp_path: Path, pg_url: str) -> None:
-    n = 3000
-    wf = _workflow(tmp_path)
+    n = 50_000
+    wf = _workflow(tmp_path, delay=0.0)
     keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(n)), db=pg_url)
-    procs = [_worker(wf, pg_url, "--lease", "3") for _ in range(4)]
+    procs = [_worker(wf, pg_url, "--lease", "3", "--batch-size", "200") for _ in range(4)]
     kills = 0
     try:
         rng = __import__("random").Random(3)
-        for _ in range(12):  # SIGKILL a worker every so often and start a new one
-            time.sleep(rng.uniform(0.3, 1.0))
+        for _ in range(20):  # SIGKILL a worker every so often and start a new one
+            time.sleep(rng.uniform(0.5, 1.5))
             victim = rng.randrange(len(procs))
             procs[victim].kill()
             procs[victim].wait()
             kills += 1
-            procs[victim] = _worker(wf, pg_url, "--lease", "3")
-        _wait_drained(pg_url)
+            procs[victim] = _worker(wf, pg_url, "--lease", "3", "--batch-size", "200")
+        _wait_drained(pg_url, deadline_s=600)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(timeout=60)
-    assert kills == 12
+    assert kills == 20
     assert sum(_decided_once(pg_url, n).values()) == n
 
 
