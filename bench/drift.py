@@ -18,7 +18,11 @@ subprocess so peak memory (ru_maxrss) is its own:
   loaded with pandas. Evidently is installed only for this script, never by keel.
 
 Prints one JSON line per run, one per measurement (the median of ``--repeats`` runs, with
-verdicts against the known shifts) and a final comparison line (keel_cli / keel_api, etc.).
+verdicts against the known shifts) and a final comparison line. ``process_s`` is a whole
+process as a user waits for it (start-up, imports, work; the CLI's two commands together);
+``wall_s`` is the work alone, timed inside the process (for the CLI, the same as
+``process_s``). ``cli_over_api`` compares whole processes; ``cli_over_api_work_only`` holds
+the CLI's two processes to the API's work alone.
 """
 
 from __future__ import annotations
@@ -281,6 +285,7 @@ def _measure(python: str, name: str, folder: Path) -> dict[str, Any]:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    t0 = time.perf_counter()
     res = subprocess.run(
         [python, __file__, "--child", name, "--folder", str(folder)],
         capture_output=True,
@@ -288,10 +293,13 @@ def _measure(python: str, name: str, folder: Path) -> dict[str, Any]:
         env=env,
         timeout=3600,
     )
+    process_s = time.perf_counter() - t0
     if res.returncode != 0:
         return {"measurement": name, "error": res.stderr.strip().splitlines()[-3:]}
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    return {"measurement": name, **out}
+    if name == "keel_cli":  # its processes are the user's commands: their wall is the time
+        process_s = out["wall_s"]
+    return {"measurement": name, **out, "process_s": process_s}
 
 
 def verdicts(levels: dict[str, str]) -> dict[str, Any]:
@@ -314,12 +322,14 @@ def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return {"measurement": name, "error": runs[0].get("error")}
     walls = [r["wall_s"] for r in ok]
+    procs = [r["process_s"] for r in ok]
     out: dict[str, Any] = {
         "measurement": name,
         "summary": True,
         "runs": len(ok),
         "wall_s_median": round(statistics.median(walls), 3),
         "wall_s_range": [round(min(walls), 3), round(max(walls), 3)],
+        "process_s_median": round(statistics.median(procs), 3),
         "peak_mb_median": statistics.median(r["peak_mb"] for r in ok),
     }
     out["same_verdicts_every_run"] = all(r["levels"] == ok[0]["levels"] for r in ok)
@@ -368,15 +378,19 @@ def main() -> None:
         summary = {name: _summary(name, rs) for name, rs in runs.items()}
         for line in summary.values():
             print(json.dumps(line))
-        cli, api, plain = (summary[k].get("wall_s_median") for k in
-                           ("keel_cli", "keel_api", "numpy_scipy"))
         comparison: dict[str, Any] = {"measurement": "comparison", "rows": args.rows}
-        if cli and api and plain:
+        if all("process_s_median" in summary[k] for k in ("keel_cli", "keel_api", "numpy_scipy")):
+            cli = summary["keel_cli"]["process_s_median"]
+            api, plain = (summary[k]["process_s_median"] for k in ("keel_api", "numpy_scipy"))
+            api_work = summary["keel_api"]["wall_s_median"]
             comparison |= {
+                # whole processes: start-up, imports and work, as a user waits for them
                 "cli_over_api": round(cli / api, 2),
                 "cli_within_1_5x_of_api": cli <= 1.5 * api,
-                "api_over_numpy_scipy": round(api / plain, 2),
                 "cli_over_numpy_scipy": round(cli / plain, 2),
+                "api_over_numpy_scipy": round(api / plain, 2),
+                # stricter: the CLI's two processes against the API's work alone
+                "cli_over_api_work_only": round(cli / api_work, 2),
             }
         ev = summary.get("evidently", {}).get("wall_s_median")
         if ev and cli:

@@ -24,6 +24,8 @@ from keel.sources import Columns, read_columns
 
 #: Strings that might parse as a number (float() is stricter; it decides on these).
 _MAYBE_NUMBER = r"^[\s\pZ\x0b\x1c-\x1f\x85]*[-+]?(\pN|\.\pN|(?i:inf|nan))"
+#: Distinct values of a text column looked at one by one (beyond: a pattern picks them).
+_FEW = 20_000
 _CONFIG_KEYS = {"title", "frozen", "json_schema_extra", "protected_namespaces",
                 "use_attribute_docstrings", "extra"}
 
@@ -116,15 +118,17 @@ def value_kinds(column: pa.Array) -> Counter[str]:
     present = len(column) - nulls
     out: Counter[str] = Counter()
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        empty = int(pc.sum(pc.equal(column, "")).as_py() or 0)
+        vc = pc.value_counts(column)
+        number = empty = 0
+        if len(vc) > _FEW:  # many distinct texts: only those that may be numbers are parsed
+            empty = int(pc.sum(pc.equal(column, "")).as_py() or 0)
+            vc = pc.value_counts(column.filter(pc.match_substring_regex(column, _MAYBE_NUMBER)))
+        for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(),
+                        strict=True):
+            kind = value_kind(v) if v is not None else None
+            number += c if kind == "number" else 0
+            empty += c if kind == "null" else 0
         nulls += empty
-        maybe = column.filter(pc.match_substring_regex(column, _MAYBE_NUMBER))
-        number = 0
-        if len(maybe):
-            vc = pc.value_counts(maybe)
-            for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(),
-                            strict=True):
-                number += c if value_kind(v) == "number" else 0
         out["number"] = number
         out["string"] = present - empty - number
     elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):

@@ -96,10 +96,13 @@ class Grid:
     def add(self, vals: NDArray[np.float64]) -> None:
         """Count non-missing values."""
         if self.edges.size == 0:
-            self.seed.append(vals)
-            if sum(v.size for v in self.seed) >= GRID_SEED:
+            want = GRID_SEED - sum(v.size for v in self.seed)
+            self.seed.append(vals[:want])
+            if vals.size >= want:
                 self.fix()
-            return
+                vals = vals[want:]
+            else:
+                return
         self._count(vals)
 
     def fix(self) -> None:
@@ -110,7 +113,9 @@ class Grid:
         self.seed = []
         if seen.size == 0:
             return
-        self.edges = np.unique(np.quantile(seen, np.linspace(0.0, 1.0, GRID_POINTS)))
+        seen = np.sort(seen)
+        at = np.linspace(0, seen.size - 1, GRID_POINTS).round().astype(np.intp)
+        self.edges = np.unique(seen[at])
         self.counts = np.zeros(self.edges.size + 1)
         self._count(seen)
 
