@@ -33,7 +33,9 @@ drift_app = typer.Typer(
          "`keel drift WORKFLOW_PY [OPTIONS]` is short for `keel drift report WORKFLOW_PY`.",
 )
 
-WorkflowArg = Annotated[Path, typer.Argument(help="Path to the workflow.py.")]
+WorkflowArg = Annotated[
+    Path, typer.Argument(help="Path to the workflow.py (or a monitor-only keel.Watch file).")
+]
 NameOption = Annotated[str, typer.Option("--name", help="Reference profile name.")]
 
 
@@ -116,7 +118,9 @@ def reference_cmd(
             )
         )
     console.print(
-        "Next: [bold]keel drift WORKFLOW_PY --window 24h[/] compares recent records "
+        "Next: [bold]keel drift report WATCH_PY --from FILE[/] compares a later file with it."
+        if profile.meta.get("watch")
+        else "Next: [bold]keel drift WORKFLOW_PY --window 24h[/] compares recent records "
         "with it; declare [bold]monitor=keel.DriftMonitor()[/] on the workflow to send "
         "out-of-distribution records to review."
     )

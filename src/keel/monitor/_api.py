@@ -127,7 +127,13 @@ def build_reference(
     profile = builder.build(
         embedder=resolve_embedder(embedder),
         ood_fpr=ood_fpr,
-        meta={"workflow": wf.name, "name": name, "source": label, "workflow_version": wf.version},
+        meta={
+            "workflow": wf.name,
+            "name": name,
+            "source": label,
+            "workflow_version": wf.version,
+            "watch": isinstance(wf, Watch),
+        },
     )
     pid = sm.save_profile(store, wf.name, name, label, _json.dumps(profile.to_json()))
     profile.meta["id"] = pid
