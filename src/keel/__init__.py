@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:
     from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
     from keel.runtime import Runner, RunSummary, replay, run, submit, work
     from keel.store import Store, quarantined, status, trace
+    from keel.watch import Watch
     from keel.workflow import (
         AlertRule,
         Criterion,
@@ -109,6 +110,7 @@ _WHERE = {
     "Usage": "keel._prediction",
     "UserError": "keel.errors",
     "Violation": "keel.contracts",
+    "Watch": "keel.watch",
     "WebhookSink": "keel.deliver",
     "Workflow": "keel.workflow",
     "check": "keel.contracts",
@@ -173,6 +175,7 @@ __all__ = [
     "Usage",
     "UserError",
     "Violation",
+    "Watch",
     "WebhookSink",
     "Workflow",
     "__version__",

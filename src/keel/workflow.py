@@ -512,12 +512,10 @@ class Workflow:
     def version(self) -> str:
         """Content hash of the workflow's source file (or its declaration when defined inline)."""
         if self._source_hash is None:
-            if self.source_path and Path(self.source_path).exists():
-                blob = Path(self.source_path).read_bytes()
-            else:
-                blob = repr((self.name, self.key, self.input.model_json_schema(),
-                             self.output.model_json_schema(), self.policy)).encode()
-            self._source_hash = hashlib.sha256(blob).hexdigest()[:12]
+            self._source_hash = content_hash(
+                self.source_path,
+                lambda: (self.name, self.key, self.input.model_json_schema(),
+                         self.output.model_json_schema(), self.policy))
         return self._source_hash
 
     def spec(self) -> dict[str, Any]:
@@ -542,12 +540,47 @@ class Workflow:
         }
 
 
+def content_hash(source_path: str | None, declared: Callable[[], object]) -> str:
+    """A declaration's version: the hash of its source file, or of ``declared()`` when it was
+    defined inline."""
+    if source_path and Path(source_path).exists():
+        blob = Path(source_path).read_bytes()
+    else:
+        blob = repr(declared()).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
 def load_workflow(path: str | Path) -> Workflow:
     """Import a ``workflow.py`` file and return the Workflow it declares.
 
     The module may hold exactly one :class:`Workflow`, or name the one to use ``workflow``.
     """
     file = Path(path)
+    module, mod_name = import_declarations(file)
+    found = {k: v for k, v in vars(module).items() if isinstance(v, Workflow)}
+    if not found:
+        watching = any(type(v).__name__ == "Watch" for v in vars(module).values())
+        raise WorkflowLoadError(
+            f"{file} declares a keel.Watch (monitor-only, no model): `keel drift` watches its "
+            "data; to decide records, declare a keel.Workflow"
+            if watching
+            else f"{file} declares no keel.Workflow; assign one at module level, "
+            "e.g. workflow = keel.Workflow(...)"
+        )
+    if len(found) > 1 and "workflow" not in found:
+        raise WorkflowLoadError(
+            f"{file} declares {len(found)} workflows ({', '.join(sorted(found))}); "
+            "name the one to run 'workflow'"
+        )
+    wf = found.get("workflow") or next(iter(found.values()))
+    wf.source_path = str(file.resolve())
+    wf.module_name = mod_name
+    wf._source_hash = None
+    return wf
+
+
+def import_declarations(file: Path) -> tuple[Any, str]:
+    """Import a declaration file as a fresh module: (module, its name in sys.modules)."""
     if not file.is_file():
         raise WorkflowLoadError(f"workflow file {str(file)!r} does not exist; pass the path to a workflow.py")
     mod_name = f"keel_workflow_{uuid.uuid4().hex[:8]}"
@@ -569,19 +602,4 @@ def load_workflow(path: str | Path) -> Workflow:
         ) from exc
     finally:
         sys.path.remove(str(file.parent.resolve()))
-    found = {k: v for k, v in vars(module).items() if isinstance(v, Workflow)}
-    if not found:
-        raise WorkflowLoadError(
-            f"{file} declares no keel.Workflow; assign one at module level, "
-            "e.g. workflow = keel.Workflow(...)"
-        )
-    if len(found) > 1 and "workflow" not in found:
-        raise WorkflowLoadError(
-            f"{file} declares {len(found)} workflows ({', '.join(sorted(found))}); "
-            "name the one to run 'workflow'"
-        )
-    wf = found.get("workflow") or next(iter(found.values()))
-    wf.source_path = str(file.resolve())
-    wf.module_name = mod_name
-    wf._source_hash = None
-    return wf
+    return module, mod_name

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
      "keel._record", "keel.redact", "keel._child", "keel._http", "keel._version"},
     {"keel.models"},
     {"keel.resilience"},
-    {"keel.workflow"},
+    {"keel.workflow", "keel.watch"},
     {"keel.store"},
     {"keel.stages", "keel.sources"},
     {"keel.deliver", "keel.telemetry", "keel.monitor", "keel.review", "keel.releases"},
