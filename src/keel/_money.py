@@ -209,7 +209,8 @@ class Cost:
     budget is spent the workflow does ``on_exhausted``: ``fallback`` (its rules decide),
     ``review`` (a person decides) or ``stop`` (the record ends ``failed`` with code
     ``keel.budget``, kept for ``keel replay``). ``labels`` is a labelled file for
-    ``keel cost --thresholds`` when the store has too few reviewed labels.
+    ``keel cost --thresholds`` when the store has too few reviewed labels (its right answer in
+    ``label_column``, or in columns named after the output's fields).
     """
 
     prices: Sequence[ModelPrice] | str | Path = ()
@@ -227,6 +228,7 @@ class Cost:
     max_call_tokens: int = 4000
     on_exhausted: str = "stop"
     labels: str | None = None
+    label_column: str | None = None
     currency: str = CURRENCY
     _table: list[PriceTable] = field(default_factory=list, repr=False, compare=False)
 

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
         PriceTable,
         load_prices,
     )
+    from keel.cost._report import (
+        budget_state,
+        parse_volume,
+        parse_window,
+        project,
+        report,
+        thresholds,
+    )
     from keel.store.cost import BudgetKeeper, metering
 
 _WHERE = {
@@ -27,6 +35,9 @@ _WHERE = {
     "ModelPrice": "keel._money", "PriceTable": "keel._money", "Pricer": "keel._money",
     "load_prices": "keel._money",
     "BudgetKeeper": "keel.store.cost", "metering": "keel.store.cost",
+    "budget_state": "keel.cost._report", "parse_volume": "keel.cost._report",
+    "parse_window": "keel.cost._report", "project": "keel.cost._report",
+    "report": "keel.cost._report", "thresholds": "keel.cost._report",
 }
 
 __all__ = [
@@ -37,8 +48,14 @@ __all__ = [
     "ModelPrice",
     "PriceTable",
     "Pricer",
+    "budget_state",
     "load_prices",
     "metering",
+    "parse_volume",
+    "parse_window",
+    "project",
+    "report",
+    "thresholds",
 ]
 
 
