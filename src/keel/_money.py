@@ -142,8 +142,8 @@ def load_prices(path: str | Path) -> list[ModelPrice]:
         data = (json.loads(file.read_text()) if file.suffix == ".json"
                 else tomllib.loads(file.read_text()))
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise CostError(f"price file {file} is not valid {file.suffix.lstrip('.') or 'TOML'}: "
-                        f"{exc}") from exc
+        kind = "JSON" if file.suffix == ".json" else "TOML"
+        raise CostError(f"price file {file} is not valid {kind}: {exc}") from exc
     rows = data.get("price") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise CostError(f"price file {file} lists no prices; add [[price]] tables with "

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         parse_volume,
         parse_window,
         project,
+        render_html,
         report,
         thresholds,
     )
@@ -37,7 +38,8 @@ _WHERE = {
     "BudgetKeeper": "keel.store.cost", "metering": "keel.store.cost",
     "budget_state": "keel.cost._report", "parse_volume": "keel.cost._report",
     "parse_window": "keel.cost._report", "project": "keel.cost._report",
-    "report": "keel.cost._report", "thresholds": "keel.cost._report",
+    "report": "keel.cost._report",
+    "render_html": "keel.cost._report", "thresholds": "keel.cost._report",
 }
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "parse_volume",
     "parse_window",
     "project",
+    "render_html",
     "report",
     "thresholds",
 ]

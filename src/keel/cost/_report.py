@@ -250,7 +250,8 @@ def _scale(k: float, *figs: tuple[float, float, float]) -> dict[str, float]:
 
 
 def project(wf: Workflow, store: Store, volume: str | float, *, window: str | None = None,
-            labels_file: str | Path | None = None, now: float | None = None) -> dict[str, Any]:
+            labels_file: str | Path | None = None, label_column: str | None = None,
+            now: float | None = None) -> dict[str, Any]:
     """What ``volume`` records a day would cost, from what the store measured."""
     per_day = parse_volume(volume)
     now = time.time() if now is None else now
@@ -282,7 +283,7 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
                                 for k, v in hours.items()})
     out["review_usd_per_day"] = (None if hours is None or m.rate is None else
                                  {k: v * m.rate for k, v in hours.items()})
-    err, acc_source = _error_rate(wf, store, labels_file)
+    err, acc_source = _error_rate(wf, store, labels_file, label_column)
     out["accuracy_source"] = acc_source
     wrong = _scale(per_day, auto, err) if err is not None else None
     out["wrong_decisions_per_day"] = wrong
@@ -301,8 +302,8 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
     return out
 
 
-def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None
-                ) -> tuple[tuple[float, float, float] | None, str | None]:
+def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None,
+                label_column: str | None = None) -> tuple[tuple[float, float, float] | None, str | None]:
     """The error rate of automatic decisions: from audits (30 or more), else from labelled
     data at the policy's threshold (the model answers them again), else unknown."""
     with store.engine.connect() as conn:
@@ -312,7 +313,8 @@ def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None
     file = labels_file or _labels_of(wf)
     if file is None:
         return None, None
-    conf, right, source = scored_labels(wf, store, file, _label_column(wf, labels_file))
+    conf, right, source = scored_labels(wf, store, file,
+                                        _label_column(wf, labels_file, label_column))
     threshold = wf.policy.threshold
     above = conf >= threshold if threshold != NEVER else np.zeros(conf.shape, dtype=bool)
     n = int(above.sum())
@@ -330,8 +332,11 @@ def _labels_of(wf: Workflow) -> Path | None:
     return path if path.is_absolute() or base is None else base / path
 
 
-def _label_column(wf: Workflow, labels_file: str | Path | None) -> str | None:
+def _label_column(wf: Workflow, labels_file: str | Path | None,
+                  given: str | None = None) -> str | None:
     """The declared label column applies to the declared labels file only."""
+    if given is not None:
+        return given
     return wf.cost.label_column if wf.cost is not None and labels_file is None else None
 
 
@@ -368,8 +373,8 @@ def _projected_value(cost: Cost, per_day: float, auto: tuple[float, float, float
 # -- thresholds ---------------------------------------------------------------------------------
 def thresholds(wf: Workflow, store: Store, *, volume: str | float = "1000/day",
                target_accuracy: float | None = None, delta: float = 0.05,
-               labels_file: str | Path | None = None, step: float = 0.05,
-               window: str | None = None) -> dict[str, Any]:
+               labels_file: str | Path | None = None, label_column: str | None = None,
+               step: float = 0.05, window: str | None = None) -> dict[str, Any]:
     """Coverage, guaranteed accuracy, model cost, review hours and total cost per day for each
     candidate threshold, from labelled data; the cheapest certified threshold is marked."""
     per_day = parse_volume(volume)
@@ -378,7 +383,8 @@ def thresholds(wf: Workflow, store: Store, *, volume: str | float = "1000/day",
     if not 0.5 <= target < 1.0:
         raise CostError(f"target accuracy must be in [0.5, 1), got {target}")
     file = labels_file or _labels_of(wf)
-    conf, right, source = scored_labels(wf, store, file, _label_column(wf, labels_file))
+    conf, right, source = scored_labels(wf, store, file,
+                                        _label_column(wf, labels_file, label_column))
     if conf.size == 0:
         raise CostError(f"no labelled examples for {wf.name}: review some records, declare "
                         "Cost(labels=FILE), or pass --labels FILE")
@@ -421,3 +427,37 @@ def _price_row(row: dict[str, Any], cost: Cost, per_day: float, model_each: floa
     errors_usd = wrong * cost.wrong_decision_usd if cost.wrong_decision_usd is not None else 0.0
     row["total_usd_per_day"] = (None if review_usd is None else
                                 row["model_usd_per_day"] + review_usd + errors_usd)
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+_FIGURES = [("model USD/day", "model_usd_per_day"), ("review hours/day", "review_hours_per_day"),
+            ("reviewers needed", "reviewers_needed"), ("review USD/day", "review_usd_per_day"),
+            ("wrong automatic decisions/day", "wrong_decisions_per_day"),
+            ("cost of errors USD/day", "errors_usd_per_day"),
+            ("total USD/month", "total_usd_per_month")]
+
+
+def render_html(workflow: str, report: dict[str, Any] | None = None,
+                projection: dict[str, Any] | None = None,
+                curve: dict[str, Any] | None = None) -> str:
+    """A cost report as one page; the threshold trade-off is plotted (inline SVG)."""
+    import jinja2  # start-up: only for --html
+
+    page = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
+                              autoescape=True).get_template("cost_report.html.j2")
+    plot: dict[str, Any] = {}
+    if curve:
+        pts = [r for r in curve["rows"] if r["total_usd_per_day"] is not None]
+        ymax = max((r["total_usd_per_day"] for r in pts), default=1.0) or 1.0
+
+        def xy(r: dict[str, Any]) -> tuple[float, float]:
+            return (50 + 570 * (1 - r["threshold"]), 260 - 240 * r["total_usd_per_day"] / ymax)
+
+        best = next((r for r in pts if r["cheapest"]), None)
+        plot = {"points": " ".join(f"{x:.1f},{y:.1f}" for x, y in map(xy, pts)), "ymax": ymax,
+                "ticks": [{"x": 50 + 570 * (1 - t) - 8, "label": f"{t:.1f}"}
+                          for t in (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)],
+                "best": None if best is None else
+                {"x": xy(best)[0], "y": xy(best)[1], "label": f"{best['threshold']:.2f}"}}
+    return page.render(workflow=workflow, report=report, projection=projection, curve=curve,
+                       figures=_FIGURES, **plot)
