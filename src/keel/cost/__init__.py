@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     )
     from keel.cost._report import (
         budget_state,
+        metrics_text,
         parse_volume,
         parse_window,
         project,
@@ -39,7 +40,8 @@ _WHERE = {
     "budget_state": "keel.cost._report", "parse_volume": "keel.cost._report",
     "parse_window": "keel.cost._report", "project": "keel.cost._report",
     "report": "keel.cost._report",
-    "render_html": "keel.cost._report", "thresholds": "keel.cost._report",
+    "render_html": "keel.cost._report", "metrics_text": "keel.cost._report",
+    "thresholds": "keel.cost._report",
 }
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "budget_state",
     "load_prices",
     "metering",
+    "metrics_text",
     "parse_volume",
     "parse_window",
     "project",

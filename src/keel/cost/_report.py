@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from keel._money import Cost
-from keel.errors import CostError
+from keel.errors import CostError, NotFoundError
 from keel.review import learn_then_test, scored_labels, threshold_curve
 from keel.store import Store
 from keel.store import cost as sql
@@ -259,8 +259,8 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
     m = _measure(wf, store, parse_window(window, now))
     rows = [r for r in m.decisions if r["disposition"] != "quarantined"]
     if not rows:
-        raise CostError(f"no decisions of {wf.name} in the window to project from; run the "
-                        "workflow first (keel run) or widen --window")
+        raise NotFoundError(f"no decisions of {wf.name} in the window to project from; run "
+                            "the workflow first (keel run) or widen --window")
     n = len(rows)
     model = _mean_ci([r["cost_usd"] for r in rows])
     routed = sum(1 for r in rows if r["disposition"] in ("reviewed", "in_review") or r["audit"])
@@ -386,8 +386,8 @@ def thresholds(wf: Workflow, store: Store, *, volume: str | float = "1000/day",
     conf, right, source = scored_labels(wf, store, file,
                                         _label_column(wf, labels_file, label_column))
     if conf.size == 0:
-        raise CostError(f"no labelled examples for {wf.name}: review some records, declare "
-                        "Cost(labels=FILE), or pass --labels FILE")
+        raise NotFoundError(f"no labelled examples for {wf.name}: review some records, "
+                            "declare Cost(labels=FILE), or pass --labels FILE")
     cost = wf.cost or Cost()
     m = _measure(wf, store, parse_window(window, time.time()))
     rows = [r["cost_usd"] for r in m.decisions if r["disposition"] != "quarantined"]
@@ -461,3 +461,42 @@ def render_html(workflow: str, report: dict[str, Any] | None = None,
                 {"x": xy(best)[0], "y": xy(best)[1], "label": f"{best['threshold']:.2f}"}}
     return page.render(workflow=workflow, report=report, projection=projection, curve=curve,
                        figures=_FIGURES, **plot)
+
+
+# -- Prometheus ---------------------------------------------------------------------------------
+def metrics_text(wf: Workflow, store: Store, *, window: str = "24h") -> bytes:
+    """Gauges for ``/metrics``, read from the store at scrape time: spend by component over
+    ``window``, the value of automation (when declared), and each budget's remaining room."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest  # start-up: serve
+
+    reg = CollectorRegistry()
+    name = wf.name
+    spent = Gauge("keel_cost_window_usd", f"Spend over the last {window}, by component.",
+                  ["workflow", "component"], registry=reg)
+    rep = report(wf, store, window=window)
+    comps = rep["components"]
+    for comp in ("model", "fallback", "review"):
+        value = comps[f"{comp}_usd"]
+        if value is not None:
+            spent.labels(name, comp).set(value)
+    Gauge("keel_cost_unknown_decisions", f"Decisions over the last {window} whose model cost is "
+          "unknown (no price)", ["workflow"], registry=reg).labels(name).set(
+        rep["unknown_cost_decisions"])
+    value = rep["value"]
+    if value and value["net_usd"] is not None:
+        Gauge("keel_value_net_usd", f"Value of automation minus model, review and error costs "
+              f"over the last {window}", ["workflow"], registry=reg).labels(name).set(
+            value["net_usd"])
+    remaining = Gauge("keel_budget_remaining_usd", "USD left in the budget's current window",
+                      ["workflow", "period"], registry=reg)
+    remaining_t = Gauge("keel_budget_remaining_tokens", "Tokens left in the current window",
+                        ["workflow", "period"], registry=reg)
+    refused = Gauge("keel_budget_refused_records", "Records turned away in the current window",
+                    ["workflow", "period"], registry=reg)
+    for b in rep["budgets"]:
+        if b["remaining_usd"] is not None:
+            remaining.labels(name, b["period"]).set(b["remaining_usd"])
+        if b["remaining_tokens"] is not None:
+            remaining_t.labels(name, b["period"]).set(b["remaining_tokens"])
+        refused.labels(name, b["period"]).set(b["refused"])
+    return bytes(generate_latest(reg))
