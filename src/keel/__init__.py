@@ -8,6 +8,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from keel._money import Budget, Cost, ModelPrice
     from keel._prediction import Prediction, Usage
     from keel.contracts import Check, Contract, Violation, check
     from keel.deliver import WebhookSink, deliveries, retry_deliveries
@@ -65,6 +66,9 @@ __version__ = "0.1.0"
 _WHERE = {
     "AlertRule": "keel.workflow",
     "BreakerPolicy": "keel.resilience",
+    "Budget": "keel._money",
+    "Cost": "keel._money",
+    "ModelPrice": "keel._money",
     "Check": "keel.contracts",
     "CircuitOpen": "keel.errors",
     "ContentFiltered": "keel.errors",
@@ -130,10 +134,12 @@ _WHERE = {
 __all__ = [
     "AlertRule",
     "BreakerPolicy",
+    "Budget",
     "Check",
     "CircuitOpen",
     "ContentFiltered",
     "Contract",
+    "Cost",
     "Criterion",
     "DeadlineExceeded",
     "DriftMonitor",
@@ -148,6 +154,7 @@ __all__ = [
     "MalformedOutput",
     "Model",
     "ModelError",
+    "ModelPrice",
     "ModelTimeout",
     "ModelUnavailable",
     "MvpLimits",

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from keel._money import Cost
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
 from keel.models import Model, Rules
@@ -459,6 +460,9 @@ class Workflow:
     retrain: Retrain | None = None
     #: construction stages and readiness criteria (None: ungated, the declared policy applies)
     gates: Gates | None = None
+    #: prices, review and error costs, value of automation, budgets (None: no accounting
+    #: beyond what the model adapters report)
+    cost: Cost | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -469,6 +473,8 @@ class Workflow:
                 f"fields are {sorted(self.input.model_fields)}"
             )
         self._check_privacy()
+        if self.cost is not None and not isinstance(self.cost, Cost):
+            raise ValueError(f"cost takes a keel.Cost, got {type(self.cost).__name__}")
         if self.retrain is not None and self.train is None:
             raise ValueError("retrain=keel.Retrain(...) needs a train function: add "
                              "train=my_train to the Workflow")
@@ -537,6 +543,7 @@ class Workflow:
             "alerts": None if self.alerts is None else [r.as_dict() for r in self.alerts],
             "rollout": self.rollout.as_dict(),
             "retrain": None if self.retrain is None else asdict(self.retrain),
+            "cost": None if self.cost is None else self.cost.as_dict(),
         }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from keel import _json
+from keel._money import Pricer
 from keel._record import Checkpoint, Item
 from keel.models import Model
 from keel.releases import Lineup, Release, in_canary, model_for
@@ -18,6 +19,7 @@ from keel.review import policy_in_force
 from keel.stages import ConfidenceRouter, OutputChecker, Predictor
 from keel.stages.predict import Step, chain
 from keel.store import Store
+from keel.store.cost import BudgetKeeper
 from keel.workflow import Policy, Rollout, Workflow
 
 
@@ -48,8 +50,10 @@ class LaneMaker:
 
     def __init__(self, wf: Workflow, store: Store, loop: LoopThread, fallbacks: list[Step], *,
                  default: Resilience | None, retry: RetryPolicy | None,
-                 checkpoint: Callable[[list[Checkpoint]], None]) -> None:
+                 checkpoint: Callable[[list[Checkpoint]], None],
+                 pricer: Pricer | None = None, budget: BudgetKeeper | None = None) -> None:
         self.wf, self.store, self.loop = wf, store, loop
+        self.pricer, self.budget = pricer, budget
         self.fallbacks = fallbacks
         self.default, self.retry = default, retry
         self.checkpoint = checkpoint
@@ -74,7 +78,8 @@ class LaneMaker:
             policy = replace(policy, audit_rate=audit_rate)
         steps = chain([("primary", model)], self.loop, default=self.default, retry=self.retry)
         predictor = Predictor(steps + self.fallbacks, OutputChecker(self.wf.output_contract),
-                              policy, self.checkpoint if keep else _discard)
+                              policy, self.checkpoint if keep else _discard,
+                              pricer=self.pricer, budget=self.budget if keep else None)
         return Lane(release, predictor, ConfidenceRouter(policy), policy, note)
 
 

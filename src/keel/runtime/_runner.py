@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from keel.stages.screen import Detector
 from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows, merge_rows
 from keel.store import limits as limits_sql
 from keel.store import releases as releases_sql
+from keel.store.cost import metering
 from keel.store.gates import decided_since
 from keel.store.gates import stage as stored_stage
 from keel.workflow import Policy, Rollout, Workflow
@@ -215,8 +217,12 @@ class Runner:
         self.validator = InputValidator(workflow.input_contract)
         monitor = detector_for(workflow.monitor, store, workflow.name) if workflow.monitor else None
         self.screener = Screener([*detectors, monitor] if monitor else detectors)
+        base = Path(workflow.source_path).parent if workflow.source_path else None
+        self.pricer, self.budget = metering(workflow.cost, workflow.model,
+                                            workflow.fallback_chain, store, workflow.name, base)
         self.lane_maker = LaneMaker(workflow, store, self.loop, fallbacks, default=default,
-                                    retry=retry, checkpoint=self._checkpoint)
+                                    retry=retry, checkpoint=self._checkpoint,
+                                    pricer=self.pricer, budget=self.budget)
         self.plan: Plan | None = None
         #: the workflow's construction stage when it declares gates (None: ungated)
         self.stage: str | None = None
@@ -228,7 +234,8 @@ class Runner:
         # until the store says which release is live: the workflow file's own
         primary = chain([("primary", workflow.model)], self.loop, default=default, retry=retry)
         self.predictor = Predictor(primary + fallbacks, OutputChecker(workflow.output_contract),
-                                   self.policy, self._checkpoint)
+                                   self.policy, self._checkpoint, pricer=self.pricer,
+                                   budget=self.budget)
         self.router = ConfidenceRouter(self.policy)
         self.policy_note: str | None = None
         self._registered = False

@@ -153,6 +153,10 @@ class PipelineMetrics:
                                ["workflow", "model_version", "direction"], registry=r)
         self.cost = PCounter("keel_cost_usd", "Money spent on model calls.",
                              ["workflow", "model_version"], registry=r)
+        self.cost_component = PCounter(
+            "keel_cost_component_usd", "Money spent on model calls, by component: the primary "
+            "model or the fallback chain (review cost: keel_cost_window_usd).",
+            ["workflow", "component"], registry=r)
         self.spans_exported = PCounter("keel_telemetry_spans_exported", "Spans handed to the exporter.",
                                        registry=r)
         self.spans_dropped = PCounter("keel_telemetry_spans_dropped",
@@ -187,6 +191,7 @@ class PipelineMetrics:
         # per model version: [ok, errors, input tokens, output tokens, retries, cost, latencies]
         per_version: dict[str, list[Any]] = {}
         errors: Counter[tuple[str, str]] = Counter()
+        fallback_usd = 0.0
         for item in items:
             for ev in item.calls:
                 mv = ev.model_version or "unknown"
@@ -207,7 +212,15 @@ class PipelineMetrics:
                     acc[6].append(ev.latency_ms)
                 if ev.cost_usd:
                     acc[5] += ev.cost_usd
+                    if d.get("step", "primary") != "primary":
+                        fallback_usd += ev.cost_usd
         child = self._child
+        total = sum(acc[5] for acc in per_version.values())
+        if total:
+            if total - fallback_usd:
+                child(self.cost_component, workflow, "model").inc(total - fallback_usd)
+            if fallback_usd:
+                child(self.cost_component, workflow, "fallback").inc(fallback_usd)
         for mv, (ok, failed, tokens_in, tokens_out, retries, usd, ms) in per_version.items():
             for metric, label, n in ((self.model_calls, "ok", ok), (self.model_calls, "error", failed),
                                      (self.tokens, "input", tokens_in),

@@ -1,7 +1,7 @@
 """rate_buckets: rate limits shared by every process on the store (workers on many machines)
 
-Revision ID: 0008_limits
-Revises: 0007_queue
+Revision ID: 0009_limits
+Revises: 0008_cost
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_limits"
-down_revision = "0007_queue"
+revision = "0009_limits"
+down_revision = "0008_cost"
 branch_labels = None
 depends_on = None
 
