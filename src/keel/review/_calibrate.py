@@ -60,6 +60,9 @@ class CalibrationResult:
     score: str = "confidence"         # what the threshold is on (an LLM's confidence strategy)
     cost_usd: float = 0.0             # what the model's answers to the labels cost
     cost_unknown: int = 0             # answers from a model with no known price
+    uncertified_threshold: float | None = None  # lowest threshold at the target on these labels
+    uncertified_coverage: float = 0.0  # what it would automate, with no guarantee
+    needed_accuracy: float | None = None  # observed accuracy the bound needs above threshold
 
     @property
     def accuracy_bound(self) -> float:
@@ -70,6 +73,9 @@ class CalibrationResult:
         out["threshold"] = None if self.threshold in (None, NEVER) else self.threshold
         out["accuracy_bound"] = self.accuracy_bound
         out["empirical_accuracy"] = (1 - self.errors / self.accepted) if self.accepted else None
+        out["coverage_left"] = max(0.0, self.uncertified_coverage - self.coverage)
+        out["margin"] = (None if self.needed_accuracy is None
+                         else self.needed_accuracy - self.target_accuracy)
         return out
 
 
@@ -127,11 +133,13 @@ def examples_from_file(wf: Workflow, path: str | Path, label_column: str | None,
     return out
 
 
-def examples_from_store(wf: Workflow, store: Store, skipped: Counter[str]) -> list[Example]:
-    """The store's labels from the uniform audit sample (the latest label per record)."""
+def examples_from_store(wf: Workflow, store: Store, skipped: Counter[str],
+                        every: bool = False) -> list[Example]:
+    """The store's labels from the uniform audit sample, or (``every``) all of them, reviews
+    too (the latest label per record)."""
     latest: dict[str, dict[str, Any]] = {}
     for row in sql.labels(store, wf.name):
-        if not row["sampled"]:
+        if not row["sampled"] and not every:
             skipped["not in the uniform audit sample"] += 1
             continue
         if row["record_id"] in latest:
@@ -194,22 +202,31 @@ def judge(wf: Workflow, examples: list[Example], skipped: Counter[str],
 def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = None,
               label_column: str | None = None, target_accuracy: float = 0.98,
               delta: float = 0.05, method: str = "binomial", per_class: bool = False,
-              class_field: str | None = None, activate: bool = True) -> CalibrationResult:
-    """Certify a threshold (or per-class thresholds) and, with ``activate``, put it in force."""
+              class_field: str | None = None, activate: bool = True,
+              all_labels: bool = False) -> CalibrationResult:
+    """Certify a threshold (or per-class thresholds) and, with ``activate``, put it in force.
+
+    ``all_labels``: every label the store holds (reviews as well as the audit sample) counts,
+    beside the file's if one is given; a record labelled in both counts once, from the file.
+    """
     _check_args(target_accuracy, delta, method)
     skipped: Counter[str] = Counter()
+    examples: list[Example] = []
+    source: list[str] = []
     if labels_file is not None:
         examples = examples_from_file(wf, labels_file, label_column, skipped)
-        source = f"file:{labels_file}"
-    else:
-        examples = examples_from_store(wf, store, skipped)
-        source = "store:audit-sample"
+        source.append(f"file:{labels_file}")
+    # the file's records only: the store's labels are of traffic by nature
     warnings = _overlap_warning(wf, store, examples) if labels_file is not None else []
+    if labels_file is None or all_labels:
+        examples = _merge(wf, examples, examples_from_store(wf, store, skipped, all_labels))
+        source.append("store:all-labels" if all_labels else "store:audit-sample")
     wf.model.warm()
     spent: list[float] = []
     conf, right, outputs = judge(wf, examples, skipped, spent)
     strategy = getattr(wf.model, "confidence", None)
-    res = CalibrationResult(workflow=wf.name, model_version=wf.model.version, source=source,
+    res = CalibrationResult(workflow=wf.name, model_version=wf.model.version,
+                            source="+".join(source),
                             method=method, target_accuracy=target_accuracy, delta=delta,
                             labels=len(examples), used=int(conf.size), threshold=None,
                             skipped=dict(skipped), warnings=warnings,
@@ -218,10 +235,16 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
     if per_class:
         _per_class(wf, res, conf, right, outputs, class_field)
     else:
-        _global(res, conf, right, labels_file is None, wf.policy.audit_rate)
+        _global(res, conf, right, labels_file is None and not all_labels, wf.policy.audit_rate)
+    _left_on_the_table(res, conf, right)
     if activate:
         res.version = sql.save_routing_policy(store, wf.name, _params(res), res.as_dict())
     return res
+
+
+def _merge(wf: Workflow, first: list[Example], more: list[Example]) -> list[Example]:
+    keys = {str(getattr(e.input, wf.key)) for e in first}
+    return first + [e for e in more if str(getattr(e.input, wf.key)) not in keys]
 
 
 def _overlap_warning(wf: Workflow, store: Store, examples: list[Example]) -> list[str]:
@@ -257,6 +280,16 @@ def _global(res: CalibrationResult, conf: np.ndarray, right: np.ndarray, from_st
     res.threshold, res.accepted, res.errors = choice.threshold, choice.accepted, choice.errors
     res.coverage, res.error_bound = choice.coverage, choice.bound
     res.groups["*"] = choice.as_dict()
+
+
+def _left_on_the_table(res: CalibrationResult, conf: np.ndarray, right: np.ndarray) -> None:
+    """What a threshold picked on the same labels with no guarantee would automate, and the
+    observed accuracy the bound needs above the certified threshold (its margin)."""
+    res.uncertified_threshold, res.uncertified_coverage = _risk.uncertified_point(
+        conf, right, res.target_accuracy)
+    if res.accepted:
+        res.needed_accuracy = _risk.needed_accuracy(res.method, res.accepted,
+                                                    res.target_accuracy, res.delta)
 
 
 def _per_class(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np.ndarray,
