@@ -54,34 +54,35 @@ class TriageClassifier:
         self.holdout = holdout
         self.seed = seed
 
-    def _svm(self, texts: list[str], labels: np.ndarray) -> Any:
+    def fit(self, texts: Any, labels: Any) -> TriageClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.pipeline import make_pipeline, make_union
-        from sklearn.svm import LinearSVC
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_union
 
-        features = make_union(
+        texts, y = list(texts), np.asarray(labels)
+        self.features_ = make_union(
             TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)),
             TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2),
         )
-        return make_pipeline(features, LinearSVC(C=self.C, random_state=self.seed)).fit(texts, labels)
-
-    def fit(self, texts: Any, labels: Any) -> TriageClassifier:
-        from sklearn.linear_model import LogisticRegression
-
-        texts, y = list(texts), np.asarray(labels)
+        x = self.features_.fit_transform(texts)  # no labels: the held-out part may shape it
         order = np.random.default_rng(self.seed).permutation(len(texts))
-        held = order[: int(len(texts) * self.holdout)]
-        rest = order[int(len(texts) * self.holdout):]
-        first = self._svm([texts[i] for i in rest], y[rest])
-        scores = first.decision_function([texts[i] for i in held])
+        cut = int(len(texts) * self.holdout)
+        held, rest = order[:cut], order[cut:]
+        first = self._svm(x[rest], y[rest])
+        scores = first.decision_function(x[held])
         right = first.classes_[scores.argmax(axis=1)] == y[held]
         self.scaler_ = LogisticRegression().fit(margin(scores)[:, None], right)
-        self.pipeline_ = self._svm(texts, y)
-        self.classes_ = self.pipeline_.classes_
+        self.svm_ = self._svm(x, y)
+        self.classes_ = self.svm_.classes_
         return self
 
+    def _svm(self, x: Any, y: np.ndarray) -> Any:
+        from sklearn.svm import LinearSVC
+
+        return LinearSVC(C=self.C, random_state=self.seed).fit(x, y)
+
     def decision_function(self, texts: Any) -> np.ndarray:
-        return np.asarray(self.pipeline_.decision_function(list(texts)))
+        return np.asarray(self.svm_.decision_function(self.features_.transform(list(texts))))
 
     def predict(self, texts: Any) -> np.ndarray:
         return np.asarray(self.classes_[self.decision_function(texts).argmax(axis=1)])

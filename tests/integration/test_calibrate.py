@@ -243,6 +243,26 @@ def test_labels_from_review_calibrate_export_and_retrain(
     assert aliases[out["live_version"]] == "champion"  # the candidate is not live
 
 
+def test_html_report_shows_the_curve_and_the_classes_never_automated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _workflow(tmp_path)
+    rows = _rows(1000)
+    for r in rows[::2]:  # the model says "no" only with low confidence
+        r["score"] = round(float(r["score"]) * 0.3, 4)  # type: ignore[arg-type]
+    labels = _csv(tmp_path / "labels.csv", rows)
+    page = tmp_path / "report" / "calibration.html"
+    assert main(["calibrate", str(wf), "--labels", str(labels), "--label-column", "category",
+                 "--target-accuracy", "0.95", "--dry-run", "--html", str(page),
+                 "--db", f"sqlite:///{tmp_path / 'k.db'}"]) == 0
+    assert "report page:" in capsys.readouterr().out
+    text = page.read_text()
+    assert "<svg" in text and "certified (" in text and "uncertified (" in text
+    assert "Per class (1 of 2 never automated)" in text
+    never = text[text.index("<tr class='never'>"):]
+    assert never.startswith("<tr class='never'><td>no</td>")
+    assert "never confident enough" in never and "below the threshold" in never
+
+
 @pytest.mark.slow
 def test_all_labels_certify_with_reviews_as_well_as_audits(
         tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:

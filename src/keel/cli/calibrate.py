@@ -41,6 +41,9 @@ def calibrate_cmd(
         help="Output field naming the class (per-class; default: the only field).")] = None,
     method: Annotated[str, typer.Option(help="binomial (Clopper-Pearson) or hb "
                                         "(Hoeffding-Bentkus).")] = "binomial",
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Also write a report page: the coverage/accuracy curve, certified and "
+                       "uncertified points, and the classes never automated and why.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report only; keep the routing policy in force.")] = False,
     db: DbOption = None,
@@ -53,16 +56,21 @@ def calibrate_cmd(
     store = keel.Store.open(db)
     try:
         res = review.calibrate(wf, store, labels_file=labels, label_column=label_column,
-                               all_labels=all_labels,
+                               all_labels=all_labels, evidence=html_out is not None,
                                target_accuracy=target_accuracy, delta=delta, method=method,
                                per_class=per_class, class_field=class_field,
                                activate=not dry_run)
     finally:
         store.close()
+    if html_out is not None and res.evidence is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        html_out.write_text(review.calibration_html(res, res.evidence), encoding="utf-8")
     if as_json:
         print_json(res.as_dict())
         return
     _render(res)
+    if html_out is not None:
+        console.print(f"report page: {html_out}")
 
 
 def _render(res: CalibrationResult) -> None:

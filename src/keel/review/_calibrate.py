@@ -7,6 +7,7 @@ threshold is certified for the model that will use it, whatever model the labels
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -63,13 +64,14 @@ class CalibrationResult:
     uncertified_threshold: float | None = None  # lowest threshold at the target on these labels
     uncertified_coverage: float = 0.0  # what it would automate, with no guarantee
     needed_accuracy: float | None = None  # observed accuracy the bound needs above threshold
+    evidence: dict[str, Any] | None = field(default=None, repr=False)  # for --html; not kept
 
     @property
     def accuracy_bound(self) -> float:
         return 1.0 - self.error_bound
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items()}
+        out = {k: v for k, v in self.__dict__.items() if k != "evidence"}
         out["threshold"] = None if self.threshold in (None, NEVER) else self.threshold
         out["accuracy_bound"] = self.accuracy_bound
         out["empirical_accuracy"] = (1 - self.errors / self.accepted) if self.accepted else None
@@ -203,11 +205,12 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
               label_column: str | None = None, target_accuracy: float = 0.98,
               delta: float = 0.05, method: str = "binomial", per_class: bool = False,
               class_field: str | None = None, activate: bool = True,
-              all_labels: bool = False) -> CalibrationResult:
+              all_labels: bool = False, evidence: bool = False) -> CalibrationResult:
     """Certify a threshold (or per-class thresholds) and, with ``activate``, put it in force.
 
     ``all_labels``: every label the store holds (reviews as well as the audit sample) counts,
     beside the file's if one is given; a record labelled in both counts once, from the file.
+    ``evidence``: keep what `keel calibrate --html` draws (the curve, the classes).
     """
     _check_args(target_accuracy, delta, method)
     skipped: Counter[str] = Counter()
@@ -237,6 +240,8 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
     else:
         _global(res, conf, right, labels_file is None and not all_labels, wf.policy.audit_rate)
     _left_on_the_table(res, conf, right)
+    if evidence:
+        res.evidence = _evidence(wf, res, conf, right, outputs, class_field)
     if activate:
         res.version = sql.save_routing_policy(store, wf.name, _params(res), res.as_dict())
     return res
@@ -290,6 +295,17 @@ def _left_on_the_table(res: CalibrationResult, conf: np.ndarray, right: np.ndarr
     if res.accepted:
         res.needed_accuracy = _risk.needed_accuracy(res.method, res.accepted,
                                                     res.target_accuracy, res.delta)
+
+
+def _evidence(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np.ndarray,
+              outputs: list[dict[str, Any]], class_field: str | None) -> dict[str, Any]:
+    from keel.review import _report
+
+    fields = list(wf.output_contract.fields)
+    name = res.class_field or class_field or (fields[0] if len(fields) == 1 else None)
+    classes = [str(o.get(name)) if name else json.dumps(o, sort_keys=True) for o in outputs]
+    lam = np.asarray([_threshold(res, c) for c in classes], dtype=np.float64)
+    return _report.evidence(conf, right, classes, lam, res)
 
 
 def _per_class(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np.ndarray,
