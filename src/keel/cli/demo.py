@@ -47,7 +47,7 @@ def demo_cmd(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = Fals
     traffic = ex / "data" / "traffic.csv"  # no labels: the model and reviewers never see them
     if not as_json:
         console.print(f"[bold]keel demo[/]: {ex / 'workflow.py'} on {traffic.name} "
-                      "(Banking77, CC BY 4.0). The first run trains the model (about 5 s).")
+                      "(Banking77, CC BY 4.0). The first run trains the model (about 15 s).")
     store = keel.Store.open(db)
     try:
         with progress_bar("deciding", not as_json) as tick:
