@@ -55,6 +55,7 @@ if _typing.TYPE_CHECKING:
         Policy,
         Retrain,
         Rollout,
+        Step,
         Workflow,
         load_workflow,
     )
@@ -98,6 +99,7 @@ _WHERE = {
     "RetryPolicy": "keel.resilience",
     "RetryableModelError": "keel.errors",
     "Rollout": "keel.workflow",
+    "Step": "keel.workflow",
     "Rules": "keel.models",
     "RunSummary": "keel.runtime",
     "Runner": "keel.runtime",
@@ -168,6 +170,7 @@ __all__ = [
     "SelfConsistency",
     "SelfReported",
     "SklearnModel",
+    "Step",
     "Store",
     "Truncated",
     "Usage",
