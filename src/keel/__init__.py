@@ -57,6 +57,7 @@ if _typing.TYPE_CHECKING:
         Policy,
         Retrain,
         Rollout,
+        Step,
         Workflow,
         load_workflow,
     )
@@ -103,6 +104,7 @@ _WHERE = {
     "RetryPolicy": "keel.resilience",
     "RetryableModelError": "keel.errors",
     "Rollout": "keel.workflow",
+    "Step": "keel.workflow",
     "Rules": "keel.models",
     "RunSummary": "keel.runtime",
     "Runner": "keel.runtime",
@@ -177,6 +179,7 @@ __all__ = [
     "SelfConsistency",
     "SelfReported",
     "SklearnModel",
+    "Step",
     "Store",
     "Truncated",
     "Usage",

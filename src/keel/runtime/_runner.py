@@ -35,8 +35,6 @@ from keel.stages import (
     Admitter,
     ConfidenceRouter,
     InputValidator,
-    OutputChecker,
-    Predictor,
     RawRow,
     Screener,
     StorageRedactor,
@@ -232,10 +230,7 @@ class Runner:
         self._next_look = 0.0
         self._every = workflow.rollout.check_every_s
         # until the store says which release is live: the workflow file's own
-        primary = chain([("primary", workflow.model)], self.loop, default=default, retry=retry)
-        self.predictor = Predictor(primary + fallbacks, OutputChecker(workflow.output_contract),
-                                   self.policy, self._checkpoint, pricer=self.pricer,
-                                   budget=self.budget)
+        self.predictor = self.lane_maker.predictor(self.policy)
         self.router = ConfidenceRouter(self.policy)
         self.policy_note: str | None = None
         self._registered = False
@@ -260,7 +255,7 @@ class Runner:
         """A step's fresh answers: committed now when they were dear, else with the decisions."""
         if self.scrubber is not None:
             self.scrubber([c.item for c in rows])
-        if self.wf.checkpoint == "always" or _dear(rows):
+        if self.wf.checkpoint == "always" or self.wf.planned_steps or _dear(rows):
             lease = self._lease[0] if self._lease is not None else None
             self.store.write_checkpoints(self.wf.name, self._run_id, rows, lease=lease)
         else:

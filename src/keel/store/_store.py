@@ -237,6 +237,9 @@ class Store:
                 for row in conn.execute(q3).mappings():
                     item = old[row["record_id"]]
                     item.prediction = _prediction(row)
+                    if item.answers is None:
+                        item.answers = {}
+                    item.answers[row["step"]] = (item.prediction, row["model_version"])
                     item.predicted_by = row["model_version"]
                     item.step_name = row["step"]
                     item.from_fallback = row["step"] != "primary"

@@ -208,6 +208,18 @@ def realized_accuracy(store: Store, workflow: str, truth: dict[str, str],
     }
 
 
+def decisions_by_key(store: Store, workflow: str) -> dict[str, dict[str, Any]]:
+    """Every decided record of a workflow: key -> disposition, reason and output (as stored,
+    unmasked: for scoring a run against held-back truth)."""
+    r, d = t.records, t.decisions
+    q = (select(r.c.key, d.c.disposition, d.c.reason, d.c.output)
+         .select_from(r.join(d, d.c.record_id == r.c.id)).where(r.c.workflow == workflow))
+    with store.engine.connect() as conn:
+        return {key: {"disposition": disp, "reason": reason,
+                      "output": _json.loads(output) if output else None}
+                for key, disp, reason, output in conn.execute(q)}
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """The q-th percentile with linear interpolation (NumPy's default), without NumPy:
     reading a store's status must not pay for importing it."""
