@@ -364,3 +364,30 @@ def test_workers_wait_out_a_postgres_restart_and_go_on(tmp_path: Path) -> None:
             __import__("shutil").rmtree(own.folder, ignore_errors=True)
     assert all(p.returncode == 0 for p in procs), _said(wf)
     assert "store outages waited out" in _said(wf)
+
+
+def test_a_breaker_another_worker_opened_holds_for_this_one(tmp_path: Path, db_url: str) -> None:
+    wf_py = _workflow(tmp_path)
+    text_ = wf_py.read_text().replace(
+        "owners=keel.Owners(", "fallback=keel.FunctionModel(lambda t: ({'label': 'rules'}, 1.0),"
+        " name='rules'),\n    resilience=keel.Resilience(breaker=keel.BreakerPolicy("
+        "reset_timeout_s=600)),\n    owners=keel.Owners(")
+    wf_py.write_text(text_)
+    wf = keel.load_workflow(wf_py)
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(20)), db=db_url)
+    store = Store.open(db_url)
+    try:
+        first = keel.work(wf, store=store, until_empty=True, batch_size=10)
+        assert {k: n for k, n in first.counts.items() if n} == {"accepted": 20}  # the model is well
+        keel.submit(wf, write_csv(tmp_path / "more.csv", [(f"m{i}", "a message") for i in
+                                                          range(10)]), db=db_url)
+        # meanwhile another worker's calls failed and it opened the breaker in the store
+        from keel.resilience import BreakerState
+        from keel.store import BreakerBook
+
+        BreakerBook(store).save([BreakerState("tickets", wf.model.version, "open", 5,
+                                              time.time(), time.time())])
+        second = keel.work(wf, store=store, until_empty=True, batch_size=10)
+    finally:
+        store.close()
+    assert {k: n for k, n in second.counts.items() if n} == {"fallback": 10}  # the rules decided

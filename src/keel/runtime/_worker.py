@@ -146,6 +146,7 @@ def work(runner: Runner, *, stop: threading.Event, worker: str | None = None,
                 items = _items(q.load(store, ids), dict(claimed))
                 summary.read += len(items)
                 store.resume_state(items)
+                runner._load_breakers(reset=False)  # a breaker another worker opened holds here
                 _decide(runner, items, summary, me, ids)
                 held[:] = []
                 q.heartbeat(store, me, wf.name, summary.decided, "working", started)
