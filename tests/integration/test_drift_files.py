@@ -49,6 +49,8 @@ o5,3.25,2,b,ok,
 o6,1e3,7,a,"quoted, with comma",0.5
 o7,2,3,a,too,many,fields
 o8, 4 ,5,b,spaced number,0.4
+o9,5,1,a,"a note
+on two lines",0.2
 """
 
 
@@ -89,13 +91,13 @@ def test_csv_counted_by_column_as_row_by_row(
     data.write_text(CSV, encoding="utf-8")
     by_column, by_row = _both_ways(store, _watch(tmp_path), data, monkeypatch)
     assert by_column == by_row
-    assert by_column["rows"] == 8  # the row with too many fields counts, as a parse error
+    assert by_column["rows"] == 9  # the row with too many fields counts, as a parse error
     assert by_column["rules"] == {
         "float_parsing": 2,  # "abc" and an empty amount
         "int_parsing": 1,  # 1.5 is not an integer
         "parse": 1,
     }
-    assert by_column["moments"]["input.amount"]["n"] == 5  # " 4 " is a number
+    assert by_column["moments"]["input.amount"]["n"] == 6  # " 4 " is a number
     assert by_column["kinds"]["output.score"] == "numeric"
 
 
@@ -127,7 +129,7 @@ def test_csv_with_bytes_that_are_not_text_is_read_again_row_by_row(
     data = tmp_path / "orders.csv"
     data.write_bytes(CSV.encode() + b"o9,1,1,a,caf\xe9,0.3\n")
     profile = build_reference(_watch(tmp_path), store=store, source=data, embedder="tfidf")
-    assert profile.rows == 9  # nothing lost: the bad row is counted too
+    assert profile.rows == 10  # nothing lost: the bad row is counted too
     assert profile.schema is not None and profile.schema.rules["encoding"] == 1
 
 
@@ -185,4 +187,4 @@ def test_drift_report_reads_files_for_a_watch_in_python(store: Store, tmp_path: 
     data.write_text(CSV, encoding="utf-8")
     build_reference(watch, store=store, source=data, embedder="tfidf")
     report = drift_report(store, watch, source=data)
-    assert report.window["rows"] == 8 and not report.drifted
+    assert report.window["rows"] == 9 and not report.drifted

@@ -110,7 +110,9 @@ def _csv(file: Path, batch_rows: int) -> Iterator[Columns]:
             read_options=pacsv.ReadOptions(
                 column_names=header, skip_rows=1, block_size=1 << 22
             ),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=count_bad),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=count_bad
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
                 null_values=[""],
