@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from keel.errors import ConfigError
+import keel
+from keel.errors import ConfigError, WorkflowLoadError
 from keel.monitor import _api, build_reference, drift_report
 from keel.store import Store
 
@@ -137,6 +138,23 @@ def test_a_watch_has_no_window_of_decided_records(store: Store, tmp_path: Path) 
     watch = _watch(tmp_path)
     with pytest.raises(ConfigError, match=r"keel\.Watch.*--from FILE"):
         build_reference(watch, store=store, window="24h")
+    with pytest.raises(WorkflowLoadError, match=r"declares a keel\.Watch .*keel drift"):
+        keel.load_workflow(watch)  # keel run: nothing to decide with
+
+
+def test_a_watch_names_its_columns_once(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class In(BaseModel):
+        text: str
+
+    class Out(BaseModel):
+        text: str
+
+    with pytest.raises(ValueError, match="both the input and the output"):
+        keel.Watch(name="w", input=In, output=Out)
+    with pytest.raises(ValueError, match="key field 'id'"):
+        keel.Watch(name="w", input=In, key="id")
 
 
 def _keel(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
