@@ -48,6 +48,7 @@ def _keel(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # every README command in turn: the demo, the release story, a server
 def test_readme_commands_run(tmp_path: Path, demo_env: Path) -> None:
     """Every keel command in the README, in order, in a fresh directory."""
     cwd = tmp_path / "user"
