@@ -8,6 +8,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from keel._money import Budget, Cost, ModelPrice
     from keel._prediction import Prediction, Usage
     from keel.contracts import Check, Contract, Violation, check
     from keel.deliver import WebhookSink, deliveries, retry_deliveries
@@ -45,6 +46,7 @@ if _typing.TYPE_CHECKING:
     from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
     from keel.runtime import Runner, RunSummary, replay, run, submit, work
     from keel.store import Store, quarantined, status, trace
+    from keel.watch import Watch
     from keel.workflow import (
         AlertRule,
         Criterion,
@@ -55,6 +57,7 @@ if _typing.TYPE_CHECKING:
         Policy,
         Retrain,
         Rollout,
+        Step,
         Workflow,
         load_workflow,
     )
@@ -64,6 +67,9 @@ __version__ = "0.1.0"
 _WHERE = {
     "AlertRule": "keel.workflow",
     "BreakerPolicy": "keel.resilience",
+    "Budget": "keel._money",
+    "Cost": "keel._money",
+    "ModelPrice": "keel._money",
     "Check": "keel.contracts",
     "CircuitOpen": "keel.errors",
     "ContentFiltered": "keel.errors",
@@ -98,6 +104,7 @@ _WHERE = {
     "RetryPolicy": "keel.resilience",
     "RetryableModelError": "keel.errors",
     "Rollout": "keel.workflow",
+    "Step": "keel.workflow",
     "Rules": "keel.models",
     "RunSummary": "keel.runtime",
     "Runner": "keel.runtime",
@@ -109,6 +116,7 @@ _WHERE = {
     "Usage": "keel._prediction",
     "UserError": "keel.errors",
     "Violation": "keel.contracts",
+    "Watch": "keel.watch",
     "WebhookSink": "keel.deliver",
     "Workflow": "keel.workflow",
     "check": "keel.contracts",
@@ -128,10 +136,12 @@ _WHERE = {
 __all__ = [
     "AlertRule",
     "BreakerPolicy",
+    "Budget",
     "Check",
     "CircuitOpen",
     "ContentFiltered",
     "Contract",
+    "Cost",
     "Criterion",
     "DeadlineExceeded",
     "DriftMonitor",
@@ -146,6 +156,7 @@ __all__ = [
     "MalformedOutput",
     "Model",
     "ModelError",
+    "ModelPrice",
     "ModelTimeout",
     "ModelUnavailable",
     "MvpLimits",
@@ -168,11 +179,13 @@ __all__ = [
     "SelfConsistency",
     "SelfReported",
     "SklearnModel",
+    "Step",
     "Store",
     "Truncated",
     "Usage",
     "UserError",
     "Violation",
+    "Watch",
     "WebhookSink",
     "Workflow",
     "__version__",

@@ -7,17 +7,20 @@
     │   ├── WorkflowLoadError       keel.workflow_load
     │   ├── InputSourceError        keel.input_source
     │   ├── ConfigError             keel.config
+    │   │   └── CostError           keel.config.cost   (a bad price, budget or projection)
     │   ├── NotFoundError           keel.not_found
     │   ├── AuthError               keel.auth          (HTTP 401: no or unknown API key)
     │   │   ├── Forbidden           keel.auth.forbidden (HTTP 403: the key's role may not)
     │   │   └── CsrfFailed          keel.auth.csrf     (HTTP 403: a browser form without its token)
+    │   ├── BudgetExhausted         keel.budget        (a budget is spent: records kept, replay later)
     │   └── RequestError            keel.request       (HTTP 4xx: a bad API request)
     │       ├── BodyTooLarge        keel.request.too_large
     │       ├── BatchTooLarge       keel.request.batch_too_large
     │       ├── InvalidJson         keel.request.invalid_json
     │       ├── InvalidBody         keel.request.invalid   (HTTP 422)
     │       ├── MissingKey          keel.request.missing_key (HTTP 422)
-    │       └── BelowGuarantee      keel.request.below_guarantee (HTTP 409: needs an override)
+    │       ├── BelowGuarantee      keel.request.below_guarantee (HTTP 409: needs an override)
+    │       └── StageConflict       keel.gate.stage (HTTP 409: already there, or a stage skipped)
     ├── StoreError                  keel.store
     ├── ModelError                  keel.model          (a model call failed)
     │   ├── RetryableModelError     keel.model.retryable
@@ -77,6 +80,20 @@ class InputSourceError(UserError):
 
 class ConfigError(UserError):
     code = "keel.config"
+
+
+class CostError(ConfigError):
+    """A price, budget or projection that cannot be used as given (missing, negative,
+    malformed, an unknown currency, a volume of zero)."""
+
+    code = "keel.config.cost"
+
+
+class BudgetExhausted(UserError):
+    """A workflow's budget is spent and it declares ``on_exhausted="stop"``: the records
+    end ``failed`` with this code and are replayed once the budget allows."""
+
+    code = "keel.budget"
 
 
 class NotFoundError(UserError):
@@ -160,6 +177,13 @@ class GateNotReady(RequestError):
     """A promotion asked for while the gate says not yet (and no override was given)."""
 
     code = "keel.gate.not_ready"
+    status = 409
+
+
+class StageConflict(RequestError):
+    """A promotion to the stage the workflow is already in, or more than one stage ahead."""
+
+    code = "keel.gate.stage"
     status = 409
 
 

@@ -21,14 +21,15 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: Bottom to top. Each part may import its own layer and those before it.
 LAYERS: list[set[str]] = [
     {"keel.errors", "keel._json", "keel._log", "keel._prediction", "keel.contracts",
-     "keel._record", "keel.redact", "keel._child", "keel._http", "keel._version"},
+     "keel._record", "keel.redact", "keel._child", "keel._http", "keel._version",
+     "keel._money"},
     {"keel.models"},
     {"keel.resilience"},
-    {"keel.workflow"},
+    {"keel.workflow", "keel.watch"},
     {"keel.store"},
     {"keel.stages", "keel.sources"},
     {"keel.deliver", "keel.telemetry", "keel.monitor", "keel.review", "keel.releases"},
-    {"keel.runtime", "keel.gates"},
+    {"keel.runtime", "keel.gates", "keel.cost"},
     {"keel.server"},
     {"keel.cli", "keel", "keel.__main__"},
 ]

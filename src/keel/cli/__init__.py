@@ -18,6 +18,7 @@ import keel
 from keel.cli import alerts as _alerts
 from keel.cli import audit as _audit
 from keel.cli import calibrate as _calibrate
+from keel.cli import cost as _cost
 from keel.cli import deliveries as _deliveries
 from keel.cli import drift as _drift
 from keel.cli import gates as _gates
@@ -64,7 +65,7 @@ def _root(
 
 
 for _module in (_run, _inspect, _deliveries, _review, _calibrate, _releases, _gates, _audit,
-                _alerts, _drift, _serve, _workers):
+                _alerts, _drift, _serve, _workers, _cost):
     _module.register(app)
 
 

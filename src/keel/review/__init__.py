@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from keel.errors import CalibrationError, InvalidDecision, LeaseConflict, ReviewError
-    from keel.review._calibrate import CalibrationResult, calibrate
+    from keel.review._calibrate import CalibrationResult, calibrate, scored_labels
     from keel.review._labels import export_labels, labels, retrain, training_examples
     from keel.review._queue import DECISIONS, ReviewQueue
     from keel.review._report import calibration_html
-    from keel.review._risk import learn_then_test, per_class_thresholds
+    from keel.review._risk import learn_then_test, per_class_thresholds, threshold_curve
     from keel.review._routing import policy_from_params, policy_in_force
 
 _WHERE = {
@@ -25,6 +25,8 @@ _WHERE = {
     "ReviewError": "keel.errors",
     "CalibrationResult": "keel.review._calibrate",
     "calibrate": "keel.review._calibrate",
+    "scored_labels": "keel.review._calibrate",
+    "threshold_curve": "keel.review._risk",
     "export_labels": "keel.review._labels",
     "labels": "keel.review._labels",
     "retrain": "keel.review._labels",
@@ -55,6 +57,8 @@ __all__ = [
     "policy_from_params",
     "policy_in_force",
     "retrain",
+    "scored_labels",
+    "threshold_curve",
     "training_examples",
 ]
 

@@ -346,3 +346,19 @@ def _params(res: CalibrationResult) -> dict[str, Any]:
             "per_class": res.per_class, "class_field": res.class_field,
             "target_accuracy": res.target_accuracy, "delta": res.delta, "method": res.method,
             "model_version": res.model_version, "calibrated_at": time.time()}
+
+
+def scored_labels(wf: Workflow, store: Store, labels_file: str | Path | None = None,
+                  label_column: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The current model's (confidence, right?) on labelled examples: a labels file, else the
+    store's uniform audit sample; and where they came from."""
+    skipped: Counter[str] = Counter()
+    if labels_file is not None:
+        examples = examples_from_file(wf, labels_file, label_column, skipped)
+        source = f"file:{labels_file}"
+    else:
+        examples = examples_from_store(wf, store, skipped)
+        source = "store:audit-sample"
+    wf.model.warm()
+    conf, right, _outputs = judge(wf, examples, skipped)
+    return conf, right, source

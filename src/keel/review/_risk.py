@@ -298,3 +298,23 @@ def split_study(confidence: Any, correct: Any, *, splits: int = 20, seed: int = 
             row[f"{name}_accuracy"] = float(ok[ev][auto].mean()) if auto.any() else None
         rows.append(row)
     return rows
+
+
+def threshold_curve(confidence: Any, correct: Any, *, delta: float = 0.05,
+                    method: str = "binomial", step: float = 0.05) -> list[dict[str, Any]]:
+    """For thresholds from 1 down to 0 in ``step``s: how many labelled points are at or above
+    it (coverage), how many of those the model got wrong, and the accuracy guaranteed there
+    with probability >= 1 - delta (one threshold at a time: for a certified choice across
+    thresholds use :func:`learn_then_test`)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    wrong = ~np.asarray(correct, dtype=bool)
+    grid = np.abs(np.round(np.arange(1.0, -1e-9, -step), 6))
+    n_at, k_at = _counts(conf, wrong, grid)
+    out = []
+    for lam, n, k in zip(grid, n_at, k_at, strict=True):
+        n, k = int(n), int(k)
+        out.append({"threshold": float(lam), "accepted": n, "errors": k,
+                    "coverage": n / conf.size if conf.size else 0.0,
+                    "accuracy": (1 - k / n) if n else None,
+                    "guaranteed_accuracy": 1.0 - error_bound(method, k, n, delta) if n else None})
+    return out

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.sessions import SessionMiddleware
 
+from keel import cost
 from keel import monitor as alerts
 from keel._version import __version__
 from keel.errors import NotFoundError
@@ -38,10 +39,12 @@ log = logging.getLogger("keel.server")
 
 
 def _alert_check(store: Store, wf: Workflow) -> Any:
-    """Evaluate the workflow's alert rules; changes go to the log (and KEEL_ALERT_WEBHOOK)."""
+    """Evaluate the workflow's alert rules; changes go to the log and to KEEL_ALERT_WEBHOOK
+    (else to where the workflow's gates send alerts, ``keel.Gates(alerts_to=...)``)."""
     channels: list[alerts.Channel] = [alerts.LogChannel()]
-    if os.environ.get("KEEL_ALERT_WEBHOOK"):
-        channels.append(alerts.WebhookChannel(os.environ["KEEL_ALERT_WEBHOOK"]))
+    hook = os.environ.get("KEEL_ALERT_WEBHOOK") or (wf.gates.alerts_to if wf.gates else None)
+    if hook:
+        channels.append(alerts.WebhookChannel(hook))
     return lambda: alerts.evaluate(store, wf, channels=channels)
 
 
@@ -98,6 +101,8 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     st = store or Store.open(db)
     tel = telemetry or Telemetry.from_options()
     runner = Runner(wf, st, batch_size=settings.max_batch, detectors=detectors, telemetry=tel)
+    if wf.cost is not None:  # spend, value and budgets, read at scrape time
+        extra_metrics = [*extra_metrics, lambda: cost.metrics_text(wf, st)]
     metrics = ServerMetrics(wf.name, st, tel, extra_metrics)
     batcher = DecisionBatcher(runner, st, max_batch=settings.max_batch,
                               linger_s=settings.linger_ms / 1000.0, on_batch=metrics.on_batch)

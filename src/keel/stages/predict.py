@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -16,6 +16,10 @@ from keel.resilience import Caller as LayeredCaller
 from keel.resilience import CallResult, LoopThread, Resilience, RetryPolicy, resilience_for
 from keel.stages.check import OutputChecker
 from keel.workflow import Policy
+
+if TYPE_CHECKING:
+    from keel._money import Pricer
+    from keel.store.cost import BudgetKeeper
 
 Caller = Callable[[Sequence[BaseModel]], list[CallResult]]
 
@@ -43,14 +47,22 @@ class Predictor:
     ``checkpoint(rows)`` is called with each step's new predictions before anything acts on
     them (the runner persists them). Items arriving with ``prediction`` set were answered in
     an earlier, interrupted run and are not sent to a model again.
+
+    ``pricer`` prices each try from the workflow's declared prices; ``budget`` reserves room
+    for the records about to be sent to the model and settles their real spend afterwards;
+    a record the budget has no room for goes where the workflow's cost declaration says
+    (its rules, a person, or ``failed`` with code ``keel.budget``, to replay later).
     """
 
     def __init__(self, steps: Sequence[Step], checker: OutputChecker, policy: Policy,
-                 checkpoint: Callable[[list[Checkpoint]], None]) -> None:
+                 checkpoint: Callable[[list[Checkpoint]], None], *,
+                 pricer: Pricer | None = None, budget: BudgetKeeper | None = None) -> None:
         self.steps = list(steps)
         self.checker = checker
         self.policy = policy
         self.checkpoint = checkpoint
+        self.pricer = pricer
+        self.budget = budget
 
     def __call__(self, items: list[Item], *, defer: bool = False) -> list[Item]:
         """``defer=True``: a record whose primary call failed transiently (and has attempts
@@ -62,15 +74,64 @@ class Predictor:
         for item in live:
             item.deferred = False
             start[id(item)] = self._resume(item)
-        for idx, step in enumerate(self.steps):
-            todo = [i for i in live
-                    if i.output is None and start[id(i)] <= idx and not i.deferred]
-            if todo:
-                self._run_step(idx, step, todo, defer=defer and idx == 0)
+        held = self._reserve(live, start) if self.budget is not None else None
+        try:
+            for idx, step in enumerate(self.steps):
+                todo = [i for i in live if i.output is None and i.disposition is None
+                        and start[id(i)] <= idx and not i.deferred]
+                if todo:
+                    self._run_step(idx, step, todo, defer=defer and idx == 0)
+        finally:
+            if held is not None:
+                self._settle(*held)
         for item in live:
-            if item.output is None and not item.deferred:
+            if item.output is None and not item.deferred and item.disposition is None:
                 self._unanswered(item)
         return items
+
+    # -- budgets --------------------------------------------------------------------------------
+    def _reserve(self, live: list[Item], start: dict[int, int]) -> tuple[Any, ...] | None:
+        """Reserve room for the records about to call the model; the rest are turned away."""
+        assert self.budget is not None
+        asking = [i for i in live if i.output is None and start[id(i)] == 0]
+        if not asking:
+            return None
+        grant, limits = self.budget.reserve(len(asking))
+        for item in asking[grant.granted:]:
+            self._over_budget(item, start)
+        granted = asking[:grant.granted]
+        before = [(i, i.cost_usd, len(i.calls)) for i in granted]
+        return grant, limits, before
+
+    def _settle(self, grant: Any, limits: list[Any], before: list[tuple[Item, float, int]]) -> None:
+        assert self.budget is not None
+        usd = sum(i.cost_usd - c0 for i, c0, _n in before)
+        tokens = 0
+        for item, _c0, n0 in before:
+            for ev in item.calls[n0:]:
+                if ev.detail:
+                    tokens += ev.detail.get("input_tokens", 0) + ev.detail.get("output_tokens", 0)
+        self.budget.settle(grant, limits, usd, tokens)
+
+    def _over_budget(self, item: Item, start: dict[int, int]) -> None:
+        assert self.budget is not None
+        why = (f"the workflow's budget is spent ({self.budget.describe()}); "
+               f"on_exhausted={self.budget.on_exhausted!r}")
+        item.log("budget_exhausted", detail={"why": why, "action": self.budget.on_exhausted})
+        action = self.budget.on_exhausted
+        if action == "fallback":
+            item.error = why
+            start[id(item)] = next(n for n, s in enumerate(self.steps) if s.model.kind == "rules")
+        elif action == "review":
+            item.review = ReviewRequest("budget_exhausted", why)
+            item.finish("in_review", "budget_exhausted")
+            item.log("routed", detail={"disposition": "in_review",
+                                       "review_reason": "budget_exhausted", "why": why})
+        else:
+            item.error, item.error_code = why, "keel.budget"
+            item.finish("failed", f"[keel.budget] {why}; replay the record once the budget "
+                                  "allows (keel replay)")
+            item.log("failed", detail={"error": why, "code": "keel.budget", "attempts": 0})
 
     def _resume(self, item: Item) -> int:
         """Index of the first step still to run (after a checkpointed answer, if any)."""
@@ -127,6 +188,8 @@ class Predictor:
             1 for e in item.calls if e.detail is not None and e.detail.get("step") == step.name)
         item.attempts += len(res.attempts)
         for n, att in enumerate(res.attempts, before + 1):
+            if self.pricer is not None:
+                self._price(step, att, res)
             item.cost_usd += att.cost_usd
             detail: dict[str, Any] = {"step": step.name, "attempt": n}
             if att.error is None:
@@ -153,7 +216,7 @@ class Predictor:
         if cut is not None:
             item.log("retries_stopped", model_version=step.model.version,
                      detail={"step": step.name, "attempts": item.attempts, "why": cut})
-        if step.name != "primary" and res.attempts:
+        if is_fallback(step.name) and res.attempts:
             if item.error:
                 cause, code = item.error, item.error_code
             elif item.output_violations:
@@ -163,6 +226,20 @@ class Predictor:
                 cause, code = "primary failed", None
             item.log("fallback_used", model_version=step.model.version,
                      detail={"step": step.name, "cause": cause, "code": code})
+
+    def _price(self, step: Step, att: Any, res: CallResult) -> None:
+        """Re-price a try from the declared table (the answer's stored usage too)."""
+        assert self.pricer is not None
+        cost, known, tag = self.pricer(step.model, att.usage)
+        att.cost_usd = cost
+        if att.usage is not None:
+            att.usage = replace(att.usage, cost_usd=cost, priced=known)
+        if att.error is None and isinstance(res.outcome, Prediction):
+            res.outcome.usage = replace(res.outcome.usage, cost_usd=cost, priced=known)
+            if not known:
+                res.outcome.metadata = {**res.outcome.metadata, "price": "unknown"}
+            elif tag is not None:
+                res.outcome.metadata = {**res.outcome.metadata, "price": tag}
 
     def _unanswered(self, item: Item) -> None:
         if item.output_violations:
@@ -181,6 +258,11 @@ class Predictor:
             item.finish("failed", f"[{code}] {item.error or 'model failed'}")
             item.log("failed", detail={"error": item.error, "code": item.error_code,
                                        "attempts": item.attempts})
+
+
+def is_fallback(step_name: str) -> bool:
+    """``fallback:1``, or a named step's ``extract/fallback:1``."""
+    return step_name.rpartition("/")[2].startswith("fallback:")
 
 
 def _spent(detail: dict[str, Any], usage: Usage) -> None:

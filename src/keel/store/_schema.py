@@ -7,6 +7,7 @@ land on SQLite and PostgreSQL and the audit hash chain can be recomputed anywher
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -163,6 +164,7 @@ review_tasks = Table(
     Column("due_at", Float, nullable=False),
     Column("escalated_at", Float),
     Column("claimed_by", String(200)),
+    Column("claimed_at", Float),  # migration 0008: when the reviewer holding it claimed it
     Column("lease_until", Float),
     Column("decided_by", String(200)),
     Column("decided_at", Float),
@@ -418,6 +420,20 @@ drills = Table(
 )
 
 # Migration 0007: records submitted for workers (`keel submit`, `keel worker`), and the workers.
+budget_windows = Table(  # migration 0008: a budget's reservations and spend per period
+    "budget_windows",
+    metadata,
+    Column("workflow", String(200), primary_key=True),
+    Column("period", String(10), primary_key=True),        # day | month
+    Column("window", String(10), primary_key=True),        # 2026-12-06 | 2026-12
+    Column("spent_usd", Float, nullable=False),
+    Column("reserved_usd", Float, nullable=False),
+    Column("spent_tokens", BigInteger, nullable=False),
+    Column("reserved_tokens", BigInteger, nullable=False),
+    Column("refused", Integer, nullable=False),            # records turned away
+    Column("updated_at", Float, nullable=False),
+)
+
 queue = Table(
     "queue", metadata,
     Column("record_id", String(32), primary_key=True),
@@ -441,4 +457,12 @@ workers = Table(
     Column("heartbeat_at", Float, nullable=False),
     Column("decided", Integer, nullable=False),
     Column("status", String(20), nullable=False),          # working | stopped
+)
+
+#: token buckets shared by every process on the store (``RateLimits(shared=True)``)
+rate_buckets = Table(
+    "rate_buckets", metadata,
+    Column("key", String(300), primary_key=True),          # workflow / model version / limit
+    Column("level", Float, nullable=False),                # units left (may go below zero)
+    Column("stamp", Float, nullable=False),                # when it was last refilled
 )

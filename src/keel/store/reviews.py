@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, case, func, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from keel import _json
@@ -103,7 +103,11 @@ def claim(store: Store, task_id: str, reviewer: str, lease_s: float, now: float)
     with store.tx() as conn:
         done = conn.execute(update(rt).where(rt.c.id == task_id, rt.c.status == "open",
                                              _claimable(reviewer, now))
-                            .values(claimed_by=reviewer, lease_until=now + lease_s))
+                            .values(claimed_by=reviewer, lease_until=now + lease_s,
+                                    # handling time runs from the first claim of this holder
+                                    claimed_at=case((and_(rt.c.claimed_by == reviewer,
+                                                          rt.c.claimed_at.is_not(None)),
+                                                     rt.c.claimed_at), else_=now)))
     return bool(done.rowcount)
 
 
@@ -134,7 +138,7 @@ def release(store: Store, task_id: str, reviewer: str) -> bool:
     with store.tx() as conn:
         done = conn.execute(update(rt).where(rt.c.id == task_id, rt.c.status == "open",
                                              rt.c.claimed_by == reviewer)
-                            .values(claimed_by=None, lease_until=None))
+                            .values(claimed_by=None, claimed_at=None, lease_until=None))
     return bool(done.rowcount)
 
 

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from keel._record import BatchTally, Item
 from keel.store import Store
 from keel.store import monitoring as mon
+from keel.store import queue as queue_sql
 from keel.store.releases import release_summary
 
 _RECORD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -152,6 +153,10 @@ class PipelineMetrics:
                                ["workflow", "model_version", "direction"], registry=r)
         self.cost = PCounter("keel_cost_usd", "Money spent on model calls.",
                              ["workflow", "model_version"], registry=r)
+        self.cost_component = PCounter(
+            "keel_cost_component_usd", "Money spent on model calls, by component: the primary "
+            "model or the fallback chain (review cost: keel_cost_window_usd).",
+            ["workflow", "component"], registry=r)
         self.spans_exported = PCounter("keel_telemetry_spans_exported", "Spans handed to the exporter.",
                                        registry=r)
         self.spans_dropped = PCounter("keel_telemetry_spans_dropped",
@@ -186,6 +191,7 @@ class PipelineMetrics:
         # per model version: [ok, errors, input tokens, output tokens, retries, cost, latencies]
         per_version: dict[str, list[Any]] = {}
         errors: Counter[tuple[str, str]] = Counter()
+        fallback_usd = 0.0
         for item in items:
             for ev in item.calls:
                 mv = ev.model_version or "unknown"
@@ -206,7 +212,15 @@ class PipelineMetrics:
                     acc[6].append(ev.latency_ms)
                 if ev.cost_usd:
                     acc[5] += ev.cost_usd
+                    if d.get("step", "primary") != "primary":
+                        fallback_usd += ev.cost_usd
         child = self._child
+        total = sum(acc[5] for acc in per_version.values())
+        if total:
+            if total - fallback_usd:
+                child(self.cost_component, workflow, "model").inc(total - fallback_usd)
+            if fallback_usd:
+                child(self.cost_component, workflow, "fallback").inc(fallback_usd)
         for mv, (ok, failed, tokens_in, tokens_out, retries, usd, ms) in per_version.items():
             for metric, label, n in ((self.model_calls, "ok", ok), (self.model_calls, "error", failed),
                                      (self.tokens, "input", tokens_in),
@@ -273,6 +287,22 @@ class StoreCollector(Collector):
                      ["workflow", "feature"],
                      ((wf, f, v) for wf in names for f, v in drift_scores(self.store, wf).items()))
         yield from self._releases(names)
+        yield from self._queue(names)
+
+    def _queue(self, names: list[str]) -> Iterator[Metric]:
+        found = {wf: queue_sql.depth(self.store, wf) for wf in names}
+        yield _gauge("keel_queue_depth", "Records queued for workers, by status.",
+                     ["workflow", "status"], ((wf, s, q[s]) for wf, q in found.items()
+                                              for s in ("pending", "leased")))
+        yield _gauge("keel_queue_oldest_pending_age_seconds",
+                     "Age of the oldest record waiting for a worker.", ["workflow"],
+                     ((wf, q["oldest_pending_age_s"]) for wf, q in found.items()
+                      if q["oldest_pending_age_s"] is not None))
+        live = [w for w in queue_sql.workers(self.store) if w["alive"]]
+        yield _gauge("keel_worker_records_per_second",
+                     "Records a live worker decided per second since it started.",
+                     ["workflow", "worker"],
+                     ((w["workflow"], w["id"], w["records_per_s"]) for w in live))
 
     def _releases(self, names: list[str]) -> Iterator[Metric]:
         found = {wf: release_summary(self.store, wf) for wf in names}

@@ -1,0 +1,261 @@
+"""Cost in the store: budget windows (reserve before a call, settle after, atomically) and the
+rows a cost report is computed from.
+
+A reservation is one conditional UPDATE per budget window (``spent + reserved + ask <= limit``)
+inside one transaction: PostgreSQL re-checks the condition on the row it locks, SQLite runs
+the transaction under its write lock (BEGIN IMMEDIATE), so concurrent runs, servers and
+workers can never reserve past a limit together.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, update
+
+from keel._money import Cost, Pricer
+from keel.errors import CostError
+from keel.models import Model
+from keel.store import _schema as t
+from keel.store._engine import insert_ignore
+from keel.store._store import Store
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One budget window: its limits (None: no limit in that unit)."""
+
+    period: str
+    window: str
+    usd: float | None
+    tokens: int | None
+
+
+class _Lost(Exception):
+    """Another writer took the room between our read and our update: read again."""
+
+
+#: money is compared with this slack, so float sums of reservations never refuse a call
+#: that fits to the cent
+_EPS = 1e-9
+
+
+def reserve(store: Store, workflow: str, limits: Sequence[Limit], n: int, each_usd: float,
+            each_tokens: int, now: float | None = None) -> int:
+    """Reserve room for up to ``n`` calls in every window; returns how many were granted
+    (0..n). The refused are counted on the windows that were short."""
+    now = time.time() if now is None else now
+    for _try in range(20):
+        try:
+            with store.tx() as conn:
+                return _reserve(conn, store, workflow, limits, n, each_usd, each_tokens, now)
+        except _Lost:
+            continue
+    return 0
+
+
+def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit], n: int,
+             each_usd: float, each_tokens: int, now: float) -> int:
+    bw = t.budget_windows
+    rows = [_row(conn, store, workflow, lim, now) for lim in limits]
+    grant = n
+    for lim, row in zip(limits, rows, strict=True):
+        grant = min(grant, _room(lim, row, each_usd, each_tokens))
+    for lim in limits:
+        key = _key(workflow, lim)
+        if grant <= 0:
+            if _room(lim, _row(conn, store, workflow, lim, now), each_usd, each_tokens) < n:
+                conn.execute(update(bw).where(key).values(refused=bw.c.refused + n))
+            continue
+        ask_usd, ask_tok = grant * each_usd, grant * each_tokens
+        cond = [key]
+        if lim.usd is not None:
+            cond.append(bw.c.spent_usd + bw.c.reserved_usd + ask_usd <= lim.usd + _EPS)
+        if lim.tokens is not None:
+            cond.append(bw.c.spent_tokens + bw.c.reserved_tokens + ask_tok <= lim.tokens)
+        done = conn.execute(update(bw).where(and_(*cond)).values(
+            reserved_usd=bw.c.reserved_usd + ask_usd,
+            reserved_tokens=bw.c.reserved_tokens + ask_tok,
+            refused=bw.c.refused + (n - grant), updated_at=now))
+        if not done.rowcount:
+            raise _Lost
+    return max(grant, 0)
+
+
+def _room(lim: Limit, row: Any, each_usd: float, each_tokens: int) -> int:
+    room = math.inf
+    if lim.usd is not None:
+        left = lim.usd - row.spent_usd - row.reserved_usd + _EPS
+        room = min(room, left // each_usd if each_usd > 0 else (math.inf if left >= 0 else 0))
+    if lim.tokens is not None:
+        left_t = lim.tokens - row.spent_tokens - row.reserved_tokens
+        room = min(room, left_t // each_tokens if each_tokens > 0 else
+                   (math.inf if left_t >= 0 else 0))
+    return int(max(room, 0)) if room != math.inf else 1 << 30
+
+
+def _key(workflow: str, lim: Limit) -> Any:
+    bw = t.budget_windows
+    return and_(bw.c.workflow == workflow, bw.c.period == lim.period, bw.c.window == lim.window)
+
+
+def _row(conn: Connection, store: Store, workflow: str, lim: Limit, now: float) -> Any:
+    bw = t.budget_windows
+    conn.execute(insert_ignore(store.engine, bw).values(
+        workflow=workflow, period=lim.period, window=lim.window, spent_usd=0.0,
+        reserved_usd=0.0, spent_tokens=0, reserved_tokens=0, refused=0, updated_at=now))
+    return conn.execute(select(bw).where(_key(workflow, lim))).one()
+
+
+def settle(store: Store, workflow: str, limits: Sequence[Limit], reserved_usd: float,
+           reserved_tokens: int, spent_usd: float, spent_tokens: int,
+           now: float | None = None) -> None:
+    """Give back a reservation and book what was really spent (in one transaction)."""
+    bw = t.budget_windows
+    now = time.time() if now is None else now
+    with store.tx() as conn:
+        for lim in limits:
+            conn.execute(update(bw).where(_key(workflow, lim)).values(
+                reserved_usd=func.max(bw.c.reserved_usd - reserved_usd, 0.0)
+                if store.dialect == "sqlite" else
+                func.greatest(bw.c.reserved_usd - reserved_usd, 0.0),
+                reserved_tokens=bw.c.reserved_tokens - reserved_tokens,
+                spent_usd=bw.c.spent_usd + spent_usd,
+                spent_tokens=bw.c.spent_tokens + spent_tokens, updated_at=now))
+
+
+def windows(store: Store, workflow: str, limits: Sequence[Limit] = ()) -> list[dict[str, Any]]:
+    """The budget windows' state: every stored window of ``workflow``, newest first."""
+    bw = t.budget_windows
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(bw).where(bw.c.workflow == workflow)
+                            .order_by(bw.c.window.desc(), bw.c.period)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+# -- the budget keeper the predict stage calls ----------------------------------------------
+@dataclass
+class Grant:
+    """What one batch reserved: records granted, and the room they hold."""
+
+    granted: int
+    usd: float
+    tokens: int
+
+
+class BudgetKeeper:
+    """Reserves room in a workflow's budget windows before a batch's model calls and settles
+    the real spend after. ``each_usd``/``each_tokens``: one record's reservation."""
+
+    def __init__(self, store: Store, workflow: str, cost: Cost, each_usd: float,
+                 each_tokens: int, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.workflow = workflow
+        self.cost = cost
+        self.each_usd = each_usd
+        self.each_tokens = each_tokens
+        self.clock = clock
+        self.on_exhausted = cost.on_exhausted
+
+    def limits(self, now: float) -> list[Limit]:
+        return [Limit(b.period, b.window(now), b.usd, b.tokens)
+                for b in self.cost.budgets]
+
+    def reserve(self, n: int) -> tuple[Grant, list[Limit]]:
+        limits = self.limits(self.clock())
+        got = reserve(self.store, self.workflow, limits, n, self.each_usd,
+                               self.each_tokens)
+        return Grant(got, got * self.each_usd, got * self.each_tokens), limits
+
+    def settle(self, grant: Grant, limits: list[Limit], spent_usd: float,
+               spent_tokens: int) -> None:
+        settle(self.store, self.workflow, limits, grant.usd, grant.tokens, spent_usd,
+                        spent_tokens)
+
+    def describe(self) -> str:
+        parts = []
+        for b in self.cost.budgets:
+            lim = " and ".join(x for x in (f"${b.usd:g}" if b.usd is not None else "",
+                                            f"{b.tokens:,} tokens" if b.tokens else "") if x)
+            parts.append(f"{b.period} budget of {lim}")
+        return "; ".join(parts)
+
+
+def metering(cost: Cost | None, primary: Model, fallbacks: Sequence[Model], store: Store,
+             workflow: str, base: str | Path | None) -> tuple[Pricer | None, BudgetKeeper | None]:
+    """The pricer and budget keeper a workflow's declaration asks for (None, None: none)."""
+    if cost is None:
+        return None, None
+    pricer = Pricer(cost.table(base))
+    if not cost.budgets:
+        return pricer, None
+    if cost.on_exhausted == "fallback" and not any(m.kind == "rules" for m in fallbacks):
+        raise CostError("on_exhausted='fallback' needs rules in the workflow's fallback "
+                        "(keel.Rules or a function); or use 'review' or 'stop'")
+    each = cost.max_call_usd
+    if each is None:
+        entry = pricer.table.at((primary.name, primary.version), time.time())
+        if entry is None:
+            if any(b.usd is not None for b in cost.budgets):
+                raise CostError(
+                    f"a budget in USD needs what one call may cost: give the model "
+                    f"{primary.name!r} a keel.ModelPrice, or set Cost(max_call_usd=...)")
+            each = 0.0
+        else:
+            each = entry.max_call_usd(cost.max_call_tokens)
+    return pricer, BudgetKeeper(store, workflow, cost, each, cost.max_call_tokens)
+
+
+# -- what a cost report reads ---------------------------------------------------------------------
+def decision_rows(store: Store, workflow: str, since: float | None) -> list[dict[str, Any]]:
+    """Per decided record: disposition, model cost (all tries, all steps), its fallback share,
+    whether its cost is unknown, release, audit flag, decided_at."""
+    d, p = t.decisions, t.predictions
+    cond = [d.c.workflow == workflow]
+    if since is not None:
+        cond.append(d.c.decided_at >= since)
+    fb = (select(p.c.record_id, func.sum(p.c.cost_usd).label("fallback_usd"))
+          .where(p.c.step != "primary").group_by(p.c.record_id).subquery())
+    unk = (select(p.c.record_id, func.count().label("unknown"))
+           .where(p.c.metadata.like('%"price":"unknown"%')).group_by(p.c.record_id).subquery())
+    q = (select(d.c.record_id, d.c.disposition, d.c.cost_usd, d.c.release_id, d.c.audit,
+                d.c.decided_at, d.c.confidence,
+                func.coalesce(fb.c.fallback_usd, 0.0).label("fallback_usd"),
+                func.coalesce(unk.c.unknown, 0).label("unknown"))
+         .select_from(d.outerjoin(fb, fb.c.record_id == d.c.record_id)
+                      .outerjoin(unk, unk.c.record_id == d.c.record_id))
+         .where(and_(*cond)))
+    with store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def review_rows(store: Store, workflow: str, since: float | None) -> list[dict[str, Any]]:
+    """Decided review tasks: record, reason, reviewer, handling time in seconds (None when the
+    task was decided without a claim), decided_at."""
+    rt = t.review_tasks
+    cond = [rt.c.workflow == workflow, rt.c.status == "decided"]
+    if since is not None:
+        cond.append(rt.c.decided_at >= since)
+    q = select(rt.c.record_id, rt.c.reason, rt.c.decided_by, rt.c.claimed_at, rt.c.decided_at,
+               rt.c.created_at).where(and_(*cond))
+    with store.engine.connect() as conn:
+        out = []
+        for r in conn.execute(q).mappings():
+            row = dict(r)
+            claimed = row.pop("claimed_at")
+            row["handling_s"] = (max(0.0, row["decided_at"] - claimed)
+                                 if claimed is not None and row["decided_at"] is not None else None)
+            out.append(row)
+        return out
+
+
+def open_reviews(store: Store, workflow: str) -> int:
+    rt = t.review_tasks
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(
+            rt.c.workflow == workflow, rt.c.status == "open")).scalar_one())
