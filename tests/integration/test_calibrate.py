@@ -15,6 +15,7 @@ from tests.conftest import counts_balance
 
 import keel
 from keel.cli import main
+from keel.monitor import evaluate
 from keel.review import ReviewQueue, calibrate
 from keel.store import Store
 from keel.store import _schema as t
@@ -377,6 +378,13 @@ def test_status_marks_the_guarantee_void_when_audits_contradict_it(
         {k: v for k, v in r.items() if k != "category"} for r in traffic]), db=db_url)
     (st,) = keel.status(db=db_url)
     assert st["guarantee"]["void"] is False  # no audit decided yet: nothing contradicts it
+    rule = keel.AlertRule("guarantee_void", above=0.5, min_count=1)
+    store = Store.open(db_url)
+    try:
+        assert [x.state for x in evaluate(store, "scored", rules=[rule]).statuses] == [
+            "insufficient_data"]  # no audit yet: nothing to say
+    finally:
+        store.close()
     store = Store.open(db_url)
     try:
         q, wrong = ReviewQueue(store), 0
@@ -393,6 +401,11 @@ def test_status_marks_the_guarantee_void_when_audits_contradict_it(
     g, real = st["guarantee"], st["realized_accuracy"]
     assert real["audited"] > 12 and real["accuracy"] < 0.95
     assert g["void"] is True and g["violation_evidence"] >= 1 / g["delta"]
+    store = Store.open(db_url)
+    try:  # the default rule fires on it
+        assert [x.state for x in evaluate(store, "scored", rules=[rule]).statuses] == ["firing"]
+    finally:
+        store.close()
     capsys.readouterr()
     assert main(["status", "--db", db_url]) == 0
     assert "VOID" in capsys.readouterr().out
