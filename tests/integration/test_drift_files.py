@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from keel.errors import ConfigError
+import keel
+from keel.errors import ConfigError, WorkflowLoadError
 from keel.monitor import _api, build_reference, drift_report
 from keel.store import Store
 
@@ -49,6 +50,8 @@ o5,3.25,2,b,ok,
 o6,1e3,7,a,"quoted, with comma",0.5
 o7,2,3,a,too,many,fields
 o8, 4 ,5,b,spaced number,0.4
+o9,5,1,a,"a note
+on two lines",0.2
 """
 
 
@@ -89,13 +92,13 @@ def test_csv_counted_by_column_as_row_by_row(
     data.write_text(CSV, encoding="utf-8")
     by_column, by_row = _both_ways(store, _watch(tmp_path), data, monkeypatch)
     assert by_column == by_row
-    assert by_column["rows"] == 8  # the row with too many fields counts, as a parse error
+    assert by_column["rows"] == 9  # the row with too many fields counts, as a parse error
     assert by_column["rules"] == {
         "float_parsing": 2,  # "abc" and an empty amount
         "int_parsing": 1,  # 1.5 is not an integer
         "parse": 1,
     }
-    assert by_column["moments"]["input.amount"]["n"] == 5  # " 4 " is a number
+    assert by_column["moments"]["input.amount"]["n"] == 6  # " 4 " is a number
     assert by_column["kinds"]["output.score"] == "numeric"
 
 
@@ -127,7 +130,7 @@ def test_csv_with_bytes_that_are_not_text_is_read_again_row_by_row(
     data = tmp_path / "orders.csv"
     data.write_bytes(CSV.encode() + b"o9,1,1,a,caf\xe9,0.3\n")
     profile = build_reference(_watch(tmp_path), store=store, source=data, embedder="tfidf")
-    assert profile.rows == 9  # nothing lost: the bad row is counted too
+    assert profile.rows == 10  # nothing lost: the bad row is counted too
     assert profile.schema is not None and profile.schema.rules["encoding"] == 1
 
 
@@ -135,6 +138,23 @@ def test_a_watch_has_no_window_of_decided_records(store: Store, tmp_path: Path) 
     watch = _watch(tmp_path)
     with pytest.raises(ConfigError, match=r"keel\.Watch.*--from FILE"):
         build_reference(watch, store=store, window="24h")
+    with pytest.raises(WorkflowLoadError, match=r"declares a keel\.Watch .*keel drift"):
+        keel.load_workflow(watch)  # keel run: nothing to decide with
+
+
+def test_a_watch_names_its_columns_once(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class In(BaseModel):
+        text: str
+
+    class Out(BaseModel):
+        text: str
+
+    with pytest.raises(ValueError, match="both the input and the output"):
+        keel.Watch(name="w", input=In, output=Out)
+    with pytest.raises(ValueError, match="key field 'id'"):
+        keel.Watch(name="w", input=In, key="id")
 
 
 def _keel(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -185,4 +205,4 @@ def test_drift_report_reads_files_for_a_watch_in_python(store: Store, tmp_path: 
     data.write_text(CSV, encoding="utf-8")
     build_reference(watch, store=store, source=data, embedder="tfidf")
     report = drift_report(store, watch, source=data)
-    assert report.window["rows"] == 8 and not report.drifted
+    assert report.window["rows"] == 9 and not report.drifted

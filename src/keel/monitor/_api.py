@@ -6,13 +6,12 @@ import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keel import _json
 from keel.errors import ConfigError, NotFoundError
 from keel.monitor import _columnar, _source
 from keel.monitor._columns import SchemaCounts
-from keel.monitor._drift import DriftReport, DriftSettings, compare
 from keel.monitor._embed import minilm_available
 from keel.monitor._profile import Profile, ProfileBuilder
 from keel.monitor._window import WindowCounter
@@ -21,6 +20,9 @@ from keel.store import Store
 from keel.store import drift as sm
 from keel.watch import Watch, load_watched
 from keel.workflow import Workflow
+
+if TYPE_CHECKING:
+    from keel.monitor._drift import DriftReport, DriftSettings
 
 Batch = tuple[dict[str, Any], Sequence[str], SchemaCounts]
 
@@ -188,6 +190,8 @@ def drift_report(
             f"no records of {wf.name!r} in {label}; widen --window "
             "(e.g. --window all) or run some traffic first"
         )
+    from keel.monitor._drift import compare  # start-up: SciPy loads only to compare
+
     return compare(profile, counter.window, settings, workflow=wf.name)
 
 

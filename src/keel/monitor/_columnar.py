@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -62,8 +63,6 @@ def file_batches(
 
     ``fields`` maps a drift field name to its column in the file.
     """
-    from pathlib import Path
-
     name = Path(path).name
     is_csv = Path(path).suffix.lower() == ".csv"
     rules = RuleCounter(decl, is_csv)

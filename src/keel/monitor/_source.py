@@ -20,7 +20,6 @@ from keel import _json
 from keel.errors import ConfigError
 from keel.monitor._columns import SchemaCounts
 from keel.sources import printable, read_rows
-from keel.stages.validate import _encoding_violations
 from keel.store.drift import WindowSpec
 from keel.watch import Watch
 from keel.workflow import Workflow
@@ -90,6 +89,8 @@ def first_rule(wf: Any, raw: dict[str, Any], parse_error: bool) -> str | None:
     """The rule the validate stage would quarantine this row for (None when it passes)."""
     if parse_error:
         return "parse"
+    from keel.stages.validate import _encoding_violations  # start-up: only for rows read one by one
+
     bad = _encoding_violations(raw)
     if bad:
         return "encoding"

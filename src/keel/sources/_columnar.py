@@ -59,12 +59,25 @@ def columns_readable(path: str | Path) -> bool:
 
 
 def read_columns(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[Columns]:
-    """Record batches of a file :func:`columns_readable` accepted."""
+    """Record batches of a file :func:`columns_readable` accepted; the next batch is read in
+    a thread while the caller works on this one (Arrow reads without holding the GIL)."""
     file = Path(path)
     _compression, fmt = _kind(file)
-    if fmt == "parquet":
-        return _parquet(file, batch_rows)
-    return _csv(file, batch_rows)
+    return _ahead(_parquet(file, batch_rows) if fmt == "parquet" else _csv(file, batch_rows))
+
+
+def _ahead(batches: Iterator[Columns]) -> Iterator[Columns]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="keel-read") as pool:
+        pending = pool.submit(next, batches, done)
+        while True:
+            part = pending.result()  # re-raises what the read raised
+            if part is done:
+                return
+            pending = pool.submit(next, batches, done)
+            yield part  # type: ignore[misc]
 
 
 def _parquet(file: Path, batch_rows: int) -> Iterator[Columns]:
@@ -110,7 +123,9 @@ def _csv(file: Path, batch_rows: int) -> Iterator[Columns]:
             read_options=pacsv.ReadOptions(
                 column_names=header, skip_rows=1, block_size=1 << 22
             ),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=count_bad),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=count_bad
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
                 null_values=[""],
