@@ -114,9 +114,11 @@ class Policy:
 #: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
 #: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
 #: ``queue_age_s``: the age of the oldest record queued for workers (``keel submit``).
+#: ``guarantee_void``: 1 once the audits of the calibrated policy's decisions contradict its
+#: guarantee (the sequential test `keel status` shows), else 0.
 SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
            "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score",
-           "queue_age_s")
+           "queue_age_s", "guarantee_void")
 _ONE_DAY = 86400.0
 
 
@@ -191,6 +193,7 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
     AlertRule("p95_latency_ms", above=5000.0, clear=3000.0),
     AlertRule("review_backlog_age_s", above=_ONE_DAY, clear=_ONE_DAY / 2, min_count=1),
     AlertRule("realized_accuracy", below=0.9, clear=0.92, window_s=7 * _ONE_DAY),
+    AlertRule("guarantee_void", above=0.5, min_count=1),  # audits contradict the guarantee
     AlertRule("drift_score", above=0.0, min_count=1),  # any check the drift monitor flags
 )
 

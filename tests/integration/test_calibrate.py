@@ -15,6 +15,7 @@ from tests.conftest import counts_balance
 
 import keel
 from keel.cli import main
+from keel.monitor import evaluate
 from keel.review import ReviewQueue, calibrate
 from keel.store import Store
 from keel.store import _schema as t
@@ -364,3 +365,47 @@ def test_a_task_routed_before_calibration_names_the_policy_in_force(
     assert "policy in force scored@1 (threshold" in after
     shown = _json_out(capsys, ["review", "show", task_id, "--db", db_url, "--json"])
     assert isinstance(shown, dict) and shown["policy_in_force"]["version"] == "scored@1"
+
+
+def test_status_marks_the_guarantee_void_when_audits_contradict_it(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _workflow(tmp_path, audit_rate=1.0)
+    labels = _csv(tmp_path / "labels.csv", _rows(1000))
+    assert main(["calibrate", str(wf), "--labels", str(labels), "--label-column", "category",
+                 "--target-accuracy", "0.95", "--db", db_url]) == 0
+    traffic = _rows(120, start=1000)
+    keel.run(wf, _csv(tmp_path / "traffic.csv", [
+        {k: v for k, v in r.items() if k != "category"} for r in traffic]), db=db_url)
+    (st,) = keel.status(db=db_url)
+    assert st["guarantee"]["void"] is False  # no audit decided yet: nothing contradicts it
+    rule = keel.AlertRule("guarantee_void", above=0.5, min_count=1)
+    store = Store.open(db_url)
+    try:
+        assert [x.state for x in evaluate(store, "scored", rules=[rule]).statuses] == [
+            "insufficient_data"]  # no audit yet: nothing to say
+    finally:
+        store.close()
+    store = Store.open(db_url)
+    try:
+        q, wrong = ReviewQueue(store), 0
+        while (task := q.claim(None, "rita")) is not None:
+            if task["reason"] == "audit_sample" and wrong < 12:  # people disagree, often
+                said = task["model_output"]["label"]
+                q.decide(task["id"], "rita", "correct", {"label": "no" if said == "yes" else "yes"})
+                wrong += 1
+            else:
+                q.decide(task["id"], "rita", "accept")
+    finally:
+        store.close()
+    (st,) = keel.status(db=db_url)
+    g, real = st["guarantee"], st["realized_accuracy"]
+    assert real["audited"] > 12 and real["accuracy"] < 0.95
+    assert g["void"] is True and g["violation_evidence"] >= 1 / g["delta"]
+    store = Store.open(db_url)
+    try:  # the default rule fires on it
+        assert [x.state for x in evaluate(store, "scored", rules=[rule]).statuses] == ["firing"]
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert main(["status", "--db", db_url]) == 0
+    assert "VOID" in capsys.readouterr().out

@@ -197,6 +197,7 @@ def test_dashboard_data_moves_with_decisions(api: tuple[TestClient, dict[str, st
     assert after["window_counts"] == {"accepted": 2, "in_review": 1}
     assert after["backlog"]["open"] == 1 and after["backlog"]["by_reason"] == {"low_confidence": 1}
     assert after["latency_ms"]["p99"] is not None
+    assert after["guarantee"] is None  # not calibrated: the dashboard says so
     assert sum(p["counts"].get("accepted", 0) for p in after["series"]) == 2
     assert after["cost_per_day"][-1]["decisions"] == 3
 

@@ -110,6 +110,10 @@ def _guarantee_rows(table: Table, st: dict[str, Any]) -> None:
                       f"{1 - g['delta']:.0%} (policy {g['version']})")
         table.add_row("  threshold", f"{thr}{extra} ({g['method']}, {g['labels']:,} labels)")
         table.add_row("  expected coverage", f"{g['expected_coverage']:.1%}")
+        if g.get("void"):
+            table.add_row("  [bold red]VOID[/]", f"[bold red]the audits of its decisions "
+                          f"contradict it (evidence {g['violation_evidence']:.0f} >= "
+                          f"1/delta = {1 / g['delta']:.0f}): recalibrate (`keel calibrate`)[/]")
         if not g["in_force"]:
             table.add_row("  [yellow]not in force[/]", f"[yellow]calibrated for "
                           f"{g['model_version']}, live model is {g['live_model_version']}[/]")

@@ -47,9 +47,9 @@ class TfidfEmbedder:
         self.dims = dims
         self._vec: Any = None
         self._svd: Any = None
+        self._fitted_on: Any = None
 
     def fit(self, texts: Sequence[str]) -> TfidfEmbedder:
-        from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self._vec = TfidfVectorizer(
@@ -59,15 +59,24 @@ class TfidfEmbedder:
             min_df=2 if len(texts) >= 50 else 1,
             dtype=np.float32,
         )
-        x = self._vec.fit_transform(list(texts))
-        dims = max(1, min(self.dims, x.shape[1] - 1, x.shape[0] - 1))
-        self._svd = TruncatedSVD(dims, random_state=0).fit(x)
+        self._fitted_on = self._vec.fit_transform(list(texts))
+        self._svd = None  # fitted when dense vectors are first asked for (not per record)
         return self
 
     def vectors(self, texts: Sequence[str]) -> Any:
         return self._vec.transform(list(texts))
 
+    def fitted_vectors(self) -> Any:
+        """The vectors of the texts it was fitted on (no second pass over them)."""
+        return self._fitted_on
+
     def dense(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if self._svd is None:
+            from sklearn.decomposition import TruncatedSVD
+
+            x = self._fitted_on
+            dims = max(1, min(self.dims, x.shape[1] - 1, x.shape[0] - 1))
+            self._svd = TruncatedSVD(dims, random_state=0).fit(x)
         z = self._svd.transform(self.vectors(texts)).astype(np.float32)
         return _unit(z)
 

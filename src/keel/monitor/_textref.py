@@ -33,9 +33,18 @@ class TextRuntime:
 
     embedder: Embedder
     index: Any
-    cal_dense: NDArray[np.float32]
     threshold: float
     k: int
+    cal_texts: list[str] = dc_field(default_factory=list)
+    cal_vectors: NDArray[np.float32] | None = None
+
+    @property
+    def cal_dense(self) -> NDArray[np.float32]:
+        """Dense vectors of the calibration texts (for the drift report; built on first use,
+        so that scoring records never pays for them)."""
+        if self.cal_vectors is None:
+            self.cal_vectors = self.embedder.dense(self.cal_texts)
+        return self.cal_vectors
 
     def scores(self, texts: Sequence[str]) -> NDArray[np.float64]:
         if not texts:
@@ -73,12 +82,16 @@ class TextReference:
             emb = make_embedder(self.embedder)
             if self.embeddings is not None:
                 vecs = self.embeddings.astype(np.float32)
-                index, cal_dense = vecs[idx], vecs[cal]
+                self._runtime = TextRuntime(emb, vecs[idx], self.threshold, self.k,
+                                            cal_vectors=vecs[cal])
             else:
-                emb.fit([texts[i] for i in idx])
-                index = emb.vectors([texts[i] for i in idx])
-                cal_dense = emb.dense([texts[i] for i in cal])
-            self._runtime = TextRuntime(emb, index, cal_dense, self.threshold, self.k)
+                neighbours = [texts[i] for i in idx]
+                emb.fit(neighbours)
+                fitted = getattr(emb, "fitted_vectors", None)
+                index = fitted() if fitted is not None else emb.vectors(neighbours)
+                self._runtime = TextRuntime(emb, index,
+                                            self.threshold, self.k,
+                                            cal_texts=[texts[i] for i in cal])
         return self._runtime
 
     def describe(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from keel import _json
 from keel.store import _schema as t
 from keel.store._store import Store
 from keel.store.queries import percentile
-from keel.store.reviews import audit_accuracy
+from keel.store.reviews import audit_accuracy, violation_evidence
 
 ACCURACY_WINDOW_S = 7 * 86400.0
 
@@ -137,7 +137,28 @@ def _queue_age(conn: Connection, wf: str, since: float, now: float) -> tuple[flo
     return (0.0, 1) if oldest is None else (max(0.0, now - float(oldest)), int(n))
 
 
+def _guarantee_void(conn: Connection, wf: str, since: float,
+                    now: float) -> tuple[float | None, int]:
+    """1 when the audits of the decisions the calibrated policy in force routed contradict its
+    guarantee (the sequential test of `keel status`; all its audits count, whatever the
+    window), 0 when they do not; no observation before the first audit."""
+    rp = t.routing_policies
+    row = conn.execute(select(rp.c.version, rp.c.params).where(
+        rp.c.workflow == wf, rp.c.active.is_(True)).order_by(rp.c.created_at.desc())
+        .limit(1)).first()
+    if row is None:
+        return None, 0
+    params = _json.loads(row[1])
+    acc = audit_accuracy(conn, wf, policy_version=row[0])
+    target, delta = params.get("target_accuracy"), params.get("delta")
+    if not acc["n"] or target is None or not delta:
+        return None, 0
+    evidence = violation_evidence(acc["n"] - acc["correct"], acc["n"], target)
+    return (1.0 if evidence >= 1.0 / delta else 0.0), int(acc["n"])
+
+
 _SIGNALS = {
+    "guarantee_void": _guarantee_void,
     "error_rate": _error_rate, "fallback_rate": _fallback_rate, "failure_rate": _failure_rate,
     "p95_latency_ms": _p95_latency, "review_backlog_age_s": _backlog_age,
     "realized_accuracy": _realized_accuracy, "daily_cost_usd": _cost, "queue_age_s": _queue_age,

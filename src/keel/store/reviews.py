@@ -292,6 +292,32 @@ def audit_accuracy(conn: Connection, workflow: str, *, policy_version: str | Non
             "wrong": n - right, "rejected": rejected, "ci95": exact_ci(right, n)}
 
 
+def violation_evidence(errors: int, n: int, target_accuracy: float) -> float:
+    """Evidence that the error rate of audited automatic decisions is above 1 - target: the
+    likelihood ratio of "error rate p" to "error rate 1 - target", averaged over p uniform
+    above 1 - target (a mixture sequential probability ratio test).
+
+    While the guarantee holds, the chance that this ever reaches 1 / delta, however often it
+    is looked at and however many audits arrive, is at most delta (Ville's inequality): it
+    is a supermartingale under every error rate at or below the target's. So a guarantee can
+    be declared void when it does, with no correction for watching it continuously.
+    """
+    if n == 0:
+        return 1.0
+    import math
+
+    from scipy.special import betaincc, betaln
+
+    alpha = 1.0 - target_accuracy
+    k = errors
+    tail = float(betaincc(k + 1, n - k + 1, alpha))  # share of Beta(k+1, n-k+1) above alpha
+    if tail <= 0.0:
+        return 0.0
+    log_m = (betaln(k + 1, n - k + 1) + math.log(tail) - math.log(1.0 - alpha)
+             - k * math.log(alpha) - (n - k) * math.log(1.0 - alpha))
+    return float(math.exp(min(log_m, 700.0)))
+
+
 def exact_ci(hits: int, n: int, confidence: float = 0.95) -> list[float] | None:
     """Clopper-Pearson interval for a proportion (None without observations)."""
     if n == 0:
@@ -384,7 +410,18 @@ def guarantee_status(store: Store, workflow: str) -> dict[str, Any]:
     realized: dict[str, Any] = {"audited": acc["n"], "correct": acc["correct"],
                                 "rejected": acc["rejected"], "policy_version": version,
                                 "accuracy": acc["accuracy"], "ci95": acc["ci95"]}
+    if guarantee is not None:
+        guarantee.update(_watch(guarantee, acc if version else None))
     return {"guarantee": guarantee, "realized_accuracy": realized}
+
+
+def _watch(guarantee: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
+    """Is the guarantee contradicted by the audits of the decisions it routed?"""
+    target, delta = guarantee["target_accuracy"], guarantee["delta"]
+    if acc is None or not acc["n"] or target is None or delta is None:
+        return {"void": False, "violation_evidence": None}
+    evidence = violation_evidence(acc["n"] - acc["correct"], acc["n"], target)
+    return {"void": evidence >= 1.0 / delta, "violation_evidence": evidence}
 
 
 def model_version_alias(store: Store, version: str) -> str | None:

@@ -14,7 +14,7 @@ from keel import _json
 from keel.store import _schema as t
 from keel.store._store import Store, _chunks
 from keel.store.releases import agreement_by_release, release_summary
-from keel.store.reviews import audit_accuracy, exact_ci
+from keel.store.reviews import audit_accuracy, exact_ci, guarantee_status
 
 DAY_S = 86400.0
 
@@ -163,6 +163,7 @@ def dashboard(store: Store, workflow: str, *, window_s: float = 3600.0, bucket_s
         "cost_per_day": costs if costs is not None else cost_per_day(store, workflow, days),
         "backlog": backlog(store, workflow, now),
         "accuracy": _accuracy(store, workflow),
+        "guarantee": guarantee_status(store, workflow)["guarantee"],
         "out_of_distribution": _ood(store, workflow, since, decided),
         "releases": release_summary(store, workflow),
         "agreement_by_release": agreement_by_release(store, workflow, since=now - days * 86400.0,

@@ -153,6 +153,10 @@
       const acc = (a) => a.accuracy === null ? "-" : pct(a.accuracy) + " (n=" + a.n + ")";
       set("t-audit", acc(d.accuracy.audited));
       set("t-agree", acc(d.accuracy.reviewed));
+      const g = d.guarantee;
+      set("t-guarantee", !g ? "none (not calibrated)" : g.void ? "VOID: audits contradict it"
+        : ">= " + pct(g.target_accuracy) + (g.in_force ? "" : " (not in force)"));
+      document.getElementById("t-guarantee").classList.toggle("error", Boolean(g && g.void));
       const today = d.cost_per_day[d.cost_per_day.length - 1];
       set("t-cost", "$" + (today ? today.cost_usd : 0).toFixed(4));
       set("t-ood", d.out_of_distribution.rate === null ? "-" :

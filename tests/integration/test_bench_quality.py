@@ -1,0 +1,48 @@
+"""bench/calibration.py and bench/ood.py still run and report what docs/benchmarks.md quotes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(name: str, args: list[str], artifacts: Path, cwd: Path) -> list[dict[str, object]]:
+    env = {**os.environ, "KEEL_ARTIFACTS": str(artifacts)}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], env=env, cwd=cwd,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_calibration_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> None:
+    lines = _bench("calibration.py", ["--splits", "3", "--resample", "20", "--skip-baseline"],
+                   artifacts_dir, tmp_path)
+    by = {m["measure"]: m for m in lines}
+    assert set(by) == {"demo split", "random splits", "guarantee over resampled calibration sets"}
+    demo = by["demo split"]
+    assert demo["traffic"] == 1580 and demo["coverage"] >= 0.75  # type: ignore[operator]
+    assert demo["realized_accuracy"] >= 0.98  # type: ignore[operator]
+    assert by["random splits"]["splits"] == 3
+    assert by["guarantee over resampled calibration sets"]["draws"] == 20
+
+
+@pytest.mark.slow
+def test_ood_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> None:
+    out = _bench("ood.py", ["--pydoc", "30", "--repeats", "1"], artifacts_dir, tmp_path)
+    lines = [m for m in out if "set" in m]
+    (cost,) = [m for m in out if m.get("measure") == "screening overhead, keel run traffic.csv"]
+    assert cost["repeats"] == 1 and cost["ratio"] > 0  # type: ignore[operator]
+    assert [(m["reference_profile"], m["set"]) for m in lines] == [
+        (p, s) for p in (False, True) for s in ("in-scope traffic.csv", "ood.csv", "python docs")]
+    for m in lines:
+        assert 0 <= m["accepted_share"] <= 1 and 0 <= m["flagged_ood_share"] <= 1  # type: ignore[operator]
+    flagged = {(m["reference_profile"], m["set"]): m["flagged_ood_share"] for m in lines}
+    assert flagged[(True, "ood.csv")] > 10 * flagged[(True, "in-scope traffic.csv")]  # type: ignore[operator]
