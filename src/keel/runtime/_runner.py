@@ -624,6 +624,8 @@ class Runner:
         """
         self.loop.close()
         self._save_breakers()
+        if self.budget is not None:
+            self.budget.flush()
 
     def _finish(self, summary: RunSummary, t0: float) -> None:
         try:
