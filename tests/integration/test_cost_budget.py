@@ -161,3 +161,21 @@ def test_a_stopped_record_is_replayed_once_the_budget_allows(tmp_path: Path) -> 
         assert queries.status(store, "budgeted")["dispositions"]["accepted"] == 8
     finally:
         store.close()
+
+
+def test_room_taken_ahead_is_given_back_when_the_run_ends(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    store = keel.Store.open(url)
+    try:
+        wf = make(keel.FakeModel({"label": "x"}, confidence=0.95, name="llm"), name="budgeted",
+                  policy=keel.Policy(threshold=0.5, audit_rate=0.0),
+                  cost=keel.Cost(prices=[keel.ModelPrice("llm", per_call_usd=PRICE)],
+                                 budgets=[keel.Budget("day", usd=100.0)]))
+        rows = [{"id": f"a{i}", "text": "hello there"} for i in range(50)]
+        summary = keel.run(wf, rows, store=store, batch_size=10)  # takes room ahead
+        assert summary.counts["accepted"] == 50
+    finally:
+        store.close()
+    w = _window(url)
+    assert w["spent_usd"] == pytest.approx(50 * PRICE)
+    assert w["reserved_usd"] == pytest.approx(0.0, abs=1e-9)   # nothing held after the run

@@ -41,6 +41,9 @@ class _Lost(Exception):
     """Another writer took the room between our read and our update: read again."""
 
 
+#: a reservation takes records' room ahead only while every window has this many times more
+SLACK = 8
+
 #: money is compared with this slack, so float sums of reservations never refuse a call
 #: that fits to the cent
 _EPS = 1e-9
@@ -48,18 +51,21 @@ _EPS = 1e-9
 
 def reserve(store: Store, workflow: str, limits: Sequence[Limit], n: int, each_usd: float,
             each_tokens: int, now: float | None = None,
-            settling: tuple[Sequence[Limit], tuple[float, int, float, int]] | None = None) -> int:
+            settling: tuple[Sequence[Limit], tuple[float, int, float, int]] | None = None,
+            prefetch: int = 0) -> int:
     """Reserve room for up to ``n`` calls in every window; returns how many were granted
-    (0..n). The refused are counted on the windows that were short. ``settling``: an
-    earlier batch's settlement (its windows; reserved USD and tokens to give back, USD and
-    tokens spent), booked first in the same transaction."""
+    (0..n, or n + ``prefetch`` when every window has room for :data:`SLACK` times that).
+    The refused are counted on the windows that were short. ``settling``: an earlier
+    batch's settlement (its windows; reserved USD and tokens to give back, USD and tokens
+    spent), booked first in the same transaction."""
     now = time.time() if now is None else now
     for _try in range(20):
         try:
             with store.tx() as conn:
                 if settling is not None:
                     _settle(conn, store, workflow, settling[0], *settling[1], now)
-                return _reserve(conn, store, workflow, limits, n, each_usd, each_tokens, now)
+                return _reserve(conn, store, workflow, limits, n, each_usd, each_tokens, now,
+                                prefetch)
         except _Lost:
             continue
     if settling is not None:
@@ -68,12 +74,13 @@ def reserve(store: Store, workflow: str, limits: Sequence[Limit], n: int, each_u
 
 
 def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit], n: int,
-             each_usd: float, each_tokens: int, now: float) -> int:
+             each_usd: float, each_tokens: int, now: float, prefetch: int = 0) -> int:
     bw = t.budget_windows
     rows = [_row(conn, store, workflow, lim, now) for lim in limits]
-    grant = n
-    for lim, row in zip(limits, rows, strict=True):
-        grant = min(grant, _room(lim, row, each_usd, each_tokens))
+    room = min((_room(lim, row, each_usd, each_tokens)
+                for lim, row in zip(limits, rows, strict=True)), default=1 << 30)
+    # room to spare: take some ahead, so the next batches need no transaction of their own
+    grant = n + prefetch if prefetch and room >= SLACK * (n + prefetch) else min(n, room)
     for lim in limits:
         key = _key(workflow, lim)
         if grant <= 0:
@@ -89,7 +96,7 @@ def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Lim
         done = conn.execute(update(bw).where(and_(*cond)).values(
             reserved_usd=bw.c.reserved_usd + ask_usd,
             reserved_tokens=bw.c.reserved_tokens + ask_tok,
-            refused=bw.c.refused + (n - grant), updated_at=now))
+            refused=bw.c.refused + max(n - grant, 0), updated_at=now))
         if not done.rowcount:
             raise _Lost
     return max(grant, 0)
@@ -183,6 +190,8 @@ class BudgetKeeper:
         self._lock = threading.Lock()
         #: settlements not yet booked, per set of windows
         self._pending: dict[tuple[Limit, ...], list[float]] = {}
+        #: records' room reserved ahead in the store and not yet handed out, per windows
+        self._ahead: dict[tuple[Limit, ...], int] = {}
 
     def limits(self, now: float) -> list[Limit]:
         return [Limit(b.period, b.window(now), b.usd, b.tokens)
@@ -190,12 +199,24 @@ class BudgetKeeper:
 
     def reserve(self, n: int) -> tuple[Grant, list[Limit]]:
         limits = self.limits(self.clock())
+        key = tuple(limits)
         with self._lock:
-            pending = self._pending.pop(tuple(limits), None)
+            have = self._ahead.get(key, 0)
+            if have >= n:  # room taken ahead: no transaction
+                self._ahead[key] = have - n
+                return self._grant(n), limits
+            self._ahead[key] = 0
+            pending = self._pending.pop(key, None)
         settling = None if pending is None else (limits, _amounts(pending))
-        got = reserve(self.store, self.workflow, limits, n, self.each_usd, self.each_tokens,
-                      settling=settling)
-        return Grant(got, got * self.each_usd, got * self.each_tokens), limits
+        need = n - have
+        got = reserve(self.store, self.workflow, limits, need, self.each_usd,
+                      self.each_tokens, settling=settling, prefetch=3 * need)
+        with self._lock:
+            self._ahead[key] = self._ahead.get(key, 0) + max(got - need, 0)
+        return self._grant(have + min(got, need)), limits
+
+    def _grant(self, n: int) -> Grant:
+        return Grant(n, n * self.each_usd, n * self.each_tokens)
 
     def settle(self, grant: Grant, limits: list[Limit], spent_usd: float,
                spent_tokens: int) -> None:
@@ -210,6 +231,11 @@ class BudgetKeeper:
         """Book every settlement not yet booked."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            ahead, self._ahead = self._ahead, {}
+        for key, records in ahead.items():  # room taken ahead goes back
+            acc = pending.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+            acc[0] += records * self.each_usd
+            acc[1] += records * self.each_tokens
         for limits, acc in pending.items():
             settle(self.store, self.workflow, limits, *_amounts(acc))
 
