@@ -114,7 +114,8 @@ class Policy:
 #: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
 #: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
 SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
-           "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score")
+           "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score",
+           "budget_burn_rate")
 _ONE_DAY = 86400.0
 
 
