@@ -86,7 +86,7 @@ def _broken_candidate(wf: keel.Workflow) -> keel.Model:
     texts, cats = read_labelled(DATA / "train.csv")
     random.Random(7).shuffle(cats)
     return keel.SklearnModel(fit(texts, cats), features="text", output="intent",
-                             name="tfidf-logreg-shuffled")
+                             name="tfidf-svm-shuffled")
 
 
 def tell(db: str | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""The support_triage demo model: TF-IDF + logistic regression trained on Banking77's train split.
+"""The support_triage demo model: word and character TF-IDF + a linear SVM on Banking77's train split.
+
+Its confidence is the chance its answer is right, read from the margin between its two best
+intents (a logistic curve fitted on a fifth of the train split held out from a first fit).
 
 Trained the first time it is needed and cached under ``.keel/artifacts/``; the cache file is
 named by the training data's hash, and keel versions the model by the artifact's content hash.
@@ -15,7 +18,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DATA = Path(__file__).parent / "data"
+#: In the cache file's name: a cache left by an earlier kind of model is not picked up.
+MODEL_KIND = "svm-margin"
 INTENTS: frozenset[str] = frozenset(json.loads((DATA / "categories.json").read_text()))
 
 
@@ -32,16 +39,72 @@ def read_labelled(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["category"] for r in rows]
 
 
-def fit(texts: list[str], labels: list[str]) -> Any:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+class TriageClassifier:
+    """Word (1-2 grams) and character (2-5 grams) TF-IDF features, a linear SVM on them.
 
-    pipe = make_pipeline(
-        TfidfVectorizer(sublinear_tf=True),
-        LogisticRegression(C=20.0, max_iter=2000),
-    )
-    return pipe.fit(texts, labels)
+    ``predict_proba`` gives the best intent the probability that it is right, from the gap
+    between the SVM's two best scores (a logistic curve fitted on a held-out fifth of the
+    training data, then the SVM is fitted again on all of it); the rest is spread evenly.
+    The gap ranks right answers above wrong ones better than a softmax's top probability,
+    which is what lets a certified threshold automate more.
+    """
+
+    def __init__(self, C: float = 0.5, holdout: float = 0.2, seed: int = 0) -> None:
+        self.C = C
+        self.holdout = holdout
+        self.seed = seed
+
+    def fit(self, texts: Any, labels: Any) -> TriageClassifier:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_union
+
+        texts, y = list(texts), np.asarray(labels)
+        self.features_ = make_union(
+            TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)),
+            TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2),
+        )
+        x = self.features_.fit_transform(texts)  # no labels: the held-out part may shape it
+        order = np.random.default_rng(self.seed).permutation(len(texts))
+        cut = int(len(texts) * self.holdout)
+        held, rest = order[:cut], order[cut:]
+        first = self._svm(x[rest], y[rest])
+        scores = first.decision_function(x[held])
+        right = first.classes_[scores.argmax(axis=1)] == y[held]
+        self.scaler_ = LogisticRegression().fit(margin(scores)[:, None], right)
+        self.svm_ = self._svm(x, y)
+        self.classes_ = self.svm_.classes_
+        return self
+
+    def _svm(self, x: Any, y: np.ndarray) -> Any:
+        from sklearn.svm import LinearSVC
+
+        return LinearSVC(C=self.C, random_state=self.seed).fit(x, y)
+
+    def decision_function(self, texts: Any) -> np.ndarray:
+        return np.asarray(self.svm_.decision_function(self.features_.transform(list(texts))))
+
+    def predict(self, texts: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.decision_function(texts).argmax(axis=1)])
+
+    def predict_proba(self, texts: Any) -> np.ndarray:
+        scores = self.decision_function(texts)
+        n = scores.shape[1]
+        right = self.scaler_.predict_proba(margin(scores)[:, None])[:, 1]
+        right = np.maximum(right, 1.0 / n + 1e-6)  # the best intent stays the most likely
+        proba = np.repeat(((1.0 - right) / (n - 1))[:, None], n, axis=1)
+        proba[np.arange(len(scores)), scores.argmax(axis=1)] = right
+        return proba
+
+
+def margin(scores: np.ndarray) -> np.ndarray:
+    """The gap between each row's two best scores."""
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    return np.asarray(top2[:, 1] - top2[:, 0])
+
+
+def fit(texts: list[str], labels: list[str]) -> Any:
+    return TriageClassifier().fit(texts, labels)
 
 
 def cache_dir() -> Path:
@@ -49,13 +112,13 @@ def cache_dir() -> Path:
 
 
 def load_or_train() -> Any:
-    """The fitted pipeline, from the artifact cache or trained now (about 5 s)."""
+    """The fitted model, from the artifact cache or trained now (about 15 s)."""
     return _cached_fit(training_data_hash(), *read_labelled(DATA / "train.csv"))
 
 
 def artifact_path(name: str | None = None) -> Path:
     """Where the model trained on these data (default: the train split) is cached."""
-    return cache_dir() / f"support_triage-{name or training_data_hash()}.pkl"
+    return cache_dir() / f"support_triage-{MODEL_KIND}-{name or training_data_hash()}.pkl"
 
 
 def _cached_fit(name: str, texts: list[str], labels: list[str]) -> Any:

@@ -30,7 +30,7 @@ class Triage(BaseModel):
 def train(labels: list[dict]) -> keel.Model:
     """`keel retrain`: the same model fitted on the train split plus the reviewed labels."""
     estimator, data_hash = retrain_with(labels)
-    return keel.SklearnModel(estimator, features="text", output="intent", name="tfidf-logreg",
+    return keel.SklearnModel(estimator, features="text", output="intent", name="tfidf-svm",
                              training_data_hash=data_hash, artifact=artifact_path(data_hash))
 
 
@@ -49,11 +49,11 @@ workflow = keel.Workflow(
                    message="intent is not one of the 77 Banking77 intents"),
     ],
     model=keel.SklearnModel(load_or_train, features="text", output="intent",
-                            name="tfidf-logreg", training_data_hash=training_data_hash(),
+                            name="tfidf-svm", training_data_hash=training_data_hash(),
                             artifact=artifact_path),
     fallback=keel.Rules(keyword_rules),
     train=train,
-    policy=keel.Policy(threshold=0.6, audit_rate=0.02),
+    policy=keel.Policy(threshold=0.9, audit_rate=0.02),
     # After `keel drift reference workflow.py --from data/train.csv`, messages unlike the
     # training data go to review as out_of_distribution, whatever the model's confidence.
     monitor=keel.DriftMonitor(),

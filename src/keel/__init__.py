@@ -46,6 +46,7 @@ if _typing.TYPE_CHECKING:
     from keel.resilience import BreakerPolicy, RateLimits, Resilience, RetryPolicy
     from keel.runtime import Runner, RunSummary, replay, run, submit, work
     from keel.store import Store, quarantined, status, trace
+    from keel.watch import Watch
     from keel.workflow import (
         AlertRule,
         Criterion,
@@ -56,6 +57,7 @@ if _typing.TYPE_CHECKING:
         Policy,
         Retrain,
         Rollout,
+        Step,
         Workflow,
         load_workflow,
     )
@@ -102,6 +104,7 @@ _WHERE = {
     "RetryPolicy": "keel.resilience",
     "RetryableModelError": "keel.errors",
     "Rollout": "keel.workflow",
+    "Step": "keel.workflow",
     "Rules": "keel.models",
     "RunSummary": "keel.runtime",
     "Runner": "keel.runtime",
@@ -113,6 +116,7 @@ _WHERE = {
     "Usage": "keel._prediction",
     "UserError": "keel.errors",
     "Violation": "keel.contracts",
+    "Watch": "keel.watch",
     "WebhookSink": "keel.deliver",
     "Workflow": "keel.workflow",
     "check": "keel.contracts",
@@ -175,11 +179,13 @@ __all__ = [
     "SelfConsistency",
     "SelfReported",
     "SklearnModel",
+    "Step",
     "Store",
     "Truncated",
     "Usage",
     "UserError",
     "Violation",
+    "Watch",
     "WebhookSink",
     "Workflow",
     "__version__",

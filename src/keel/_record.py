@@ -132,6 +132,10 @@ class Item:
     release_id: str | None = None  # the release that decides it (champion, or a canary's)
     #: a release under trial answered it differently: a person says who was right
     release_check: bool = False
+    #: a multi-step workflow: checkpointed answers by step name, (prediction, model version)
+    answers: dict[str, tuple[Prediction, str]] | None = None
+    #: a multi-step workflow: what each step did (name, model, confidence, latency, ...)
+    step_results: list[dict[str, Any]] | None = None
 
     def log(self, kind: str, detail: dict[str, Any] | None = None, actor: str | None = None,
             model_version: str | None = None, latency_ms: float | None = None,

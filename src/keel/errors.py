@@ -19,7 +19,8 @@
     │       ├── InvalidJson         keel.request.invalid_json
     │       ├── InvalidBody         keel.request.invalid   (HTTP 422)
     │       ├── MissingKey          keel.request.missing_key (HTTP 422)
-    │       └── BelowGuarantee      keel.request.below_guarantee (HTTP 409: needs an override)
+    │       ├── BelowGuarantee      keel.request.below_guarantee (HTTP 409: needs an override)
+    │       └── StageConflict       keel.gate.stage (HTTP 409: already there, or a stage skipped)
     ├── StoreError                  keel.store
     ├── ModelError                  keel.model          (a model call failed)
     │   ├── RetryableModelError     keel.model.retryable
@@ -176,6 +177,13 @@ class GateNotReady(RequestError):
     """A promotion asked for while the gate says not yet (and no override was given)."""
 
     code = "keel.gate.not_ready"
+    status = 409
+
+
+class StageConflict(RequestError):
+    """A promotion to the stage the workflow is already in, or more than one stage ahead."""
+
+    code = "keel.gate.stage"
     status = 409
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from keel._money import Cost
 from keel.contracts import Check, Contract
 from keel.errors import WorkflowLoadError
-from keel.models import Model, Rules
+from keel.models import FunctionModel, Model, Rules
 from keel.redact import STORAGE_POLICIES
 from keel.resilience import Resilience
 
@@ -113,9 +113,11 @@ class Policy:
 #: What a rule can watch. Each is computed from the store over the rule's window, except
 #: ``drift_score``: the share of drift checks the latest drift report flagged (fed by
 #: ``keel.telemetry.record_drift``, which ``keel serve``'s drift monitor calls).
+#: ``queue_age_s``: the age of the oldest record queued for workers (``keel submit``).
+#: ``budget_burn_rate``: the day budget's spend over its share of the day gone (keel.Cost).
 SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
            "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score",
-           "budget_burn_rate")
+           "queue_age_s", "budget_burn_rate")
 _ONE_DAY = 86400.0
 
 
@@ -409,6 +411,91 @@ def _as_model(item: Model | Callable[[Any], Any]) -> Model:
 #: When model answers are committed (see :class:`Workflow`).
 CHECKPOINTS = ("auto", "always")
 
+Fallbacks = Model | Callable[[Any], Any] | Sequence[Model | Callable[[Any], Any]] | None
+
+
+def _fallback_chain(chain: Fallbacks) -> tuple[Model, ...]:
+    if chain is None:
+        return ()
+    if isinstance(chain, (list, tuple)):
+        return tuple(_as_model(c) for c in chain)
+    return (_as_model(chain),)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a multi-step workflow: ``Workflow(..., steps=[keel.Step(...), ...])``.
+
+    The first step takes the record's input; each later step takes the output of the one
+    before (parsed into that step's ``output`` model). ``model`` is any keel model or a
+    function (wrapped in :class:`keel.FunctionModel`); ``fallback`` is tried in order when
+    the model fails or its output breaks the step's contract (``output`` plus ``checks``);
+    ``resilience`` sets this step's retry, timeout and breaker (default: the workflow's).
+    ``threshold``: below this confidence the record goes to review naming this step (None:
+    the workflow policy's threshold). The last step's output is the workflow's output: its
+    contract is the workflow's ``output`` with ``output_checks`` added to the step's checks.
+    """
+
+    name: str
+    model: Model | Callable[[Any], Any]
+    output: type[BaseModel] | None = None
+    checks: Sequence[Check] = ()
+    fallback: Fallbacks = None
+    resilience: Resilience | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A declared step made ready: its model, contract and fallback models."""
+
+    name: str
+    model: Model
+    contract: Contract
+    fallbacks: tuple[Model, ...]
+    resilience: Resilience | None
+    threshold: float | None
+
+
+def _step_model(item: Model | Callable[[Any], Any], name: str) -> Model:
+    if isinstance(item, Model):
+        return item
+    if callable(item):
+        return FunctionModel(item, name=name)
+    raise TypeError(f"step {name!r}: model must be a keel Model or a function, "
+                    f"got {type(item).__name__}")
+
+
+def plan_steps(steps: Sequence[Step], output: type[BaseModel],
+               output_checks: Sequence[Check]) -> tuple[PlannedStep, ...]:
+    """Check a workflow's steps and make each ready (its contract, its fallback chain)."""
+    names = [s.name for s in steps]
+    for s in steps:
+        if not isinstance(s, Step):
+            raise ValueError(f"steps takes keel.Step objects, got {type(s).__name__}")
+        if not s.name or not s.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"step name {s.name!r}: use letters, digits, '-' and '_'")
+        if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
+            raise ValueError(f"step {s.name!r}: threshold must be in [0, 1]")
+    if len(set(names)) != len(names):
+        raise ValueError(f"step names must be unique, got {names}")
+    planned = []
+    for n, s in enumerate(steps):
+        last = n == len(steps) - 1
+        if not last and s.output is None:
+            raise ValueError(f"step {s.name!r} needs output=: the model of what it hands on")
+        if last and s.output is not None and s.output is not output:
+            raise ValueError(f"the last step ({s.name!r}) answers the workflow's output: leave "
+                             f"its output= out or set it to {output.__name__}")
+        checks = (*s.checks, *output_checks) if last else tuple(s.checks)
+        contract = Contract(output if last else s.output, checks)  # type: ignore[arg-type]
+        model = _step_model(s.model, s.name)
+        fallbacks = _fallback_chain(s.fallback)
+        for m in (model, *fallbacks):
+            m.bind(contract)
+        planned.append(PlannedStep(s.name, model, contract, fallbacks, s.resilience, s.threshold))
+    return tuple(planned)
+
 
 @dataclass
 class Workflow:
@@ -431,15 +518,22 @@ class Workflow:
     cost money or the call took at least 0.1 ms per record, otherwise in the batch's one
     transaction with the decisions (atomically: never a decision without its answer). A crash
     then re-asks only answers that were cheaper to recompute than to commit on their own.
+
+    ``steps`` declares a chain of steps instead of one ``model`` (see :class:`Step`): each
+    step's answer is checkpointed under (record, step) before the next step starts (always,
+    whatever ``checkpoint`` says), so a run that stops after a step resumes at the next one.
+    A record is accepted automatically only when every step answered confidently and within
+    its contract; otherwise its review task names the step and why. ``model`` is then the
+    last step's model (a release of the workflow swaps that one).
     """
 
     name: str
     input: type[BaseModel]
     output: type[BaseModel]
     key: str
-    model: Model
-    owners: Owners
-    fallback: Model | Callable[[Any], Any] | Sequence[Model | Callable[[Any], Any]] | None = None
+    model: Model = None  # type: ignore[assignment]  # None: given by steps=
+    owners: Owners = None  # type: ignore[assignment]  # required: checked in __post_init__
+    fallback: Fallbacks = None
     policy: Policy = field(default_factory=Policy)
     input_checks: Sequence[Check] = ()
     output_checks: Sequence[Check] = ()
@@ -462,6 +556,8 @@ class Workflow:
     #: prices, review and error costs, value of automation, budgets (None: no accounting
     #: beyond what the model adapters report)
     cost: Cost | None = None
+    #: a chain of steps instead of one ``model`` (see :class:`Step`)
+    steps: Sequence[Step] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -479,18 +575,26 @@ class Workflow:
                              "train=my_train to the Workflow")
         if self.checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint {self.checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
+        if not isinstance(self.owners, Owners):
+            raise ValueError("owners= is required: keel.Owners(business=..., support=...)")
         self.input_contract = Contract(self.input, self.input_checks)
-        self.output_contract = Contract(self.output, self.output_checks)
-        chain = self.fallback
-        if chain is None:
-            items: list[Model] = []
-        elif isinstance(chain, (list, tuple)):
-            items = [_as_model(c) for c in chain]
+        self.planned_steps: tuple[PlannedStep, ...] = ()
+        self.output_contract: Contract
+        if self.steps:
+            if self.model is not None or self.fallback is not None:
+                raise ValueError("give either model= (and fallback=) or steps=, not both: "
+                                 "each step has its own model and fallback")
+            self.planned_steps = plan_steps(self.steps, self.output, self.output_checks)
+            self.model = self.planned_steps[-1].model
+            self.output_contract = self.planned_steps[-1].contract
+        elif self.model is None:
+            raise ValueError("a workflow needs model= (one step) or steps=[keel.Step(...), ...]")
         else:
-            items = [_as_model(chain)]  # type: ignore[arg-type]
-        self.fallback_chain: tuple[Model, ...] = tuple(items)
-        for m in (self.model, *self.fallback_chain):
-            m.bind(self.output_contract)
+            self.output_contract = Contract(self.output, self.output_checks)
+        self.fallback_chain: tuple[Model, ...] = _fallback_chain(self.fallback)
+        if not self.steps:
+            for m in (self.model, *self.fallback_chain):
+                m.bind(self.output_contract)
         self._source_hash: str | None = None
         #: the module the workflow file was imported as (``load_workflow``): what is defined
         #: there is kept by value in a release's artifact, since no other process can import it
@@ -517,15 +621,23 @@ class Workflow:
     def version(self) -> str:
         """Content hash of the workflow's source file (or its declaration when defined inline)."""
         if self._source_hash is None:
-            if self.source_path and Path(self.source_path).exists():
-                blob = Path(self.source_path).read_bytes()
-            else:
-                blob = repr((self.name, self.key, self.input.model_json_schema(),
-                             self.output.model_json_schema(), self.policy)).encode()
-            self._source_hash = hashlib.sha256(blob).hexdigest()[:12]
+            self._source_hash = content_hash(
+                self.source_path,
+                lambda: (self.name, self.key, self.input.model_json_schema(),
+                         self.output.model_json_schema(), self.policy))
         return self._source_hash
 
     def spec(self) -> dict[str, Any]:
+        out = self._spec()
+        if self.planned_steps:
+            out["steps"] = [{"name": p.name, "model": p.model.name,
+                             "output": p.contract.model.__name__,
+                             "checks": [c.name for c in p.contract.checks],
+                             "fallback": [m.name for m in p.fallbacks], "threshold": p.threshold}
+                            for p in self.planned_steps]
+        return out
+
+    def _spec(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "key": self.key,
@@ -548,12 +660,47 @@ class Workflow:
         }
 
 
+def content_hash(source_path: str | None, declared: Callable[[], object]) -> str:
+    """A declaration's version: the hash of its source file, or of ``declared()`` when it was
+    defined inline."""
+    if source_path and Path(source_path).exists():
+        blob = Path(source_path).read_bytes()
+    else:
+        blob = repr(declared()).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
 def load_workflow(path: str | Path) -> Workflow:
     """Import a ``workflow.py`` file and return the Workflow it declares.
 
     The module may hold exactly one :class:`Workflow`, or name the one to use ``workflow``.
     """
     file = Path(path)
+    module, mod_name = import_declarations(file)
+    found = {k: v for k, v in vars(module).items() if isinstance(v, Workflow)}
+    if not found:
+        watching = any(type(v).__name__ == "Watch" for v in vars(module).values())
+        raise WorkflowLoadError(
+            f"{file} declares a keel.Watch (monitor-only, no model): `keel drift` watches its "
+            "data; to decide records, declare a keel.Workflow"
+            if watching
+            else f"{file} declares no keel.Workflow; assign one at module level, "
+            "e.g. workflow = keel.Workflow(...)"
+        )
+    if len(found) > 1 and "workflow" not in found:
+        raise WorkflowLoadError(
+            f"{file} declares {len(found)} workflows ({', '.join(sorted(found))}); "
+            "name the one to run 'workflow'"
+        )
+    wf = found.get("workflow") or next(iter(found.values()))
+    wf.source_path = str(file.resolve())
+    wf.module_name = mod_name
+    wf._source_hash = None
+    return wf
+
+
+def import_declarations(file: Path) -> tuple[Any, str]:
+    """Import a declaration file as a fresh module: (module, its name in sys.modules)."""
     if not file.is_file():
         raise WorkflowLoadError(f"workflow file {str(file)!r} does not exist; pass the path to a workflow.py")
     mod_name = f"keel_workflow_{uuid.uuid4().hex[:8]}"
@@ -575,19 +722,4 @@ def load_workflow(path: str | Path) -> Workflow:
         ) from exc
     finally:
         sys.path.remove(str(file.parent.resolve()))
-    found = {k: v for k, v in vars(module).items() if isinstance(v, Workflow)}
-    if not found:
-        raise WorkflowLoadError(
-            f"{file} declares no keel.Workflow; assign one at module level, "
-            "e.g. workflow = keel.Workflow(...)"
-        )
-    if len(found) > 1 and "workflow" not in found:
-        raise WorkflowLoadError(
-            f"{file} declares {len(found)} workflows ({', '.join(sorted(found))}); "
-            "name the one to run 'workflow'"
-        )
-    wf = found.get("workflow") or next(iter(found.values()))
-    wf.source_path = str(file.resolve())
-    wf.module_name = mod_name
-    wf._source_hash = None
-    return wf
+    return module, mod_name

@@ -103,6 +103,13 @@ def test_calibrate_from_a_file_then_runs_use_the_threshold(
     assert 0.2 < thr <= 0.6  # errors pile up below 0.5: a threshold near there is certified
     assert res["accuracy_bound"] >= 0.95 and res["empirical_accuracy"] >= res["accuracy_bound"]
     assert res["coverage"] == pytest.approx(sum(r["score"] >= thr for r in _rows(1000)) / 1000)
+    # what certification costs: a threshold picked on the same labels with no guarantee
+    # automates more, and the labels above the threshold had to beat the target by a margin
+    assert res["uncertified_coverage"] >= res["coverage"]
+    assert res["coverage_left"] == pytest.approx(res["uncertified_coverage"] - res["coverage"])
+    assert res["uncertified_threshold"] <= thr
+    assert 0 < res["margin"] < 0.05
+    assert res["empirical_accuracy"] >= res["needed_accuracy"] == 0.95 + res["margin"]
 
     traffic = _csv(tmp_path / "traffic.csv", [
         {k: v for k, v in r.items() if k != "category"} for r in _rows(200, start=1000)])
@@ -234,6 +241,56 @@ def test_labels_from_review_calibrate_export_and_retrain(
         store.close()
     assert aliases[out["version"]] == "candidate"
     assert aliases[out["live_version"]] == "champion"  # the candidate is not live
+
+
+def test_html_report_shows_the_curve_and_the_classes_never_automated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _workflow(tmp_path)
+    rows = _rows(1000)
+    for r in rows[::2]:  # the model says "no" only with low confidence
+        r["score"] = round(float(r["score"]) * 0.3, 4)  # type: ignore[arg-type]
+    labels = _csv(tmp_path / "labels.csv", rows)
+    page = tmp_path / "report" / "calibration.html"
+    assert main(["calibrate", str(wf), "--labels", str(labels), "--label-column", "category",
+                 "--target-accuracy", "0.95", "--dry-run", "--html", str(page),
+                 "--db", f"sqlite:///{tmp_path / 'k.db'}"]) == 0
+    assert "report page:" in capsys.readouterr().out
+    text = page.read_text()
+    assert "<svg" in text and "certified (" in text and "uncertified (" in text
+    assert "Per class (1 of 2 never automated)" in text
+    never = text[text.index("<tr class='never'>"):]
+    assert never.startswith("<tr class='never'><td>no</td>")
+    assert "never confident enough" in never and "below the threshold" in never
+
+
+@pytest.mark.slow
+def test_all_labels_certify_with_reviews_as_well_as_audits(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _workflow(tmp_path)  # no audit sample: every label comes from a review
+    wf.write_text(wf.read_text().replace("threshold=0.5", "threshold=0.99"))
+    rows = _rows(400)
+    src = _csv(tmp_path / "in.csv", [{k: v for k, v in r.items() if k != "category"}
+                                     for r in rows])
+    keel.run(wf, src, db=db_url)
+    store = Store.open(db_url)
+    try:
+        _review_everything(store, rows)
+    finally:
+        store.close()
+    reviewed = sum(r["score"] < 0.99 for r in rows)  # type: ignore[operator]
+    assert main(["calibrate", str(wf), "--target-accuracy", "0.9", "--db", db_url]) != 0
+    assert "uniform audit sample" in _err(capsys)  # by default reviews do not count
+    res = _json_out(capsys, ["calibrate", str(wf), "--all-labels", "--target-accuracy", "0.9",
+                             "--dry-run", "--db", db_url, "--json"])
+    assert isinstance(res, dict)
+    assert res["source"] == "store:all-labels" and res["used"] == reviewed
+    more = _csv(tmp_path / "labels.csv", _rows(600, start=400))
+    both = _json_out(capsys, ["calibrate", str(wf), "--labels", str(more), "--label-column",
+                              "category", "--all-labels", "--target-accuracy", "0.9",
+                              "--dry-run", "--db", db_url, "--json"])
+    assert isinstance(both, dict)
+    assert both["source"] == f"file:{more}+store:all-labels"
+    assert both["used"] == 600 + reviewed and both["warnings"] == []
 
 
 def test_retrain_needs_a_train_function(tmp_path: Path, db_url: str,

@@ -418,8 +418,13 @@ def test_a_run_in_progress_switches_to_the_champion_when_the_challenger_is_rolle
     before = [d for d in decided if d["decided_at"] < rolled["at"]]
     after = [d for d in decided if d["decided_at"] > rolled["at"]]
     assert len(after) >= 200, "the rollback came too late in the run to show anything"
-    assert {d["release_id"] for d in after} == {r1.id}
-    mine = [d for d in before if d["release_id"] == bad.id]
+    # the batch the model was already answering when the rollback was taken (keel run asks for
+    # the next batch while the last one lands) finishes on the release that started it; every
+    # record after that is the champion's
+    late = [d for d in after if d["release_id"] != r1.id]
+    assert len(late) <= 30 and {d["release_id"] for d in late} <= {bad.id}
+    assert {d["release_id"] for d in after[30:]} == {r1.id}
+    mine = [d for d in before if d["release_id"] == bad.id] + late
     assert mine and all(releases.in_canary(d["key"], ro["id"], 50.0) for d in mine)
     assert dict(s.releases) == {"r1": 600 - len(mine), "bad": len(mine)}
     # what the challenger decided stays its decision

@@ -268,3 +268,35 @@ def test_serve_checks_drift_on_a_schedule(tmp_path: Path, store: Store) -> None:
         assert 'keel_drift_score{feature="' in body
     finally:
         tm._LATEST.pop("tickets", None)
+
+
+def test_an_enqueueing_server_answers_202_and_workers_decide(store: Store) -> None:
+    from tests._workflows import make
+
+    import keel
+    from keel.server import Settings
+
+    wf = make()
+    k = keys(store)
+    h = bearer(k["submitter"])
+    settings = Settings(max_batch=50, max_body_bytes=64 * 1024, enqueue=True)
+    with TestClient(app_for(store, workflow=wf, settings=settings)) as client:
+        one = client.post("/v1/decisions", json={"id": "q1", "text": "where is my card"},
+                          headers=h)
+        assert one.status_code == 202, one.text
+        body = one.json()
+        assert (body["queued"], body["disposition"], body["url"]) == (True, None, "/v1/records/q1")
+        batch = client.post("/v1/decisions", headers=h, json={"records": [
+            {"id": "q1", "text": "where is my card"}, {"id": "q2", "text": "card stolen today"},
+            {"id": "q3", "text": "my card never arrived"}]})
+        assert batch.status_code == 202 and batch.json()["counts"] == {"queued": 3}
+        assert client.get("/v1/status", headers=h).json()["queue"]["pending"] == 3
+        done = keel.work(wf, store=store, until_empty=True)  # a worker decides them
+        assert done.decided == 3
+        trace = client.get(body["url"], headers=h).json()
+        assert trace["decision"]["disposition"] == "accepted", trace
+        again = client.post("/v1/decisions", json={"id": "q1", "text": "where is my card"},
+                            headers=h)
+        assert again.status_code == 200
+        assert (again.json()["already_decided"], again.json()["disposition"],
+                again.json()["queued"]) == (True, "accepted", False)

@@ -108,6 +108,7 @@ def test_reviewer_decides_with_the_keyboard_and_the_dashboard_moves(
             assert page.evaluate("Chart.getChart('c-mix').data.datasets.length") == 6
             expect(page.locator("#t-ood")).to_have_text("0.0% (0)")
             expect(page.locator("#t-drift")).to_have_text("not monitored")
+            expect(page.locator("#t-queue")).to_have_text("0 / 0 live")  # no keel worker here
             more = [{"id": f"late-{i}", "text": f"hello number {i}"} for i in range(3)]
             more.append({"id": "late-unsure", "text": "unsure: is this a question"})
             httpx.post(f"{url}/v1/decisions", json={"records": more},

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
      "keel._money"},
     {"keel.models"},
     {"keel.resilience"},
-    {"keel.workflow"},
+    {"keel.workflow", "keel.watch"},
     {"keel.store"},
     {"keel.stages", "keel.sources"},
     {"keel.deliver", "keel.telemetry", "keel.monitor", "keel.review", "keel.releases"},

@@ -38,9 +38,12 @@ def check_cmd(
 
     configure_logging("auto", "warning")
     channels: list[monitor.Channel] = [monitor.LogChannel()]
-    if webhook:
-        channels.append(monitor.WebhookChannel(webhook))
     target = keel.load_workflow(workflow_py) if workflow_py else workflow
+    # --webhook (or KEEL_ALERT_WEBHOOK) first; else where the workflow's gates send alerts
+    hook = webhook or (target.gates.alerts_to if isinstance(target, keel.Workflow)
+                       and target.gates is not None else None)
+    if hook:
+        channels.append(monitor.WebhookChannel(hook))
     store = keel.Store.open(db)
     try:
         result = monitor.evaluate(store, target, channels=channels)

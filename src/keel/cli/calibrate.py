@@ -30,6 +30,9 @@ def calibrate_cmd(
     labels: Annotated[Path | None, typer.Option(
         "--labels",
         help="Labelled file (CSV/JSONL/Parquet); default: the store's audit labels.")] = None,
+    all_labels: Annotated[bool, typer.Option(
+        "--all-labels", help="Also use every label the store holds (reviews as well as "
+                             "audits), beside --labels FILE if given.")] = False,
     label_column: Annotated[str | None, typer.Option(
         help="Column holding the right output (one-field outputs), e.g. category.")] = None,
     per_class: Annotated[bool, typer.Option(
@@ -38,6 +41,9 @@ def calibrate_cmd(
         help="Output field naming the class (per-class; default: the only field).")] = None,
     method: Annotated[str, typer.Option(help="binomial (Clopper-Pearson) or hb "
                                         "(Hoeffding-Bentkus).")] = "binomial",
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Also write a report page: the coverage/accuracy curve, certified and "
+                       "uncertified points, and the classes never automated and why.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report only; keep the routing policy in force.")] = False,
     db: DbOption = None,
@@ -50,15 +56,21 @@ def calibrate_cmd(
     store = keel.Store.open(db)
     try:
         res = review.calibrate(wf, store, labels_file=labels, label_column=label_column,
+                               all_labels=all_labels, evidence=html_out is not None,
                                target_accuracy=target_accuracy, delta=delta, method=method,
                                per_class=per_class, class_field=class_field,
                                activate=not dry_run)
     finally:
         store.close()
+    if html_out is not None and res.evidence is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        html_out.write_text(review.calibration_html(res, res.evidence), encoding="utf-8")
     if as_json:
         print_json(res.as_dict())
         return
     _render(res)
+    if html_out is not None:
+        console.print(f"report page: {html_out}")
 
 
 def _render(res: CalibrationResult) -> None:
@@ -73,6 +85,16 @@ def _render(res: CalibrationResult) -> None:
     table.add_row("bound", f"accuracy above threshold >= {res.accuracy_bound:.2%} "
                   f"(error <= {res.error_bound:.2%}, {res.method})")
     table.add_row("expected coverage", f"{res.coverage:.1%} automated")
+    if res.uncertified_threshold is not None:
+        left = max(0.0, res.uncertified_coverage - res.coverage)
+        table.add_row("left on the table", f"{left:.1%} (a threshold of "
+                      f"{res.uncertified_threshold:.3f}, picked on these labels with no "
+                      f"guarantee, would automate {res.uncertified_coverage:.1%})")
+    if res.needed_accuracy is not None:
+        table.add_row("bound's margin", f"{res.accepted:,} labels above the threshold must "
+                      f"show >= {res.needed_accuracy:.2%} right to certify "
+                      f"{res.target_accuracy:.0%} (+{res.needed_accuracy - res.target_accuracy:.2%}"
+                      "; more labels shrink it)")
     table.add_row("sample size", f"{res.used:,} labels ({res.accepted:,} above threshold, "
                   f"{res.errors:,} wrong)")
     table.add_row("model", f"{res.model_version} (threshold on {res.score})")

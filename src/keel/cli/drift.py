@@ -33,7 +33,9 @@ drift_app = typer.Typer(
          "`keel drift WORKFLOW_PY [OPTIONS]` is short for `keel drift report WORKFLOW_PY`.",
 )
 
-WorkflowArg = Annotated[Path, typer.Argument(help="Path to the workflow.py.")]
+WorkflowArg = Annotated[
+    Path, typer.Argument(help="Path to the workflow.py (or a monitor-only keel.Watch file).")
+]
 NameOption = Annotated[str, typer.Option("--name", help="Reference profile name.")]
 
 
@@ -116,7 +118,9 @@ def reference_cmd(
             )
         )
     console.print(
-        "Next: [bold]keel drift WORKFLOW_PY --window 24h[/] compares recent records "
+        "Next: [bold]keel drift report WATCH_PY --from FILE[/] compares a later file with it."
+        if profile.meta.get("watch")
+        else "Next: [bold]keel drift WORKFLOW_PY --window 24h[/] compares recent records "
         "with it; declare [bold]monitor=keel.DriftMonitor()[/] on the workflow to send "
         "out-of-distribution records to review."
     )
@@ -181,7 +185,9 @@ def report_cmd(
 def list_cmd(workflow_py: WorkflowArg, db: DbOption = None, as_json: JsonOption = False) -> None:
     """The reference profiles saved for a workflow, newest first."""
     from keel.monitor import list_references  # start-up: see keel.cli
-    wf = keel.load_workflow(workflow_py)
+    from keel.watch import load_watched  # start-up: see keel.cli
+
+    wf = load_watched(workflow_py)
     with _store(db) as store:
         found = list_references(store, wf.name)
     if as_json:
@@ -215,22 +221,25 @@ def _render(d: dict[str, Any], html_out: Path | None) -> None:
         if d["drift"]
         else "[bold green]no drift[/]"
     )
+    if d["minor"]:
+        verdict += f", {len(d['minor'])} minor shift(s) (significant, below materiality)"
     p, w = d["profile"], d["window"]
     console.print(
         f"[bold]{d['workflow']}[/]: {verdict} — reference {p['id']} "
         f"({p['rows']:,} rows, {p['source']}) vs {w.get('source')} ({w['rows']:,} rows)"
     )
     table = Table("", "field", "test", "adj. p", "effect")
+    shown = {"alert": "[red]ALERT[/]", "minor": "[yellow]minor[/]", "none": "ok"}
     for c in d["checks"]:
-        if c["drift"] or c["test"] in ("ood_rate", "embedding_classifier"):
+        if c["level"] != "none" or c["test"] in ("ood_rate", "embedding_classifier"):
             table.add_row(
-                "[red]ALERT[/]" if c["drift"] else "ok",
+                shown[c["level"]],
                 c["field"],
                 c["test"],
                 f"{c['q_value']:.2g}",
                 c["summary"],
             )
-    quiet = sum(1 for c in d["checks"] if not c["drift"])
+    quiet = sum(1 for c in d["checks"] if c["level"] == "none")
     console.print(table)
     console.print(f"{quiet} of {len(d['checks'])} checks within limits.")
     for name, r in d["rates"].items():

@@ -47,8 +47,18 @@ def render_status(st: dict[str, Any]) -> None:
     table.add_row("records", f"{st['records']:,}")
     for name, count in st["dispositions"].items():
         table.add_row(f"  {name.replace('_', ' ')}", f"{count:,}")
-    if st["pending"]:
-        table.add_row("  pending (interrupted run; run again to finish)", f"{st['pending']:,}")
+    queue = st.get("queue") or {}
+    queued = int(queue.get("pending", 0)) + int(queue.get("leased", 0))
+    if st["pending"] - queued > 0:
+        table.add_row("  pending (interrupted run; run again to finish)",
+                      f"{st['pending'] - queued:,}")
+    if queued or queue.get("workers"):
+        age = queue.get("oldest_pending_age_s")
+        table.add_row("queued for workers (pending / leased)",
+                      f"{queue['pending']:,} / {queue['leased']:,}")
+        if age is not None:
+            table.add_row("  oldest waiting", f"{age:,.0f} s")
+        table.add_row("  live workers", f"{queue['workers']} ({queue['records_per_s']:,.1f} records/s)")
     backlog = st["review_backlog"]
     table.add_row("review backlog", f"{backlog['open']:,}")
     for reason, n in sorted(backlog["by_reason"].items()):

@@ -25,12 +25,15 @@ def serve_cmd(
                                                help="Largest request body, in MiB.")] = 4.0,
     secure_cookies: Annotated[bool, typer.Option(
         "--secure-cookies", help="Send the login cookie over HTTPS only (behind TLS).")] = False,
+    enqueue: Annotated[bool, typer.Option(
+        "--enqueue", help="Queue records for `keel worker` processes and answer 202, instead "
+                          "of deciding them in this process.")] = False,
 ) -> None:
     """Serve the decision API, the review inbox and the dashboard over HTTP."""
     from keel.server import Settings, serve  # start-up: see keel.cli
 
     settings = Settings(max_batch=max_batch, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                        secure_cookies=secure_cookies)
+                        secure_cookies=secure_cookies, enqueue=enqueue)
     console.print(f"keel serve: http://{host}:{port}/ui/review (sign in with a reviewer key: "
                   "`keel keys create --role reviewer`), API docs at /docs")
     serve(workflow_py, host=host, port=port, db=db, settings=settings)

@@ -67,7 +67,9 @@ def worker_cmd(
         print_json(summary.as_dict())
         return
     console.print(f"worker stopped: decided {summary.decided:,} records in "
-                  f"{summary.elapsed_s:.1f} s; leases lost to other workers: {summary.lost_leases}")
+                  f"{summary.elapsed_s:.1f} s; leases lost to other workers: {summary.lost_leases}"
+                  + (f"; store outages waited out: {summary.store_outages}"
+                     if summary.store_outages else ""))
 
 
 def workers_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:

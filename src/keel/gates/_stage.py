@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel import _json
-from keel.errors import GateNotReady, UserError
+from keel.errors import GateNotReady, StageConflict, UserError
 from keel.gates._criteria import FAIL, NA, PASS, UNKNOWN, Verdict, evaluate
 from keel.releases import actor
 from keel.store import Store
@@ -126,12 +126,12 @@ def promote(wf: Workflow, store: Store, to: str, *, by: str | None = None,
     here, there = STAGES.index(stage), STAGES.index(to)
     who = by or actor()
     if there == here:
-        raise UserError(f"{wf.name} is already in {to}")
+        raise StageConflict(f"{wf.name} is already in {to}")
     if there < here:
         return sql.set_stage(store, wf.name, to, actor=who, reason=reason or "moved back",
                              override=False, evidence=None)
     if there > here + 1:
-        raise UserError(f"{wf.name} is a {stage}: promote it to {STAGES[here + 1]} first "
+        raise StageConflict(f"{wf.name} is a {stage}: promote it to {STAGES[here + 1]} first "
                         f"(stages are taken one at a time: {' -> '.join(STAGES)})")
     rep = report(wf, store, to=to, wf_arg=wf_arg)
     if override and not (reason and reason.strip()):

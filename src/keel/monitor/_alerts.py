@@ -29,7 +29,8 @@ from keel.workflow import DEFAULT_RULES, AlertRule, Workflow
 
 log = logging.getLogger("keel.alerts")
 
-_UNITS = {"p95_latency_ms": "ms", "review_backlog_age_s": "s", "daily_cost_usd": "USD"}
+_UNITS = {"p95_latency_ms": "ms", "review_backlog_age_s": "s", "daily_cost_usd": "USD",
+          "queue_age_s": "s"}
 _ONE_DAY = 86400.0
 
 

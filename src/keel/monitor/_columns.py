@@ -53,6 +53,8 @@ def columns_of(batch: Any) -> dict[str, Any]:
 def as_float(values: Any) -> NDArray[np.float64]:
     """Numbers as float64 with NaN for missing (or unparseable) values."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            return _strings_as_float(values)
         if not (
             pa.types.is_floating(values.type)
             or pa.types.is_integer(values.type)
@@ -67,6 +69,23 @@ def as_float(values: Any) -> NDArray[np.float64]:
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64, copy=False)
     return np.array([_to_float(v) for v in values], dtype=np.float64)
+
+
+def _strings_as_float(values: pa.Array | pa.ChunkedArray) -> NDArray[np.float64]:
+    """Numbers written as text (a CSV column): Arrow parses them at once; when some do not
+    parse, each distinct text is parsed once as Python would, and the rest looked up."""
+    try:
+        out = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(out, dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    enc = pc.dictionary_encode(values)
+    parsed = np.array([_to_float(v) for v in enc.dictionary.to_pylist()] + [math.nan])
+    idx = enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False)
+    found: NDArray[np.float64] = parsed[idx]
+    return found
 
 
 def _to_float(v: Any) -> float:
@@ -115,6 +134,18 @@ def label_counts(values: Any) -> tuple[Counter[str], int]:
                 nulls += c
             else:
                 counts[str(v)] += c
+        return counts, nulls
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):  # each distinct value labelled once
+        vc = pc.value_counts(values)
+        counts = Counter()
+        nulls = 0
+        for label, c in zip(
+            as_labels(vc.field("values")), vc.field("counts").to_pylist(), strict=True
+        ):
+            if label is None:
+                nulls += c
+            else:
+                counts[label] += c
         return counts, nulls
     labels = as_labels(values)
     present = [v for v in labels if v is not None]

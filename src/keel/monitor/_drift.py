@@ -1,9 +1,14 @@
 """Drift checks: a current window against its reference profile, with verdicts a person can read.
 
 Each check yields a p-value and effect sizes. p-values are adjusted across every check of a
-report with Benjamini-Hochberg; a check is an alert when its adjusted p-value is at most
-``alpha`` **and** its effect is material (PSI >= 0.1 or Wasserstein >= 0.2 sd for numbers,
-a share moving >= 2 percentage points for categories, classifier AUC >= 0.6 for embeddings).
+report with Benjamini-Hochberg. A check's level is:
+
+- ``alert``: its adjusted p-value is at most ``alpha`` **and** its effect is material (PSI >=
+  0.1 or Wasserstein >= 0.2 sd for numbers, a share moving >= 2 percentage points for
+  categories, classifier AUC >= 0.6 for embeddings);
+- ``minor``: significant (adjusted p-value at most ``alpha``) but below materiality: a small
+  real shift, shown in reports, never alerting;
+- ``none``: not significant.
 
 False alarms: when nothing shifted, every p-value is valid (the binned KS is conservative,
 the classifier test is exact), so Benjamini-Hochberg keeps the chance that a report raises
@@ -26,6 +31,8 @@ from keel.monitor._profile import Profile
 from keel.monitor._window import Window
 
 SECTIONS = ("input", "output", "schema", "data")
+#: A check's verdict, most severe first.
+LEVELS = ("alert", "minor", "none")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class Check:
     summary: str
     q_value: float = 1.0
     drift: bool = False
+    #: alert | minor | none (see the module's docstring)
+    level: str = "none"
     examples: list[dict[str, Any]] = dc_field(default_factory=list)
     plot: dict[str, Any] | None = None
 
@@ -59,6 +68,7 @@ class Check:
             "section": self.section,
             "test": self.test,
             "drift": self.drift,
+            "level": self.level,
             "p_value": self.p_value,
             "q_value": self.q_value,
             "material": self.material,
@@ -86,12 +96,28 @@ class DriftReport:
     def drifted(self) -> bool:
         return bool(self.alerts)
 
+    @property
+    def minor(self) -> list[Check]:
+        """Significant shifts below materiality: reported, never alerting."""
+        return [c for c in self.checks if c.level == "minor"]
+
     def drifted_fields(self) -> set[str]:
         return {c.field for c in self.alerts}
 
+    def levels(self) -> dict[str, str]:
+        """Each field's most severe level over its checks."""
+        out: dict[str, str] = {}
+        for c in self.checks:
+            have = out.get(c.field, "none")
+            out[c.field] = min(have, c.level, key=LEVELS.index)
+        return out
+
     def metrics(self) -> dict[str, float]:
         """Drift scores by name, for Prometheus-style export (one gauge per check)."""
-        out: dict[str, float] = {"keel_drift_alerts": float(len(self.alerts))}
+        out: dict[str, float] = {
+            "keel_drift_alerts": float(len(self.alerts)),
+            "keel_drift_minor": float(len(self.minor)),
+        }
         for c in self.checks:
             base = f'field="{c.field}",test="{c.test}"'
             out[f"keel_drift_score{{{base}}}"] = _score(c)
@@ -103,6 +129,7 @@ class DriftReport:
             "workflow": self.workflow,
             "drift": self.drifted,
             "alerts": [f"{c.field} ({c.test}): {c.summary}" for c in self.alerts],
+            "minor": [f"{c.field} ({c.test}): {c.summary}" for c in self.minor],
             "profile": self.profile,
             "window": self.window,
             "settings": self.settings.__dict__,
@@ -147,7 +174,10 @@ def compare(
     for c, qv in zip(checks, q, strict=True):
         c.q_value = qv
         c.drift = qv <= s.alpha and c.material
-    checks.sort(key=lambda c: (not c.drift, SECTIONS.index(c.section), c.q_value))
+        c.level = "none" if qv > s.alpha else ("alert" if c.material else "minor")
+    checks.sort(
+        key=lambda c: (LEVELS.index(c.level), SECTIONS.index(c.section), c.q_value, c.field)
+    )
     return DriftReport(
         workflow,
         profile.summary(),

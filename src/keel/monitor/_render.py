@@ -38,6 +38,10 @@ def render_html(report: DriftReport) -> str:
         if report.drifted
         else "No drift: every check is within its limits"
     )
+    if report.minor:
+        verdict += (
+            f"; {len(report.minor)} minor shift(s): significant, below materiality, not alerting"
+        )
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
@@ -52,7 +56,10 @@ def render_html(report: DriftReport) -> str:
     if alerts:
         parts.append("<h2>Alerts</h2>")
         parts += [_card(c) for c in alerts]
-    quiet = [c for c in report.checks if not c.drift and c.plot]
+    if report.minor:
+        parts.append("<h2>Minor shifts (significant, below materiality)</h2>")
+        parts += [_card(c) for c in report.minor]
+    quiet = [c for c in report.checks if c.level == "none" and c.plot]
     if quiet:
         parts.append("<h2>Everything else</h2>")
         parts += [_card(c) for c in quiet]
@@ -79,7 +86,8 @@ def _rules(report: DriftReport) -> str:
         f"{s.min_psi} or Wasserstein &ge; {s.min_wasserstein_sd} sd for numbers, a share "
         f"moving &ge; {s.min_pp} percentage points for categories, classifier AUC &ge; "
         f"{s.min_auc} for text embeddings). With no shift, at most {s.alpha:.0%} of reports "
-        "raise any alert.</p>"
+        "raise any alert. A significant shift below materiality is <em>minor</em>: shown "
+        "here, never alerting.</p>"
     )
 
 
@@ -101,8 +109,9 @@ def _table(checks: list[Check]) -> str:
     rows = []
     for c in checks:
         cls = " class='alert'" if c.drift else ""
+        shown = {"alert": "ALERT", "minor": "minor", "none": "ok"}[c.level]
         rows.append(
-            f"<tr{cls}><td>{'ALERT' if c.drift else 'ok'}</td><td>{_e(c.section)}</td>"
+            f"<tr{cls}><td>{shown}</td><td>{_e(c.section)}</td>"
             f"<td><code>{_e(c.field)}</code></td><td>{_e(c.test)}</td>"
             f"<td>{c.q_value:.2g}</td><td>{_e(c.summary)}</td></tr>"
         )

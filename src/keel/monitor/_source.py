@@ -18,9 +18,10 @@ from typing import Any
 
 from keel import _json
 from keel.errors import ConfigError
-from keel.sources import read_rows
-from keel.stages.validate import _encoding_violations
+from keel.monitor._columns import SchemaCounts
+from keel.sources import printable, read_rows
 from keel.store.drift import WindowSpec
+from keel.watch import Watch
 from keel.workflow import Workflow
 
 OUTCOME_KINDS = {
@@ -46,7 +47,7 @@ def kind_of(annotation: Any) -> str | None:
     return None
 
 
-def input_fields(wf: Workflow) -> dict[str, str | None]:
+def input_fields(wf: Any) -> dict[str, str | None]:
     return {
         f"input.{n}": kind_of(f.annotation) for n, f in wf.input.model_fields.items() if n != wf.key
     }
@@ -67,48 +68,87 @@ def declared_kinds(
     return kinds
 
 
-def first_rule(wf: Workflow, raw: dict[str, Any], parse_error: bool) -> str | None:
+def file_fields(decl: Any) -> dict[str, str]:
+    """Drift field -> file column: the input contract's fields and, for a
+    :class:`keel.Watch` with an output, the output's fields (read from the same row)."""
+    fields = {name: name.split(".", 1)[1] for name in input_fields(decl)}
+    if isinstance(decl, Watch):
+        fields |= {f"output.{n}": n for n in decl.output_fields()}
+    return fields
+
+
+def file_kinds(decl: Any) -> dict[str, str | None]:
+    """The declared kinds of :func:`file_fields`."""
+    kinds = input_fields(decl)
+    if isinstance(decl, Watch):
+        kinds |= {f"output.{n}": kind_of(f.annotation) for n, f in decl.output_fields().items()}
+    return kinds
+
+
+def first_rule(wf: Any, raw: dict[str, Any], parse_error: bool) -> str | None:
     """The rule the validate stage would quarantine this row for (None when it passes)."""
     if parse_error:
         return "parse"
+    from keel.stages.validate import _encoding_violations  # start-up: only for rows read one by one
+
     bad = _encoding_violations(raw)
     if bad:
         return "encoding"
-    if wf.key not in raw:  # training files often have no key column: judge the rest
+    if wf.key is not None and wf.key not in raw:  # training files often have no key column
         raw = {**raw, wf.key: "reference"}
     _model, violations = wf.input_contract.validate(raw)
     return violations[0].rule if violations else None
 
 
+def schema_of(raws: list[dict[str, Any]], rules: list[str | None]) -> SchemaCounts:
+    counts = SchemaCounts()
+    for raw, rule in zip(raws, rules, strict=True):
+        counts.add(raw, rule)
+    return counts
+
+
 def file_batches(
-    wf: Workflow, path: str | Path, size: int = 2000
-) -> Iterator[tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]]:
-    """(columns, keys, raw rows, quarantine rules) per batch of a CSV/JSONL/Parquet file."""
-    names = [n.split(".", 1)[1] for n in input_fields(wf)]
-    batch: list[tuple[dict[str, Any], bool, str]] = []
+    wf: Any, path: str | Path, size: int = 2000
+) -> Iterator[tuple[dict[str, list[Any]], list[str], SchemaCounts]]:
+    """(columns, keys, schema counts) per batch of a CSV/JSONL/Parquet file, row by row (the
+    columnar reader, :mod:`keel.monitor._columnar`, takes plain CSV and Parquet)."""
+    fields = file_fields(wf)
+    batch: list[tuple[dict[str, Any], str | None, str]] = []
     for row in read_rows(path):
         raw = row.data if row.data is not None else {"_unparsed": row.text or ""}
-        key = str(raw.get(wf.key, f"{row.source}#{row.line}"))
-        batch.append((raw, row.data is None, key))
+        raw, undecodable = _decoded(raw)
+        key = raw.get(wf.key) if wf.key is not None else None
+        key = str(key) if key is not None and str(key).strip() else f"{row.source}#{row.line}"
+        broken = "parse" if row.data is None else ("encoding" if undecodable else None)
+        batch.append((raw, broken, key))
         if len(batch) >= size:
-            yield _file_batch(wf, names, batch)
+            yield _file_batch(wf, fields, batch)
             batch = []
     if batch:
-        yield _file_batch(wf, names, batch)
+        yield _file_batch(wf, fields, batch)
+
+
+def _decoded(raw: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Text holding bytes the file's encoding cannot decode, written as ``\\xNN`` (as admit
+    does before a record is stored); True when there were any."""
+    bad = [k for k, v in raw.items() if isinstance(v, str) and printable(v) != v]
+    if not bad:
+        return raw, False
+    return {k: printable(v) if k in bad else v for k, v in raw.items()}, True
 
 
 def _file_batch(
-    wf: Workflow, names: list[str], batch: list[tuple[dict[str, Any], bool, str]]
-) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
-    cols = {f"input.{n}": [_clean(raw.get(n)) for raw, _e, _k in batch] for n in names}
+    wf: Any, fields: dict[str, str], batch: list[tuple[dict[str, Any], str | None, str]]
+) -> tuple[dict[str, list[Any]], list[str], SchemaCounts]:
+    cols = {name: [_clean(raw.get(col)) for raw, _e, _k in batch] for name, col in fields.items()}
     raws = [{k: v for k, v in raw.items() if k != wf.key} for raw, _e, _k in batch]
-    rules = [first_rule(wf, raw, err) for raw, err, _k in batch]
-    return cols, [k for _r, _e, k in batch], raws, rules
+    rules = [broken or first_rule(wf, raw, False) for raw, broken, _k in batch]
+    return cols, [k for _r, _e, k in batch], schema_of(raws, rules)
 
 
 def store_batch(
     wf: Workflow, rows: list[dict[str, Any]], outputs: bool
-) -> tuple[dict[str, list[Any]], list[str], list[dict[str, Any]], list[str | None]]:
+) -> tuple[dict[str, list[Any]], list[str], SchemaCounts]:
     """Columns of a chunk of store rows (see :func:`keel.store.drift.window_rows`)."""
     inputs = [_json.loads(r["input"]) or {} for r in rows]
     cols: dict[str, list[Any]] = {
@@ -129,7 +169,7 @@ def store_batch(
         ]
     raws = [{k: v for k, v in raw.items() if k != wf.key} for raw in inputs]
     rules = [_rule(r["violations"]) for r in rows]
-    return cols, [r["key"] for r in rows], raws, rules
+    return cols, [r["key"] for r in rows], schema_of(raws, rules)
 
 
 def _rule(violations: str | None) -> str | None:

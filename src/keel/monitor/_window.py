@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from keel.monitor import _text
@@ -157,7 +159,7 @@ class WindowCounter:
     """Counts batches of a current window against a profile (see :class:`ProfileBuilder`)."""
 
     def __init__(
-        self, profile: Profile, *, sample_size: int = 2000, seed: int | None = None
+        self, profile: Profile, *, sample_size: int = 2000, seed: int | None = 0
     ) -> None:
         self.window = Window(profile, sample=RowSample(sample_size))
         self.profile = profile
@@ -181,6 +183,11 @@ class WindowCounter:
             w.schema = SchemaCounts()
         for raw, rule in zip(rows, rules, strict=True):
             w.schema.add(raw, rule)
+
+    def add_schema(self, counts: SchemaCounts) -> None:
+        """Add schema counts made elsewhere (e.g. column by column from a file)."""
+        w = self.window
+        w.schema = counts if w.schema is None else w.schema.merge(counts)
 
     def _count(
         self, name: str, kind: str, values: Any, keys: Sequence[str] | None
@@ -226,6 +233,22 @@ class WindowCounter:
         slots = w.new_keys.setdefault(name, {})
         want = {c for c in counts if c not in known and len(slots.get(c, [])) < NEW_CATEGORY_KEYS}
         if want and keys is not None:
-            for label, key in zip(as_labels(values), keys, strict=True):
+            labels = as_labels(values) if not _is_text(values) else None
+            rows = (
+                range(len(keys))
+                if labels is not None
+                else np.flatnonzero(
+                    pc.is_in(values, value_set=pa.array(sorted(want))).fill_null(False)
+                )
+            )
+            for i in rows:
+                label = labels[i] if labels is not None else values[int(i)].as_py()
                 if label in want and len(slots.setdefault(label, [])) < NEW_CATEGORY_KEYS:
-                    slots[label].append(key)
+                    slots[label].append(keys[int(i)])
+
+
+def _is_text(values: Any) -> bool:
+    """An Arrow array of strings (its new categories are found without a loop over rows)."""
+    return isinstance(values, (pa.Array, pa.ChunkedArray)) and (
+        pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    )

@@ -12,6 +12,7 @@ from keel.errors import ReleaseError, RolloutConflict
 from keel.models import Model
 from keel.releases._bundle import Release, bundle, check_fits, pack, release_id, unpack
 from keel.store import Store
+from keel.store import gates as gates_sql
 from keel.store import releases as sql
 from keel.workflow import Policy, Workflow
 
@@ -56,14 +57,15 @@ def ensure_champion(wf: Workflow, store: Store) -> Release:
     The first run makes the declared release the champion. After that, while the champion
     came from the workflow file (nothing was promoted or rolled out yet), the file *is* the
     release: a changed declaration becomes the champion on the next run, as a prototype
-    expects. Once a champion came from a promotion or a rollout, a changed file is registered
+    expects (not in production: there it waits like any other release). Once a champion
+    came from a promotion or a rollout, a changed file is registered
     and waits for a rollout or a promotion (:func:`declared_note` says so).
     """
     declared, _new = register(wf, store, note="declared by the workflow file")
     current = sql.aliases(store, wf.name).get(CHAMPION)
     if current == declared.id:
         return declared
-    if current is None or (_follows_file(store, wf.name)
+    if current is None or (_follows_file(store, wf.name) and not _in_production(wf, store)
                            and sql.active_rollout(store, wf.name) is None):
         reason = ("first run of the workflow" if current is None
                   else "the workflow file declares a new release")
@@ -71,6 +73,14 @@ def ensure_champion(wf: Workflow, store: Store) -> Release:
                        reason=reason, evidence={"was": current})
         return declared
     return get(store, wf.name, current)
+
+
+def _in_production(wf: Workflow, store: Store) -> bool:
+    """In production (gated workflows), a changed file waits for a rollout or a promotion."""
+    if wf.gates is None:
+        return False
+    row = gates_sql.stage(store, wf.name)
+    return row is not None and row["stage"] == "production"
 
 
 def _follows_file(store: Store, workflow: str) -> bool:

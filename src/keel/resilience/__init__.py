@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from keel.resilience._breaker import BreakerPolicy, BreakerState, CircuitBreaker
     from keel.resilience._layers import LOCAL, Attempt, Caller, CallResult, build_caller, resilience_for
     from keel.resilience._loop import LoopThread
-    from keel.resilience._ratelimit import RateLimits
+    from keel.resilience._ratelimit import RateLimits, Shared
     from keel.resilience._settings import Resilience, RetryPolicy
 
 _WHERE = {
@@ -28,6 +28,7 @@ _WHERE = {
     "RateLimits": "keel.resilience._ratelimit",
     "Resilience": "keel.resilience._settings",
     "RetryPolicy": "keel.resilience._settings",
+    "Shared": "keel.resilience._ratelimit",
     "build_caller": "keel.resilience._layers",
     "resilience_for": "keel.resilience._layers",
 }
@@ -44,6 +45,7 @@ __all__ = [
     "RateLimits",
     "Resilience",
     "RetryPolicy",
+    "Shared",
     "build_caller",
     "resilience_for",
 ]

@@ -35,7 +35,7 @@ from keel.errors import (
 )
 from keel.resilience._breaker import HALF_OPEN, OPEN, CircuitBreaker
 from keel.resilience._loop import LoopThread, in_thread
-from keel.resilience._ratelimit import Limiter, RateLimits
+from keel.resilience._ratelimit import Limiter, RateLimits, Shared
 from keel.resilience._settings import Resilience, RetryPolicy
 
 if TYPE_CHECKING:
@@ -178,9 +178,10 @@ class Limit:
     """In-flight limit, requests/s and tokens/min for an async model (state per event loop)."""
 
     def __init__(self, inner: Layer, limits: RateLimits,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, shared: Shared | None = None) -> None:
         self.inner = inner
         self.limits = limits
+        self.shared = shared  # where RateLimits(shared=True) keeps its buckets
         self.breaker = breaker  # checked again once a slot is free: it may have opened
         self._limiter: Limiter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,7 +189,7 @@ class Limit:
     def limiter(self) -> Limiter:
         loop = asyncio.get_running_loop()
         if self._limiter is None or self._loop is not loop:
-            self._limiter, self._loop = Limiter(self.limits), loop
+            self._limiter, self._loop = Limiter(self.limits, self.shared), loop
         return self._limiter
 
     async def __call__(self, inputs: Sequence[BaseModel], budget: Budget) -> list[CallResult]:
@@ -317,7 +318,13 @@ class Caller:
         self.model = model
         self.resilience = resilience
         self.loop = loop
+        self.shared: Shared | None = None
         self.set_breaker(breaker)
+
+    def share(self, shared: Shared) -> None:
+        """Keep ``RateLimits(shared=True)``'s buckets where ``shared`` says (the store)."""
+        self.shared = shared
+        self.set_breaker(self.breaker)
 
     def set_breaker(self, breaker: CircuitBreaker | None) -> None:
         """(Re)build the stack, with the model version's breaker once it is known."""
@@ -327,7 +334,7 @@ class Caller:
         if res.timeout_s is not None:
             layer = Timeout(layer, res.timeout_s, model.name)
         if model.is_async and res.limits is not None:
-            layer = Limit(layer, res.limits, breaker)
+            layer = Limit(layer, res.limits, breaker, self.shared)
         if breaker is not None:
             layer = Breaker(layer, breaker, model.name)
         self.stack: Layer = Retry(layer, res.retry)

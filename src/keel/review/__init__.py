@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from keel.review._calibrate import CalibrationResult, calibrate, scored_labels
     from keel.review._labels import export_labels, labels, retrain, training_examples
     from keel.review._queue import DECISIONS, ReviewQueue
+    from keel.review._report import calibration_html
     from keel.review._risk import learn_then_test, per_class_thresholds, threshold_curve
     from keel.review._routing import policy_from_params, policy_in_force
 
@@ -32,6 +33,7 @@ _WHERE = {
     "training_examples": "keel.review._labels",
     "DECISIONS": "keel.review._queue",
     "ReviewQueue": "keel.review._queue",
+    "calibration_html": "keel.review._report",
     "learn_then_test": "keel.review._risk",
     "per_class_thresholds": "keel.review._risk",
     "policy_from_params": "keel.review._routing",
@@ -47,6 +49,7 @@ __all__ = [
     "ReviewError",
     "ReviewQueue",
     "calibrate",
+    "calibration_html",
     "export_labels",
     "labels",
     "learn_then_test",

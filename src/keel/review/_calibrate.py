@@ -7,6 +7,7 @@ threshold is certified for the model that will use it, whatever model the labels
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -60,16 +61,23 @@ class CalibrationResult:
     score: str = "confidence"         # what the threshold is on (an LLM's confidence strategy)
     cost_usd: float = 0.0             # what the model's answers to the labels cost
     cost_unknown: int = 0             # answers from a model with no known price
+    uncertified_threshold: float | None = None  # lowest threshold at the target on these labels
+    uncertified_coverage: float = 0.0  # what it would automate, with no guarantee
+    needed_accuracy: float | None = None  # observed accuracy the bound needs above threshold
+    evidence: dict[str, Any] | None = field(default=None, repr=False)  # for --html; not kept
 
     @property
     def accuracy_bound(self) -> float:
         return 1.0 - self.error_bound
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items()}
+        out = {k: v for k, v in self.__dict__.items() if k != "evidence"}
         out["threshold"] = None if self.threshold in (None, NEVER) else self.threshold
         out["accuracy_bound"] = self.accuracy_bound
         out["empirical_accuracy"] = (1 - self.errors / self.accepted) if self.accepted else None
+        out["coverage_left"] = max(0.0, self.uncertified_coverage - self.coverage)
+        out["margin"] = (None if self.needed_accuracy is None
+                         else self.needed_accuracy - self.target_accuracy)
         return out
 
 
@@ -127,11 +135,13 @@ def examples_from_file(wf: Workflow, path: str | Path, label_column: str | None,
     return out
 
 
-def examples_from_store(wf: Workflow, store: Store, skipped: Counter[str]) -> list[Example]:
-    """The store's labels from the uniform audit sample (the latest label per record)."""
+def examples_from_store(wf: Workflow, store: Store, skipped: Counter[str],
+                        every: bool = False) -> list[Example]:
+    """The store's labels from the uniform audit sample, or (``every``) all of them, reviews
+    too (the latest label per record)."""
     latest: dict[str, dict[str, Any]] = {}
     for row in sql.labels(store, wf.name):
-        if not row["sampled"]:
+        if not row["sampled"] and not every:
             skipped["not in the uniform audit sample"] += 1
             continue
         if row["record_id"] in latest:
@@ -194,22 +204,32 @@ def judge(wf: Workflow, examples: list[Example], skipped: Counter[str],
 def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = None,
               label_column: str | None = None, target_accuracy: float = 0.98,
               delta: float = 0.05, method: str = "binomial", per_class: bool = False,
-              class_field: str | None = None, activate: bool = True) -> CalibrationResult:
-    """Certify a threshold (or per-class thresholds) and, with ``activate``, put it in force."""
+              class_field: str | None = None, activate: bool = True,
+              all_labels: bool = False, evidence: bool = False) -> CalibrationResult:
+    """Certify a threshold (or per-class thresholds) and, with ``activate``, put it in force.
+
+    ``all_labels``: every label the store holds (reviews as well as the audit sample) counts,
+    beside the file's if one is given; a record labelled in both counts once, from the file.
+    ``evidence``: keep what `keel calibrate --html` draws (the curve, the classes).
+    """
     _check_args(target_accuracy, delta, method)
     skipped: Counter[str] = Counter()
+    examples: list[Example] = []
+    source: list[str] = []
     if labels_file is not None:
         examples = examples_from_file(wf, labels_file, label_column, skipped)
-        source = f"file:{labels_file}"
-    else:
-        examples = examples_from_store(wf, store, skipped)
-        source = "store:audit-sample"
+        source.append(f"file:{labels_file}")
+    # the file's records only: the store's labels are of traffic by nature
     warnings = _overlap_warning(wf, store, examples) if labels_file is not None else []
+    if labels_file is None or all_labels:
+        examples = _merge(wf, examples, examples_from_store(wf, store, skipped, all_labels))
+        source.append("store:all-labels" if all_labels else "store:audit-sample")
     wf.model.warm()
     spent: list[float] = []
     conf, right, outputs = judge(wf, examples, skipped, spent)
     strategy = getattr(wf.model, "confidence", None)
-    res = CalibrationResult(workflow=wf.name, model_version=wf.model.version, source=source,
+    res = CalibrationResult(workflow=wf.name, model_version=wf.model.version,
+                            source="+".join(source),
                             method=method, target_accuracy=target_accuracy, delta=delta,
                             labels=len(examples), used=int(conf.size), threshold=None,
                             skipped=dict(skipped), warnings=warnings,
@@ -218,10 +238,18 @@ def calibrate(wf: Workflow, store: Store, *, labels_file: str | Path | None = No
     if per_class:
         _per_class(wf, res, conf, right, outputs, class_field)
     else:
-        _global(res, conf, right, labels_file is None, wf.policy.audit_rate)
+        _global(res, conf, right, labels_file is None and not all_labels, wf.policy.audit_rate)
+    _left_on_the_table(res, conf, right)
+    if evidence:
+        res.evidence = _evidence(wf, res, conf, right, outputs, class_field)
     if activate:
         res.version = sql.save_routing_policy(store, wf.name, _params(res), res.as_dict())
     return res
+
+
+def _merge(wf: Workflow, first: list[Example], more: list[Example]) -> list[Example]:
+    keys = {str(getattr(e.input, wf.key)) for e in first}
+    return first + [e for e in more if str(getattr(e.input, wf.key)) not in keys]
 
 
 def _overlap_warning(wf: Workflow, store: Store, examples: list[Example]) -> list[str]:
@@ -257,6 +285,27 @@ def _global(res: CalibrationResult, conf: np.ndarray, right: np.ndarray, from_st
     res.threshold, res.accepted, res.errors = choice.threshold, choice.accepted, choice.errors
     res.coverage, res.error_bound = choice.coverage, choice.bound
     res.groups["*"] = choice.as_dict()
+
+
+def _left_on_the_table(res: CalibrationResult, conf: np.ndarray, right: np.ndarray) -> None:
+    """What a threshold picked on the same labels with no guarantee would automate, and the
+    observed accuracy the bound needs above the certified threshold (its margin)."""
+    res.uncertified_threshold, res.uncertified_coverage = _risk.uncertified_point(
+        conf, right, res.target_accuracy)
+    if res.accepted:
+        res.needed_accuracy = _risk.needed_accuracy(res.method, res.accepted,
+                                                    res.target_accuracy, res.delta)
+
+
+def _evidence(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np.ndarray,
+              outputs: list[dict[str, Any]], class_field: str | None) -> dict[str, Any]:
+    from keel.review import _report
+
+    fields = list(wf.output_contract.fields)
+    name = res.class_field or class_field or (fields[0] if len(fields) == 1 else None)
+    classes = [str(o.get(name)) if name else json.dumps(o, sort_keys=True) for o in outputs]
+    lam = np.asarray([_threshold(res, c) for c in classes], dtype=np.float64)
+    return _report.evidence(conf, right, classes, lam, res)
 
 
 def _per_class(wf: Workflow, res: CalibrationResult, conf: np.ndarray, right: np.ndarray,

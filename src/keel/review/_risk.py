@@ -19,6 +19,7 @@ rate would be certified. That choice uses the confidences only, never the labels
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ def min_labels(alpha: float, delta: float) -> int:
     return math.ceil(math.log(delta) / math.log(1.0 - alpha))
 
 
+@functools.lru_cache(maxsize=256)
 def start_size(alpha: float, delta: float, n_total: int, method: str = "binomial") -> int:
     """Points needed above the first tested threshold (label-free; see the module docstring).
 
@@ -230,25 +232,66 @@ def per_class_thresholds(confidence: Any, correct: Any, predicted: Any, *,
     return out
 
 
+def uncertified_point(confidence: Any, correct: Any,
+                      target_accuracy: float) -> tuple[float | None, float]:
+    """(threshold, coverage): the lowest threshold whose accuracy on these very labels reaches
+    the target, and the share it automates. No guarantee: what a threshold picked by eye with
+    the answers known would reach, and so the ceiling a certified threshold is compared with."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    if not conf.size:
+        return None, 0.0
+    order = np.argsort(-conf, kind="stable")
+    sorted_conf, hits = conf[order], np.cumsum(ok[order])
+    # only cut between distinct scores: a threshold takes every tie or none
+    ends = np.flatnonzero(np.r_[sorted_conf[1:] != sorted_conf[:-1], True])
+    good = ends[hits[ends] >= target_accuracy * (ends + 1)]
+    if not good.size:
+        return None, 0.0
+    last = int(good.max())
+    return float(sorted_conf[last]), (last + 1) / conf.size
+
+
+def best_coverage(confidence: Any, correct: Any, target_accuracy: float) -> float:
+    """The coverage of :func:`uncertified_point`."""
+    return uncertified_point(confidence, correct, target_accuracy)[1]
+
+
+def needed_accuracy(method: str, n: int, target_accuracy: float, delta: float) -> float:
+    """The observed accuracy that n labelled points above a threshold must show for the
+    threshold to be certified: the target plus the bound's margin for sampling error."""
+    alpha = 1.0 - target_accuracy
+    ks = np.arange(0, n + 1, dtype=np.int64)
+    ok = pvalues(method, ks, np.full(ks.size, n, dtype=np.int64), alpha) <= delta
+    return 1.0 - float(ks[ok].max()) / n if ok.any() else 1.0
+
+
 def split_study(confidence: Any, correct: Any, *, splits: int = 20, seed: int = 0,
                 target_accuracy: float = 0.98, delta: float = 0.05, method: str = "binomial",
-                fixed_threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Calibrate on a random half, evaluate on the other half, ``splits`` times.
+                fixed_threshold: float = 0.5,
+                calibration_size: int | None = None) -> list[dict[str, Any]]:
+    """Calibrate on a random part (half, or ``calibration_size`` points), evaluate on the
+    rest, ``splits`` times.
 
     Each row: the certified threshold, the coverage and realized accuracy of automated
-    decisions on the evaluation half, and the same for a fixed threshold for comparison.
+    decisions on the evaluation part, the same for a fixed threshold for comparison, and the
+    best coverage any threshold reaches at the target on the evaluation part (uncertified).
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
+    size = conf.size // 2 if calibration_size is None else calibration_size
+    if not 0 < size < conf.size:
+        raise ValueError(f"calibration_size must be in (0, {conf.size}), got {size}")
     rng = np.random.default_rng(seed)
     rows = []
     for split in range(splits):
         perm = rng.permutation(conf.size)
-        cal, ev = perm[: conf.size // 2], perm[conf.size // 2:]
+        cal, ev = perm[:size], perm[size:]
         res = learn_then_test(conf[cal], ok[cal], target_accuracy=target_accuracy, delta=delta,
                               method=method)
         row: dict[str, Any] = {"split": split, "threshold": res.threshold,
-                               "calibration_coverage": res.coverage, "error_bound": res.bound}
+                               "calibration_coverage": res.coverage, "error_bound": res.bound,
+                               "best_coverage": best_coverage(conf[ev], ok[ev], target_accuracy)}
         for name, lam in (("calibrated", res.threshold), ("fixed", fixed_threshold)):
             auto = conf[ev] >= lam if lam is not None else np.zeros(ev.size, dtype=bool)
             row[f"{name}_coverage"] = float(auto.mean())

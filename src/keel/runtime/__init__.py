@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from keel.runtime._api import replay, run, submit, work
     from keel.runtime._runner import Earlier, ProgressFn, Runner, RunSummary
+    from keel.runtime._worker import enqueue
     from keel.runtime._writer import RowWriter
 
 _WHERE = {
@@ -22,6 +23,7 @@ _WHERE = {
     "Runner": "keel.runtime._runner",
     "replay": "keel.runtime._api",
     "run": "keel.runtime._api",
+    "enqueue": "keel.runtime._worker",
     "submit": "keel.runtime._api",
     "work": "keel.runtime._api",
 }
@@ -32,6 +34,7 @@ __all__ = [
     "RowWriter",
     "RunSummary",
     "Runner",
+    "enqueue",
     "replay",
     "run",
     "submit",

@@ -18,6 +18,8 @@ from keel.resilience import LoopThread, Resilience, RetryPolicy
 from keel.review import policy_in_force
 from keel.stages import ConfidenceRouter, OutputChecker, Predictor
 from keel.stages.predict import Step, chain
+from keel.stages.steps import StepsPredictor
+from keel.stages.steps import build as build_steps
 from keel.store import Store
 from keel.store.cost import BudgetKeeper
 from keel.workflow import Policy, Rollout, Workflow
@@ -28,7 +30,7 @@ class Lane:
     """One release's stages: its chain (its model, the workflow's fallbacks), its policy."""
 
     release: Release
-    predictor: Predictor
+    predictor: Predictor | StepsPredictor
     router: ConfidenceRouter
     policy: Policy
     note: str | None = None
@@ -76,11 +78,21 @@ class LaneMaker:
         policy, note = policy_in_force(self.store, self.wf.name, model.version, declared)
         if audit_rate is not None:
             policy = replace(policy, audit_rate=audit_rate)
-        steps = chain([("primary", model)], self.loop, default=self.default, retry=self.retry)
-        predictor = Predictor(steps + self.fallbacks, OutputChecker(self.wf.output_contract),
-                              policy, self.checkpoint if keep else _discard,
-                              pricer=self.pricer, budget=self.budget if keep else None)
-        return Lane(release, predictor, ConfidenceRouter(policy), policy, note)
+        return Lane(release, self.predictor(policy, keep=keep, model=model),
+                    ConfidenceRouter(policy), policy, note)
+
+    def predictor(self, policy: Policy, *, keep: bool = True,
+                  model: Model | None = None) -> Predictor | StepsPredictor:
+        """The workflow's chain (or its steps) with ``model`` deciding (default: the file's).
+        Prices and budgets apply to a one-model chain (steps report their own usage)."""
+        save = self.checkpoint if keep else _discard
+        if self.wf.planned_steps:
+            return build_steps(self.wf.planned_steps, self.loop, policy, save,
+                               default=self.default, retry=self.retry, final_model=model)
+        steps = chain([("primary", model or self.wf.model)], self.loop, default=self.default,
+                      retry=self.retry)
+        return Predictor(steps + self.fallbacks, OutputChecker(self.wf.output_contract),
+                         policy, save, pricer=self.pricer, budget=self.budget if keep else None)
 
 
 def _discard(rows: list[Checkpoint]) -> None:

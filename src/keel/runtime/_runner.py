@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import threading
 import time
 from array import array
@@ -10,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from keel.errors import ChangeControl, UserError
 from keel.monitor import detector_for
 from keel.redact import Redactor
 from keel.releases import Lineup, Release, bundle, declared_note, lineup, release_id, tend
-from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy
+from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy, Shared
 from keel.review import policy_in_force
 from keel.runtime._lanes import Lane, LaneMaker, Plan, resumed_elsewhere, shadow_clone, shadow_rows
 from keel.runtime._speed import freeze_startup_objects, young_gc_only
@@ -33,8 +35,6 @@ from keel.stages import (
     Admitter,
     ConfidenceRouter,
     InputValidator,
-    OutputChecker,
-    Predictor,
     RawRow,
     Screener,
     StorageRedactor,
@@ -42,6 +42,7 @@ from keel.stages import (
 from keel.stages.predict import Step, chain
 from keel.stages.screen import Detector
 from keel.store import BatchRows, BreakerBook, SinkLedger, Store, batch_rows, merge_rows
+from keel.store import limits as limits_sql
 from keel.store import releases as releases_sql
 from keel.store.cost import metering
 from keel.store.gates import decided_since
@@ -89,6 +90,8 @@ class RunSummary:
     #: `keel submit`: records queued for workers; a worker: records whose lease it lost
     queued: int = 0
     lost_leases: int = 0
+    #: times a worker found the store gone and waited for it (keel worker)
+    store_outages: int = 0
 
     @property
     def decided(self) -> int:
@@ -116,6 +119,7 @@ class RunSummary:
             "updates_delivered": self.updates_delivered,
             "releases": dict(self.releases), "notes": self.notes,
             "queued": self.queued, "lost_leases": self.lost_leases,
+            "store_outages": self.store_outages,
             "retraining": None if self.retraining is None else {
                 k: self.retraining.get(k) for k in ("trigger", "release", "action", "held_out")},
         }
@@ -222,13 +226,11 @@ class Runner:
         self.stage: str | None = None
         self._cap_left: int | None = None
         self._lanes: dict[str, Lane] = {}  # by release id: the plan's, and any still finishing
+        self._names: dict[str, str] = {}  # release id -> name, of every release this run used
         self._next_look = 0.0
         self._every = workflow.rollout.check_every_s
         # until the store says which release is live: the workflow file's own
-        primary = chain([("primary", workflow.model)], self.loop, default=default, retry=retry)
-        self.predictor = Predictor(primary + fallbacks, OutputChecker(workflow.output_contract),
-                                   self.policy, self._checkpoint, pricer=self.pricer,
-                                   budget=self.budget)
+        self.predictor = self.lane_maker.predictor(self.policy)
         self.router = ConfidenceRouter(self.policy)
         self.policy_note: str | None = None
         self._registered = False
@@ -253,7 +255,7 @@ class Runner:
         """A step's fresh answers: committed now when they were dear, else with the decisions."""
         if self.scrubber is not None:
             self.scrubber([c.item for c in rows])
-        if self.wf.checkpoint == "always" or _dear(rows):
+        if self.wf.checkpoint == "always" or self.wf.planned_steps or _dear(rows):
             lease = self._lease[0] if self._lease is not None else None
             self.store.write_checkpoints(self.wf.name, self._run_id, rows, lease=lease)
         else:
@@ -287,6 +289,8 @@ class Runner:
         lanes = {k: v for k, v in self._lanes.items() if k in keep}
         for lane in plan.lanes():
             lanes[lane.release_id] = lane
+            # a batch in flight may land after its release left the plan: it keeps its name
+            self._names[lane.release_id] = lane.release.name
         for lane in (*plan.lanes(), *(shadow for shadow, _of in plan.shadows)):
             self._attach_breaker(lane.steps[0])
         self._lanes = lanes
@@ -306,10 +310,8 @@ class Runner:
         was = self.stage
         row = stored_stage(self.store, self.wf.name)
         self.stage = str(row["stage"]) if row else "prototype"
-        if was is not None and was != self.stage and self.plan is not None:
-            for lane in self.plan.lanes():  # a stage moved while running: from the next batch
-                lane.set_policy(self._staged(replace(lane.policy, review_all=None)))
-            self.policy = self.plan.champion.policy
+        if was is not None and was != self.stage:  # a stage moved while running: next batch
+            self._restage()
         mvp = self.wf.gates.mvp
         if self.stage == "mvp" and mvp.daily_volume is not None:
             midnight = time.time() // 86400 * 86400
@@ -345,7 +347,10 @@ class Runner:
         gates = self.wf.gates
         if self.stage != "mvp" or gates is None or not gates.mvp.sources:
             return
-        if not any(fnmatch.fnmatch(source, pat) for pat in gates.mvp.sources):
+        # matched as the file it names, however it is spelled (orders/../secret.csv is not
+        # under orders/; an absolute path matches a relative pattern): both resolved from cwd
+        real = os.path.realpath(source)
+        if not any(fnmatch.fnmatch(real, os.path.realpath(pat)) for pat in gates.mvp.sources):
             raise UserError(f"{self.wf.name} is an MVP and reads only {', '.join(gates.mvp.sources)}; "
                             f"{source} is not one of them (keel.Gates(mvp=keel.MvpLimits(sources=...)))")
 
@@ -393,6 +398,11 @@ class Runner:
     def _attach_breaker(self, step: Step) -> None:
         caller = step.call
         assert isinstance(caller, Caller)
+        limits = caller.resilience.limits
+        if limits is not None and limits.shared and caller.shared is None:
+            caller.share(Shared(f"{self.wf.name}/{step.model.version}",
+                                partial(limits_sql.take, self.store),
+                                partial(limits_sql.settle, self.store)))
         policy = caller.resilience.breaker
         if policy is None:
             return
@@ -498,16 +508,25 @@ class Runner:
         """Pick up a policy activated since start (`keel calibrate` while serving) and, from
         the next batch, the releases that decide now (a promotion, a rollout's step). Safe to
         call from another thread: the deciding thread switches releases itself."""
-        if self.plan is not None:
-            for lane in self.plan.lanes():
-                declared = lane.release.policy(self.wf.policy)
-                policy, lane.note = policy_in_force(self.store, self.wf.name,
-                                                    lane.steps[0].model.version, declared)
-                if lane is self.plan.challenger:
-                    policy = replace(policy, audit_rate=lane.policy.audit_rate)
-                lane.set_policy(self._staged(policy))
-            self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
+        if self.wf.gates is not None:  # a promotion may be why: stage the policies it allows
+            row = stored_stage(self.store, self.wf.name)
+            self.stage = str(row["stage"]) if row else "prototype"
+        self._restage()
         self._next_look = 0.0
+
+    def _restage(self) -> None:
+        """Each lane's policy again from what is declared and in force, as the stage allows
+        (not from the lane's current policy: an MVP's raised audit rate must not stay)."""
+        if self.plan is None:
+            return
+        for lane in self.plan.lanes():
+            declared = lane.release.policy(self.wf.policy)
+            policy, lane.note = policy_in_force(self.store, self.wf.name,
+                                                lane.steps[0].model.version, declared)
+            if lane is self.plan.challenger:
+                policy = replace(policy, audit_rate=lane.policy.audit_rate)
+            lane.set_policy(self._staged(policy))
+        self.policy, self.policy_note = self.plan.champion.policy, self.plan.champion.note
 
     def tend_rollout(self) -> None:
         """Act on a rollout's evidence now (a server's periodic job: traffic or not); the
@@ -773,8 +792,7 @@ class Runner:
         mark("store.outcomes")
         tally = summary.add(items, tally=self.telemetry is not None)
         for rid, n in Counter(i.release_id for i in items).items():
-            lane = self._lanes.get(rid or "")
-            summary.releases[lane.release.name if lane else str(rid)] += n
+            summary.releases[self._names.get(rid or "", str(rid))] += n
         if self.telemetry is not None:
             self.telemetry.on_batch(self.wf, run_id, items, mark, tally)
         if self.sinks:

@@ -3,20 +3,25 @@ it through the same stages as `keel run`, commit it only while the lease holds."
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from keel import _json
 from keel._record import Item, new_id
 from keel.contracts import Violation
-from keel.errors import UserError
+from keel.errors import StoreError, UserError
 from keel.runtime._runner import ProgressFn, Runner, RunSummary, _batches, _Writer
 from keel.runtime._writer import RowWriter
 from keel.stages import Admitter, RawRow
 from keel.store import batch_rows
 from keel.store import queue as q
+
+log = logging.getLogger("keel.worker")
 
 #: A record that was claimed this many times without being decided crashes its workers: it is
 #: quarantined with the reason instead of being tried forever.
@@ -60,6 +65,28 @@ def submit(runner: Runner, rows: Iterable[RawRow], *, source: str, priority: int
         summary.elapsed_s = time.perf_counter() - t0
         store.finish_run(summary.run_id, summary.as_dict())
     return summary
+
+
+def enqueue(runner: Runner, records: list[dict[str, Any]], *,
+            source: str = "api") -> list[dict[str, Any]]:
+    """``keel serve --enqueue``: queue already-parsed records for workers (as `keel submit`
+    does) and answer for each, in order: queued, or already known (with its disposition, if
+    a worker decided it), or quarantined with the reason."""
+    wf, store = runner.wf, runner.store
+    keys = [str(r[wf.key]) for r in records]
+    distinct = list(dict.fromkeys(keys))
+    before = store.lookup(wf.name, distinct)
+    submit(runner, [RawRow(source, n, dict(r)) for n, r in enumerate(records, 1)], source=source)
+    after = store.lookup(wf.name, distinct)
+    out = []
+    for k in keys:
+        found, earlier = after.get(k), before.get(k)
+        disposition = found.disposition if found else None
+        out.append({"key": k, "record_id": found.record_id if found else "",
+                    "disposition": disposition, "queued": found is not None and disposition is None,
+                    "already_decided": earlier is not None and earlier.disposition is not None,
+                    "url": f"/v1/records/{k}"})
+    return out
 
 
 def _items(found: list[tuple[str, str, str, str | None]], claims: dict[str, int]) -> list[Item]:
@@ -106,21 +133,26 @@ def work(runner: Runner, *, stop: threading.Event, worker: str | None = None,
     try:
         q.heartbeat(store, me, wf.name, 0, "working", started)
         while not stop.is_set():
-            claimed = q.claim(store, wf.name, me, runner.batch_size, lease_s)
-            if not claimed:
+            try:
+                claimed = q.claim(store, wf.name, me, runner.batch_size, lease_s)
+                if not claimed:
+                    q.heartbeat(store, me, wf.name, summary.decided, "working", started)
+                    if until_empty:
+                        break
+                    stop.wait(poll_s)
+                    continue
+                ids = [rid for rid, _n in claimed]
+                held[:] = ids
+                items = _items(q.load(store, ids), dict(claimed))
+                summary.read += len(items)
+                store.resume_state(items)
+                runner._load_breakers(reset=False)  # a breaker another worker opened holds here
+                _decide(runner, items, summary, me, ids)
+                held[:] = []
                 q.heartbeat(store, me, wf.name, summary.decided, "working", started)
-                if until_empty:
-                    break
-                stop.wait(poll_s)
+            except (StoreError, SQLAlchemyError) as exc:  # the store went away: wait for it
+                _outage(runner, summary, me, held, stop, exc)
                 continue
-            ids = [rid for rid, _n in claimed]
-            held[:] = ids
-            items = _items(q.load(store, ids), dict(claimed))
-            summary.read += len(items)
-            store.resume_state(items)
-            _decide(runner, items, summary, me, ids)
-            held[:] = []
-            q.heartbeat(store, me, wf.name, summary.decided, "working", started)
             if on_batch is not None:
                 on_batch(summary)
     finally:
@@ -134,6 +166,30 @@ def work(runner: Runner, *, stop: threading.Event, worker: str | None = None,
             q.heartbeat(store, me, wf.name, summary.decided, "stopped", started)
             store.finish_run(summary.run_id, summary.as_dict())
     return summary
+
+
+def _outage(runner: Runner, summary: RunSummary, me: str, held: list[str],
+            stop: threading.Event, exc: Exception) -> None:
+    """The store failed mid-batch (a restart, a network cut): nothing of the batch was
+    committed. Wait until the store answers again, hand the batch back so that it is
+    claimed again at once (by this worker or another), and go on."""
+    first = str(exc).splitlines()[0][:200]
+    summary.notes.append(f"the store failed ({first}); waited for it and went on")
+    log.warning("store unavailable, retrying: %s", first)
+    runner._writer = _Writer()  # the failed batch's writes died with their transaction
+    wait = 0.5
+    while not stop.is_set():
+        try:
+            if held:
+                q.release(runner.store, me, list(held))
+            else:
+                q.depth(runner.store, runner.wf.name)
+            held[:] = []
+            summary.store_outages += 1
+            return
+        except (StoreError, SQLAlchemyError):
+            stop.wait(wait)
+            wait = min(wait * 2, 5.0)
 
 
 def _decide(runner: Runner, items: list[Item], summary: RunSummary, me: str,

@@ -39,10 +39,12 @@ log = logging.getLogger("keel.server")
 
 
 def _alert_check(store: Store, wf: Workflow) -> Any:
-    """Evaluate the workflow's alert rules; changes go to the log (and KEEL_ALERT_WEBHOOK)."""
+    """Evaluate the workflow's alert rules; changes go to the log and to KEEL_ALERT_WEBHOOK
+    (else to where the workflow's gates send alerts, ``keel.Gates(alerts_to=...)``)."""
     channels: list[alerts.Channel] = [alerts.LogChannel()]
-    if os.environ.get("KEEL_ALERT_WEBHOOK"):
-        channels.append(alerts.WebhookChannel(os.environ["KEEL_ALERT_WEBHOOK"]))
+    hook = os.environ.get("KEEL_ALERT_WEBHOOK") or (wf.gates.alerts_to if wf.gates else None)
+    if hook:
+        channels.append(alerts.WebhookChannel(hook))
     return lambda: alerts.evaluate(store, wf, channels=channels)
 
 

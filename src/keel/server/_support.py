@@ -32,6 +32,8 @@ class Settings:
     dashboard_cache_s: float = 2.0
     key_cache_s: float = 5.0
     alert_interval_s: float = 60.0
+    #: answer 202 and leave the deciding to `keel worker` processes (records are queued)
+    enqueue: bool = False
 
     def __post_init__(self) -> None:
         if not self.session_secret:  # sessions then last as long as the process

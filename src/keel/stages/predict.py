@@ -217,7 +217,7 @@ class Predictor:
         if cut is not None:
             item.log("retries_stopped", model_version=step.model.version,
                      detail={"step": step.name, "attempts": item.attempts, "why": cut})
-        if step.name != "primary" and res.attempts:
+        if is_fallback(step.name) and res.attempts:
             if item.error:
                 cause, code = item.error, item.error_code
             elif item.output_violations:
@@ -260,6 +260,11 @@ class Predictor:
             item.finish("failed", f"[{code}] {item.error or 'model failed'}")
             item.log("failed", detail={"error": item.error, "code": item.error_code,
                                        "attempts": item.attempts})
+
+
+def is_fallback(step_name: str) -> bool:
+    """``fallback:1``, or a named step's ``extract/fallback:1``."""
+    return step_name.rpartition("/")[2].startswith("fallback:")
 
 
 def _spent(detail: dict[str, Any], usage: Usage) -> None:

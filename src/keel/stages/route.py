@@ -46,6 +46,8 @@ class ConfidenceRouter:
         threshold = self.policy.threshold_for(item.output)
         conf = pred.confidence
         why = f"confidence {conf:.3f}{self._versus(threshold)}"
+        if item.step_results:  # a multi-step workflow: the policy judges the last step
+            why = f"step {item.step_results[-1]['step']}: {why}"
         if self.policy.review_all:
             self._send(item, self.policy.review_all,
                        f"{self.policy.review_all} stage: a person decides every record ({why})")

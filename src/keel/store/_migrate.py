@@ -16,7 +16,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest revision(s). A store already there opens without importing Alembic (a third of
 #: a second of start-up for every command); tests/unit/test_migrations_head.py keeps this in
 #: step with the migration files.
-HEADS = frozenset({"0008_cost"})
+HEADS = frozenset({"0009_limits"})
 #: Where Alembic keeps the revisions a store is at (migrations/env.py)
 VERSION_TABLE = "keel_schema_version"
 

@@ -458,3 +458,11 @@ workers = Table(
     Column("decided", Integer, nullable=False),
     Column("status", String(20), nullable=False),          # working | stopped
 )
+
+#: token buckets shared by every process on the store (``RateLimits(shared=True)``)
+rate_buckets = Table(
+    "rate_buckets", metadata,
+    Column("key", String(300), primary_key=True),          # workflow / model version / limit
+    Column("level", Float, nullable=False),                # units left (may go below zero)
+    Column("stamp", Float, nullable=False),                # when it was last refilled
+)

@@ -148,10 +148,19 @@ def _burn_rate(conn: Connection, wf: str, since: float, now: float) -> tuple[flo
     return float(used) / (float(limit) * gone), sum(decided.values())
 
 
+def _queue_age(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
+    """The age of the oldest record waiting for a worker, and how many wait. An empty queue
+    is an observation too (age 0), so that a firing alert resolves once workers catch up."""
+    q = t.queue
+    oldest, n = conn.execute(select(func.min(q.c.enqueued_at), func.count()).where(
+        q.c.workflow == wf, q.c.status == "pending")).one()
+    return (0.0, 1) if oldest is None else (max(0.0, now - float(oldest)), int(n))
+
+
 _SIGNALS = {
     "error_rate": _error_rate, "fallback_rate": _fallback_rate, "failure_rate": _failure_rate,
     "p95_latency_ms": _p95_latency, "review_backlog_age_s": _backlog_age,
-    "realized_accuracy": _realized_accuracy, "daily_cost_usd": _cost,
+    "realized_accuracy": _realized_accuracy, "daily_cost_usd": _cost, "queue_age_s": _queue_age,
     "budget_burn_rate": _burn_rate,
 }
 STORE_SIGNALS = tuple(_SIGNALS)

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, func, select
 
 from keel import _json
 from keel.store import _schema as t
+from keel.store import queue
 from keel.store._store import BreakerBook, Store
 from keel.store.releases import release_summary
 from keel.store.reviews import guarantee_status
@@ -75,8 +76,18 @@ def status(store: Store, workflow: str) -> dict[str, Any]:
         "breakers": BreakerBook(store).for_workflow(workflow),
         "policy": _json.loads(spec[0]).get("policy") if spec else None,
         "releases": release_summary(store, workflow),
+        "queue": _queue(store, workflow),
         **guarantee_status(store, workflow),
     }
+
+
+def _queue(store: Store, workflow: str) -> dict[str, Any]:
+    """Records queued for workers (``keel submit``) and the workers deciding them."""
+    found = queue.depth(store, workflow)
+    live = [w for w in queue.workers(store, workflow) if w["alive"]]
+    found["workers"] = len(live)
+    found["records_per_s"] = round(sum(w["records_per_s"] for w in live), 3)
+    return found
 
 
 #: how an answer from a model with no known price is marked in its metadata (keel._json)
@@ -195,6 +206,18 @@ def realized_accuracy(store: Store, workflow: str, truth: dict[str, str],
         "accuracy_automated": correct / auto if auto else None,
         "by_disposition": {k: {"correct": v[0], "total": v[1]} for k, v in by_disp.items()},
     }
+
+
+def decisions_by_key(store: Store, workflow: str) -> dict[str, dict[str, Any]]:
+    """Every decided record of a workflow: key -> disposition, reason and output (as stored,
+    unmasked: for scoring a run against held-back truth)."""
+    r, d = t.records, t.decisions
+    q = (select(r.c.key, d.c.disposition, d.c.reason, d.c.output)
+         .select_from(r.join(d, d.c.record_id == r.c.id)).where(r.c.workflow == workflow))
+    with store.engine.connect() as conn:
+        return {key: {"disposition": disp, "reason": reason,
+                      "output": _json.loads(output) if output else None}
+                for key, disp, reason, output in conn.execute(q)}
 
 
 def percentile(values: list[float], q: float) -> float | None:

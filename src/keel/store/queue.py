@@ -89,13 +89,15 @@ def renew(store: Store, owner: str, record_ids: Sequence[str], lease_s: float) -
 
 
 def release(store: Store, owner: str, record_ids: Sequence[str]) -> None:
-    """Hand records back undecided (a worker stopping with a batch not begun)."""
+    """Hand records back undecided (a worker stopping with a batch not begun, or whose store
+    failed mid-batch): not the records' fault, so the claim does not count toward poison."""
     q = t.queue
     with store.tx() as conn:
         for part in _chunks(list(record_ids)):
             conn.execute(update(q).where(q.c.record_id.in_(part), q.c.owner == owner,
                                          q.c.status == "leased")
-                         .values(status="pending", owner=None, lease_until=None))
+                         .values(status="pending", owner=None, lease_until=None,
+                                 attempts=q.c.attempts - 1))  # a claim made it at least 1
 
 
 def settle(conn: Connection, owner: str, record_ids: Sequence[str]) -> None:

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from keel._record import BatchTally, Item
 from keel.store import Store
 from keel.store import monitoring as mon
+from keel.store import queue as queue_sql
 from keel.store.releases import release_summary
 
 _RECORD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -286,6 +287,22 @@ class StoreCollector(Collector):
                      ["workflow", "feature"],
                      ((wf, f, v) for wf in names for f, v in drift_scores(self.store, wf).items()))
         yield from self._releases(names)
+        yield from self._queue(names)
+
+    def _queue(self, names: list[str]) -> Iterator[Metric]:
+        found = {wf: queue_sql.depth(self.store, wf) for wf in names}
+        yield _gauge("keel_queue_depth", "Records queued for workers, by status.",
+                     ["workflow", "status"], ((wf, s, q[s]) for wf, q in found.items()
+                                              for s in ("pending", "leased")))
+        yield _gauge("keel_queue_oldest_pending_age_seconds",
+                     "Age of the oldest record waiting for a worker.", ["workflow"],
+                     ((wf, q["oldest_pending_age_s"]) for wf, q in found.items()
+                      if q["oldest_pending_age_s"] is not None))
+        live = [w for w in queue_sql.workers(self.store) if w["alive"]]
+        yield _gauge("keel_worker_records_per_second",
+                     "Records a live worker decided per second since it started.",
+                     ["workflow", "worker"],
+                     ((w["workflow"], w["id"], w["records_per_s"]) for w in live))
 
     def _releases(self, names: list[str]) -> Iterator[Metric]:
         found = {wf: release_summary(self.store, wf) for wf in names}

@@ -42,6 +42,9 @@ class DecisionAnswer(BaseModel):
     review_task: TaskRef | None = None
     violations: list[dict[str, Any]] | None = None
     error: dict[str, Any] | None = None
+    queued: bool = Field(False, description="keel serve --enqueue: waiting for a worker "
+                                            "(GET `url` for its decision once made)")
+    url: str | None = Field(None, description="Where this record's trace is")
 
 
 class BatchAnswer(BaseModel):

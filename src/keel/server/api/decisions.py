@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -100,7 +101,9 @@ def _check_record(rec: Any, n: int, key_field: str, single: bool) -> None:
         "decided before is not decided again: its stored decision comes back with "
         "`already_decided: true`. One record answers 200 with the disposition, or 202 with "
         "the review task when a person must decide; a batch answers 200 with one result per "
-        "record."),
+        "record. A server started with `keel serve --enqueue` queues the records for "
+        "`keel worker` processes instead and answers 202 with `queued: true` and each "
+        "record's `url`."),
     responses={200: {"model": DecisionAnswer | BatchAnswer},
                202: {"model": DecisionAnswer, "description": "Waiting for a person"}, **ERRORS},
     openapi_extra=BODY_DOC,
@@ -117,6 +120,14 @@ async def decide_body(state: Any, raw: bytes, who: Any = None) -> tuple[int, byt
         raise Forbidden(f"{state.workflow.name} is an MVP and takes records only from the API "
                         f"keys its gates name; {who.name} is not one of them")
     records, single = parse_records(raw, state.workflow, state.settings.max_batch)
+    if state.settings.enqueue:  # workers decide: answer 202 with where to look
+        from keel.runtime import enqueue  # start-up: only a server that queues
+
+        queued = await asyncio.to_thread(enqueue, state.runner, records)
+        if single:
+            return (202 if queued[0]["queued"] else 200), _json.dumpb(queued[0])
+        counts = Counter(a["disposition"] or "queued" for a in queued)
+        return 202, _json.dumpb({"results": queued, "counts": dict(counts)})
     answers = await state.batcher.submit(records)
     if single:
         answer = answers[0]

@@ -11,6 +11,7 @@ from keel import _json
 from keel import store as store_api
 from keel.server._http import Reader, Watcher, error_response
 from keel.server.api._models import ERRORS
+from keel.store import queue
 from keel.store import serving as sq
 from keel.telemetry import CONTENT_TYPE
 
@@ -64,9 +65,18 @@ def dashboard(request: Request, who: Watcher,
         data["server"] = {"queue_depth": state.batcher.depth,
                           "batches": state.batcher.stats.batches}
         data["drift"] = dict(state.last_drift)
+        data["workers"] = _workers(state.store, state.workflow.name)
         hit = (now + state.settings.dashboard_cache_s, _json.dumpb(data))
         cache[window_s] = hit
     return Response(hit[1], media_type="application/json")
+
+
+def _workers(store: Any, workflow: str) -> dict[str, Any]:
+    """Records queued for `keel worker` processes, the oldest wait, the live workers."""
+    found = queue.depth(store, workflow)
+    live = [w for w in queue.workers(store, workflow) if w["alive"]]
+    return {**found, "live": len(live),
+            "records_per_s": round(sum(w["records_per_s"] for w in live), 2)}
 
 
 def _costs(state: Any, now: float) -> list[dict[str, Any]]:

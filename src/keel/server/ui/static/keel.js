@@ -147,6 +147,9 @@
       set("t-fallback", pct(d.rates.fallback));
       set("t-backlog", d.backlog.open.toLocaleString());
       set("t-sla", d.backlog.sla_breaches.toLocaleString());
+      const w = d.workers;
+      set("t-queue", (w.pending + w.leased).toLocaleString() + " / " + w.live + " live" +
+        (w.oldest_pending_age_s === null ? "" : " · oldest " + Math.round(w.oldest_pending_age_s) + " s"));
       const acc = (a) => a.accuracy === null ? "-" : pct(a.accuracy) + " (n=" + a.n + ")";
       set("t-audit", acc(d.accuracy.audited));
       set("t-agree", acc(d.accuracy.reviewed));

@@ -1,0 +1,133 @@
+"""examples/invoice_intake with real Tesseract: the demo end to end (small), every kind of bad
+document ending in quarantine or review with a reason a person can act on, and a run killed
+with SIGKILL mid-way that resumes without OCRing any document twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import keel
+from keel.store.queries import decisions_by_key
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "invoice_intake"
+SRC = Path(__file__).resolve().parents[2] / "src"
+BAD = ["blank", "receipt", "cut_off", "corrupt", "encrypted_pdf", "huge_image"]
+
+pytestmark = pytest.mark.slow
+
+
+def _generate(folder: Path, count: int, kinds: list[str] | None = None) -> Path:
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    return Path(generate.generate(folder, count, seed=11, kinds=kinds))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            **extra}
+
+
+def test_demo_reads_checks_and_scores_invoices(tmp_path: Path) -> None:
+    """`keel demo invoice_intake --json` on 36 generated documents: every one ends in exactly
+    one disposition, the invoices it decides automatically are right field by field, and
+    each document is OCRed once (the ones quarantined before OCR never)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "keel", "demo", "invoice_intake", "--count", "36", "--json",
+         "--docs", str(tmp_path / "docs"), "--db", str(tmp_path / "k.db")],
+        capture_output=True, text=True, env=_env(), timeout=900, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["documents_read"] == 36 == sum(got["dispositions"].values())
+    assert got["ocr_calls"] == 36 - got["dispositions"]["quarantined"]
+    assert got["good_decided_automatically"] >= 1
+    assert got["field_accuracy_automatic"] >= 0.99
+    assert got["dispositions"]["failed"] == 0
+
+
+def test_every_bad_document_ends_in_quarantine_or_review(tmp_path: Path) -> None:
+    listing = _generate(tmp_path / "docs", len(BAD) + 2, kinds=[*BAD, "invoice", "invoice"])
+    store = keel.Store.open(str(tmp_path / "k.db"))
+    try:
+        summary = keel.run(EXAMPLE / "workflow.py", listing, store=store)
+        decided = decisions_by_key(store, "invoice_intake")
+        tasks = {r["key"]: r["review_tasks"] for r in
+                 (keel.trace(k, store=store, raw=True)[0] for k in decided)}
+    finally:
+        store.close()
+    assert summary.read == len(BAD) + 2 == summary.decided
+    ends = {kind: decided[f"doc-{n:05d}"] for n, kind in enumerate(BAD, 1)}
+    for kind in ("corrupt", "encrypted_pdf", "huge_image"):
+        assert ends[kind]["disposition"] == "quarantined", (kind, ends[kind])
+    assert "password-protected" in ends["encrypted_pdf"]["reason"]
+    assert "rescan" in ends["huge_image"]["reason"]
+    assert "send it again" in ends["corrupt"]["reason"]
+    for kind in ("blank", "receipt", "cut_off"):
+        assert ends[kind]["disposition"] == "in_review", (kind, ends[kind])
+    detail = {kind: tasks[f"doc-{n:05d}"][0]["detail"] for n, kind in enumerate(BAD, 1)
+              if kind in ("blank", "receipt", "cut_off")}
+    assert "step ocr" in detail["blank"] and "no text found" in detail["blank"]
+    assert "step extract" in detail["receipt"] and "not an invoice" in detail["receipt"]
+    assert "step extract" in detail["cut_off"]  # a field the cut page lacks, or its rule
+
+
+KILLING_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import keel
+    wf = keel.load_workflow(sys.argv[1])
+    extract = wf.planned_steps[1].model
+    rules, seen = extract.fn, []
+    def dying(ocr):  # the third document's extraction never finishes: the process is killed
+        seen.append(1)
+        if len(seen) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rules(ocr)
+    extract.fn = dying
+    keel.run(wf, sys.argv[2], db=sys.argv[3], batch_size=2)
+""")
+
+
+def test_a_killed_run_resumes_without_ocring_twice(tmp_path: Path) -> None:
+    """SIGKILL while the extraction step runs (the OCR answers of the batch are already
+    checkpointed); the next run OCRs only what was never read: each document once, and each
+    document ends in exactly one disposition."""
+    listing = _generate(tmp_path / "docs", 8, kinds=["invoice"] * 7 + ["blank"])
+    calls = tmp_path / "ocr_calls.txt"
+    db = str(tmp_path / "k.db")
+    script = tmp_path / "killing_run.py"
+    script.write_text(KILLING_RUN)
+    env = _env(INTAKE_OCR_CALLS=str(calls))
+    first = subprocess.run([sys.executable, str(script), str(EXAMPLE / "workflow.py"),
+                            str(listing), db], env=env, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    read_before = calls.read_text().split()
+    assert 0 < len(read_before) < 8
+    second = subprocess.run([sys.executable, "-m", "keel", "run", str(EXAMPLE / "workflow.py"),
+                             str(listing), "--db", db], env=env, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert second.returncode == 0, second.stderr[-2000:]
+    read = Counter(calls.read_text().split())
+    assert sorted(read) == [f"doc-{n:05d}" for n in range(1, 9)]
+    assert max(read.values()) == 1  # no document OCRed twice
+    store = keel.Store.open(db)
+    try:
+        decided = decisions_by_key(store, "invoice_intake")
+        used: list[Any] = [e for k in decided for e in keel.trace(k, store=store)[0]["events"]
+                           if e["kind"] == "checkpoint_used"]
+    finally:
+        store.close()
+    assert sorted(decided) == sorted(read)
+    assert used, "the resumed run used checkpointed OCR answers"
