@@ -59,11 +59,11 @@ workflow = keel.Workflow(
     monitor=keel.DriftMonitor(),
     owners=keel.Owners(business="head-of-support@example.com",
                        support="ml-platform@example.com"),
-    # What it costs (`keel cost workflow.py --project 50000/day`, `--thresholds`): serving
-    # the model per call, a reviewer's hour and handling time until reviews are measured,
-    # a misrouted ticket, and what routing a ticket by hand takes.
+    # What it costs (`keel cost workflow.py --project 50000/day`, `--thresholds`): the model
+    # is free per call (serving it is the infrastructure line), a reviewer's hour and handling
+    # time until reviews are measured, a misrouted ticket, and routing a ticket by hand.
     cost=keel.Cost(
-        prices=[keel.ModelPrice("tfidf-logreg", per_call_usd=0.00002)],
+        prices=[keel.ModelPrice("tfidf-logreg")],
         reviewer_usd_per_hour=40.0, review_s_per_task=45.0,
         wrong_decision_usd=2.50, manual_handling_s=60.0, value_per_record_usd=0.70,
         infra_usd_per_month=150.0, retrain_usd_per_run=5.0, retrains_per_month=4,

@@ -86,7 +86,7 @@ class ModelPrice:
     @property
     def tag(self) -> str:
         """How a decision names the price it was charged at."""
-        return f"{self.model}@{self.effective_from}"
+        return self.model + "@" + self.effective_from
 
     def cost_usd(self, usage: Usage) -> float:
         return (self.per_call_usd + usage.input_tokens * self.input_per_mtok / 1e6
@@ -113,6 +113,7 @@ class PriceTable:
                 raise CostError(f"model {model} has two prices effective on the same day; "
                                 "keep one entry per model and date")
         self.by_model = by_model
+        self._starts = {m: [(r.starts_at, r) for r in rows] for m, rows in by_model.items()}
         blob = json.dumps([asdict(e) for rows in by_model.values() for e in rows], sort_keys=True)
         #: the table's content hash: which prices a report was computed with
         self.version = hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -120,8 +121,8 @@ class PriceTable:
     def at(self, names: Sequence[str], when: float) -> ModelPrice | None:
         for name in names:
             found = None
-            for row in self.by_model.get(name, ()):
-                if row.starts_at <= when:
+            for start, row in self._starts.get(name, ()):
+                if start <= when:
                     found = row
             if found is not None:
                 return found
@@ -286,11 +287,12 @@ class Pricer:
     def __init__(self, table: PriceTable, clock: Callable[[], float] = time.time) -> None:
         self.table = table
         self.clock = clock
+        self._cache: dict[tuple[str, int], ModelPrice | None] = {}
 
     def __call__(self, model: Any, usage: Usage | None) -> Priced:
         if model.kind == "rules":
             return 0.0, True, None
-        entry = self.table.at((model.name, model.version), self.clock())
+        entry = self.entry(model, self.clock())
         if entry is None:
             if usage is None:
                 return 0.0, True, None  # nothing came back: nothing was billed
@@ -299,3 +301,15 @@ class Pricer:
         if usage is None:
             return 0.0, True, entry.tag
         return entry.cost_usd(usage), True, entry.tag
+
+    def entry(self, model: Any, when: float) -> ModelPrice | None:
+        """The entry in force for ``model`` at ``when`` (looked up once per model and day)."""
+        key = (model.version, int(when // 86400))
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._cache[key] = self.table.at((model.name, model.version), when)
+        if len(self._cache) > 1024:
+            self._cache.clear()
+        return found

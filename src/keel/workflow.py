@@ -116,9 +116,10 @@ class Policy:
 #: ``queue_age_s``: the age of the oldest record queued for workers (``keel submit``).
 #: ``guarantee_void``: 1 once the audits of the calibrated policy's decisions contradict its
 #: guarantee (the sequential test `keel status` shows), else 0.
+#: ``budget_burn_rate``: the day budget's spend over its share of the day gone (keel.Cost).
 SIGNALS = ("error_rate", "fallback_rate", "failure_rate", "p95_latency_ms",
            "review_backlog_age_s", "realized_accuracy", "daily_cost_usd", "drift_score",
-           "queue_age_s", "guarantee_void")
+           "queue_age_s", "guarantee_void", "budget_burn_rate")
 _ONE_DAY = 86400.0
 
 

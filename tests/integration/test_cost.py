@@ -181,3 +181,21 @@ def test_a_price_file_is_read_and_a_malformed_one_named(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("[[price]\n")
     with pytest.raises(CostError, match="not valid TOML"):
         keel.Cost(prices=str(tmp_path / "broken.toml")).table()
+
+
+def test_a_decision_costs_its_paid_bad_answer_and_its_fallback() -> None:
+    store = keel.Store.open()
+    try:
+        wf = make(keel.FakeModel({"label": "x"}, malformed_rate=1.0, name="llm"), name="chain",
+                  fallback=[keel.FakeModel({"label": "y"}, confidence=0.99, name="big")],
+                  policy=keel.Policy(threshold=0.5, audit_rate=0.0),
+                  cost=keel.Cost(prices=[keel.ModelPrice("llm", per_call_usd=0.01),
+                                         keel.ModelPrice("big", per_call_usd=0.05)]))
+        summary = keel.run(wf, ROWS[:10], store=store)
+        assert summary.counts["fallback"] == 10
+        rep = cost.report(wf, store)
+        assert rep["components"]["fallback_usd"] == pytest.approx(10 * 0.05)
+        assert rep["components"]["model_usd"] == pytest.approx(10 * 0.01)  # the paid bad answers
+        assert rep["per_decision_usd"]["p50"] == pytest.approx(0.06)
+    finally:
+        store.close()

@@ -161,3 +161,43 @@ def test_a_stopped_record_is_replayed_once_the_budget_allows(tmp_path: Path) -> 
         assert queries.status(store, "budgeted")["dispositions"]["accepted"] == 8
     finally:
         store.close()
+
+
+def test_room_taken_ahead_is_given_back_when_the_run_ends(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    store = keel.Store.open(url)
+    try:
+        wf = make(keel.FakeModel({"label": "x"}, confidence=0.95, name="llm"), name="budgeted",
+                  policy=keel.Policy(threshold=0.5, audit_rate=0.0),
+                  cost=keel.Cost(prices=[keel.ModelPrice("llm", per_call_usd=PRICE)],
+                                 budgets=[keel.Budget("day", usd=100.0)]))
+        rows = [{"id": f"a{i}", "text": "hello there"} for i in range(50)]
+        summary = keel.run(wf, rows, store=store, batch_size=10)  # takes room ahead
+        assert summary.counts["accepted"] == 50
+    finally:
+        store.close()
+    w = _window(url)
+    assert w["spent_usd"] == pytest.approx(50 * PRICE)
+    assert w["reserved_usd"] == pytest.approx(0.0, abs=1e-9)   # nothing held after the run
+
+
+def test_an_alert_fires_when_the_day_budget_burns_too_fast(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from keel import monitor
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    _nearly_spent(url)                                     # $0.95 of $1.00 spent
+    store = keel.Store.open(url)
+    try:
+        today = datetime.now(tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        rule = keel.AlertRule("budget_burn_rate", above=1.0, min_count=0, name="burn")
+        noon = today.timestamp() + 12 * 3600                # half the day gone: 0.95 / 0.5
+        res = monitor.evaluate(store, _workflow("stop"), rules=[rule], now=noon)
+        status = {s.rule: s for s in res.statuses}["burn"]
+        assert status.value == pytest.approx(1.9) and status.state == "firing"
+        late = today.timestamp() + 23.9 * 3600              # near midnight: on pace
+        res = monitor.evaluate(store, _workflow("stop"), rules=[rule], now=late)
+        assert {s.rule: s for s in res.statuses}["burn"].value < 1.0
+    finally:
+        store.close()

@@ -75,4 +75,8 @@ def test_readme_commands_run(tmp_path: Path, demo_env: Path) -> None:
             assert "t2" in res.stdout and "text" in res.stdout
         if line.startswith("keel gate ") and res.returncode == 3:
             assert "not yet ready" in res.stdout
+        if line.startswith("keel cost ") and "--project" in line:
+            assert "total, USD/month" in res.stdout and "reviewers needed" in res.stdout
+        if line.startswith("keel cost ") and "--thresholds" in line:
+            assert "cheapest threshold that keeps accuracy" in res.stdout
     assert ran >= 6

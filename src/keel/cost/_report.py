@@ -24,11 +24,11 @@ import numpy as np
 
 from keel._money import Cost
 from keel.errors import CostError, NotFoundError
-from keel.review import learn_then_test, scored_labels, threshold_curve
+from keel.review import learn_then_test, policy_in_force, scored_labels, threshold_curve
 from keel.store import Store
 from keel.store import cost as sql
 from keel.store import reviews as review_sql
-from keel.workflow import NEVER, Workflow
+from keel.workflow import NEVER, Policy, Workflow
 
 _DAY = 86400.0
 _MONTH_DAYS = 30.0
@@ -315,13 +315,18 @@ def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None,
         return None, None
     conf, right, source = scored_labels(wf, store, file,
                                         _label_column(wf, labels_file, label_column))
-    threshold = wf.policy.threshold
+    threshold = _policy(wf, store).threshold
     above = conf >= threshold if threshold != NEVER else np.zeros(conf.shape, dtype=bool)
     n = int(above.sum())
     if n == 0:
         return None, None
     return (_share_ci(int((~right[above]).sum()), n),
             f"{source} at threshold {threshold:g} ({n} labelled above it)")
+
+
+def _policy(wf: Workflow, store: Store) -> Policy:
+    """The routing policy in force (a calibrated one, else the declared one)."""
+    return policy_in_force(store, wf.name, wf.model.version, wf.policy)[0]
 
 
 def _labels_of(wf: Workflow) -> Path | None:
@@ -396,8 +401,9 @@ def thresholds(wf: Workflow, store: Store, *, volume: str | float = "1000/day",
     chosen = learn_then_test(conf, right, target_accuracy=target, delta=delta)
     curve = threshold_curve(conf, right, delta=delta, step=step)
     best = None
+    policy = _policy(wf, store)
     for row in curve:
-        _price_row(row, cost, per_day, model_each, handling, wf.policy.audit_rate)
+        _price_row(row, cost, per_day, model_each, handling, policy.audit_rate)
         row["certified"] = chosen.threshold is not None and row["threshold"] >= chosen.threshold
         if row["certified"] and row["total_usd_per_day"] is not None and (
                 best is None or row["total_usd_per_day"] < best["total_usd_per_day"]):
@@ -409,7 +415,7 @@ def thresholds(wf: Workflow, store: Store, *, volume: str | float = "1000/day",
             "certified_threshold": chosen.threshold, "refusal": chosen.refusal,
             "cheapest": None if best is None else best["threshold"],
             "model_usd_per_record": model_each, "handling_s": handling,
-            "current_threshold": None if wf.policy.threshold == NEVER else wf.policy.threshold,
+            "current_threshold": None if policy.threshold == NEVER else policy.threshold,
             "rows": curve, "missing": _missing(cost, handling, True)}
 
 

@@ -643,6 +643,8 @@ class Runner:
         """
         self.loop.close()
         self._save_breakers()
+        if self.budget is not None:
+            self.budget.flush()
 
     def _finish(self, summary: RunSummary, t0: float) -> None:
         try:

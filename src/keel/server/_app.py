@@ -113,6 +113,8 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
                 PeriodicJob("rollout", max(1.0, wf.rollout.check_every_s), runner.tend_rollout),
                 PeriodicJob("review-escalation", 60.0, review.escalate_overdue),
                 PeriodicJob("alerts", settings.alert_interval_s, _alert_check(st, wf)), *jobs]
+    if runner.budget is not None:  # book what the last batches spent (see BudgetKeeper)
+        all_jobs.append(PeriodicJob("budget-settle", 2.0, runner.budget.flush))
     if wf.retrain is not None:
         all_jobs.append(PeriodicJob("retraining", 60.0, lambda: _retrain_check(st, wf)))
     last_drift: dict[str, Any] = {"status": "not monitored"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -188,10 +188,11 @@ class Predictor:
             1 for e in item.calls if e.detail is not None and e.detail.get("step") == step.name)
         item.attempts += len(res.attempts)
         for n, att in enumerate(res.attempts, before + 1):
-            if self.pricer is not None:
-                self._price(step, att, res)
+            tag = self._price(step, att, res) if self.pricer is not None else None
             item.cost_usd += att.cost_usd
             detail: dict[str, Any] = {"step": step.name, "attempt": n}
+            if tag is not None:
+                detail["price"] = tag
             if att.error is None:
                 assert isinstance(res.outcome, Prediction)
                 detail["confidence"] = res.outcome.confidence
@@ -227,19 +228,20 @@ class Predictor:
             item.log("fallback_used", model_version=step.model.version,
                      detail={"step": step.name, "cause": cause, "code": code})
 
-    def _price(self, step: Step, att: Any, res: CallResult) -> None:
-        """Re-price a try from the declared table (the answer's stored usage too)."""
+    def _price(self, step: Step, att: Any, res: CallResult) -> str | None:
+        """Re-price a try from the declared table (the answer's stored usage too); returns
+        the tag of the price entry charged."""
         assert self.pricer is not None
         cost, known, tag = self.pricer(step.model, att.usage)
         att.cost_usd = cost
-        if att.usage is not None:
-            att.usage = replace(att.usage, cost_usd=cost, priced=known)
+        u = att.usage
+        if u is not None:
+            att.usage = u = Usage(u.input_tokens, u.output_tokens, cost, u.cached_tokens, known)
         if att.error is None and isinstance(res.outcome, Prediction):
-            res.outcome.usage = replace(res.outcome.usage, cost_usd=cost, priced=known)
-            if not known:
+            res.outcome.usage = u if u is not None else Usage(cost_usd=cost, priced=known)
+            if not known:  # how `keel status` and `keel cost` find unpriced answers
                 res.outcome.metadata = {**res.outcome.metadata, "price": "unknown"}
-            elif tag is not None:
-                res.outcome.metadata = {**res.outcome.metadata, "price": tag}
+        return tag
 
     def _unanswered(self, item: Item) -> None:
         if item.output_violations:

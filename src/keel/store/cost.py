@@ -10,6 +10,7 @@ workers can never reserve past a limit together.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,32 +41,46 @@ class _Lost(Exception):
     """Another writer took the room between our read and our update: read again."""
 
 
+#: a reservation takes records' room ahead only while every window has this many times more
+SLACK = 8
+
 #: money is compared with this slack, so float sums of reservations never refuse a call
 #: that fits to the cent
 _EPS = 1e-9
 
 
 def reserve(store: Store, workflow: str, limits: Sequence[Limit], n: int, each_usd: float,
-            each_tokens: int, now: float | None = None) -> int:
+            each_tokens: int, now: float | None = None,
+            settling: tuple[Sequence[Limit], tuple[float, int, float, int]] | None = None,
+            prefetch: int = 0) -> int:
     """Reserve room for up to ``n`` calls in every window; returns how many were granted
-    (0..n). The refused are counted on the windows that were short."""
+    (0..n, or n + ``prefetch`` when every window has room for :data:`SLACK` times that).
+    The refused are counted on the windows that were short. ``settling``: an earlier
+    batch's settlement (its windows; reserved USD and tokens to give back, USD and tokens
+    spent), booked first in the same transaction."""
     now = time.time() if now is None else now
     for _try in range(20):
         try:
             with store.tx() as conn:
-                return _reserve(conn, store, workflow, limits, n, each_usd, each_tokens, now)
+                if settling is not None:
+                    _settle(conn, store, workflow, settling[0], *settling[1], now)
+                return _reserve(conn, store, workflow, limits, n, each_usd, each_tokens, now,
+                                prefetch)
         except _Lost:
             continue
+    if settling is not None:
+        settle(store, workflow, settling[0], *settling[1], now=now)
     return 0
 
 
 def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit], n: int,
-             each_usd: float, each_tokens: int, now: float) -> int:
+             each_usd: float, each_tokens: int, now: float, prefetch: int = 0) -> int:
     bw = t.budget_windows
     rows = [_row(conn, store, workflow, lim, now) for lim in limits]
-    grant = n
-    for lim, row in zip(limits, rows, strict=True):
-        grant = min(grant, _room(lim, row, each_usd, each_tokens))
+    room = min((_room(lim, row, each_usd, each_tokens)
+                for lim, row in zip(limits, rows, strict=True)), default=1 << 30)
+    # room to spare: take some ahead, so the next batches need no transaction of their own
+    grant = n + prefetch if prefetch and room >= SLACK * (n + prefetch) else min(n, room)
     for lim in limits:
         key = _key(workflow, lim)
         if grant <= 0:
@@ -81,7 +96,7 @@ def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Lim
         done = conn.execute(update(bw).where(and_(*cond)).values(
             reserved_usd=bw.c.reserved_usd + ask_usd,
             reserved_tokens=bw.c.reserved_tokens + ask_tok,
-            refused=bw.c.refused + (n - grant), updated_at=now))
+            refused=bw.c.refused + max(n - grant, 0), updated_at=now))
         if not done.rowcount:
             raise _Lost
     return max(grant, 0)
@@ -116,17 +131,24 @@ def settle(store: Store, workflow: str, limits: Sequence[Limit], reserved_usd: f
            reserved_tokens: int, spent_usd: float, spent_tokens: int,
            now: float | None = None) -> None:
     """Give back a reservation and book what was really spent (in one transaction)."""
-    bw = t.budget_windows
     now = time.time() if now is None else now
     with store.tx() as conn:
-        for lim in limits:
-            conn.execute(update(bw).where(_key(workflow, lim)).values(
-                reserved_usd=func.max(bw.c.reserved_usd - reserved_usd, 0.0)
-                if store.dialect == "sqlite" else
-                func.greatest(bw.c.reserved_usd - reserved_usd, 0.0),
-                reserved_tokens=bw.c.reserved_tokens - reserved_tokens,
-                spent_usd=bw.c.spent_usd + spent_usd,
-                spent_tokens=bw.c.spent_tokens + spent_tokens, updated_at=now))
+        _settle(conn, store, workflow, limits, reserved_usd, reserved_tokens, spent_usd,
+                spent_tokens, now)
+
+
+def _settle(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit],
+            reserved_usd: float, reserved_tokens: int, spent_usd: float, spent_tokens: int,
+            now: float) -> None:
+    bw = t.budget_windows
+    for lim in limits:
+        conn.execute(update(bw).where(_key(workflow, lim)).values(
+            reserved_usd=func.max(bw.c.reserved_usd - reserved_usd, 0.0)
+            if store.dialect == "sqlite" else
+            func.greatest(bw.c.reserved_usd - reserved_usd, 0.0),
+            reserved_tokens=bw.c.reserved_tokens - reserved_tokens,
+            spent_usd=bw.c.spent_usd + spent_usd,
+            spent_tokens=bw.c.spent_tokens + spent_tokens, updated_at=now))
 
 
 def windows(store: Store, workflow: str, limits: Sequence[Limit] = ()) -> list[dict[str, Any]]:
@@ -150,7 +172,11 @@ class Grant:
 
 class BudgetKeeper:
     """Reserves room in a workflow's budget windows before a batch's model calls and settles
-    the real spend after. ``each_usd``/``each_tokens``: one record's reservation."""
+    the real spend after. ``each_usd``/``each_tokens``: one record's reservation.
+
+    A settlement is booked in the next reservation's transaction (one transaction per batch,
+    not two) or by :meth:`flush` (the runner's close, and ``keel serve`` every few seconds);
+    until then its room stays reserved, so the limit holds meanwhile."""
 
     def __init__(self, store: Store, workflow: str, cost: Cost, each_usd: float,
                  each_tokens: int, clock: Callable[[], float] = time.time) -> None:
@@ -161,6 +187,11 @@ class BudgetKeeper:
         self.each_tokens = each_tokens
         self.clock = clock
         self.on_exhausted = cost.on_exhausted
+        self._lock = threading.Lock()
+        #: settlements not yet booked, per set of windows
+        self._pending: dict[tuple[Limit, ...], list[float]] = {}
+        #: records' room reserved ahead in the store and not yet handed out, per windows
+        self._ahead: dict[tuple[Limit, ...], int] = {}
 
     def limits(self, now: float) -> list[Limit]:
         return [Limit(b.period, b.window(now), b.usd, b.tokens)
@@ -168,14 +199,45 @@ class BudgetKeeper:
 
     def reserve(self, n: int) -> tuple[Grant, list[Limit]]:
         limits = self.limits(self.clock())
-        got = reserve(self.store, self.workflow, limits, n, self.each_usd,
-                               self.each_tokens)
-        return Grant(got, got * self.each_usd, got * self.each_tokens), limits
+        key = tuple(limits)
+        with self._lock:
+            have = self._ahead.get(key, 0)
+            if have >= n:  # room taken ahead: no transaction
+                self._ahead[key] = have - n
+                return self._grant(n), limits
+            self._ahead[key] = 0
+            pending = self._pending.pop(key, None)
+        settling = None if pending is None else (limits, _amounts(pending))
+        need = n - have
+        got = reserve(self.store, self.workflow, limits, need, self.each_usd,
+                      self.each_tokens, settling=settling, prefetch=3 * need)
+        with self._lock:
+            self._ahead[key] = self._ahead.get(key, 0) + max(got - need, 0)
+        return self._grant(have + min(got, need)), limits
+
+    def _grant(self, n: int) -> Grant:
+        return Grant(n, n * self.each_usd, n * self.each_tokens)
 
     def settle(self, grant: Grant, limits: list[Limit], spent_usd: float,
                spent_tokens: int) -> None:
-        settle(self.store, self.workflow, limits, grant.usd, grant.tokens, spent_usd,
-                        spent_tokens)
+        with self._lock:
+            acc = self._pending.setdefault(tuple(limits), [0.0, 0.0, 0.0, 0.0])
+            acc[0] += grant.usd
+            acc[1] += grant.tokens
+            acc[2] += spent_usd
+            acc[3] += spent_tokens
+
+    def flush(self) -> None:
+        """Book every settlement not yet booked."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            ahead, self._ahead = self._ahead, {}
+        for key, records in ahead.items():  # room taken ahead goes back
+            acc = pending.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+            acc[0] += records * self.each_usd
+            acc[1] += records * self.each_tokens
+        for limits, acc in pending.items():
+            settle(self.store, self.workflow, limits, *_amounts(acc))
 
     def describe(self) -> str:
         parts = []
@@ -184,6 +246,10 @@ class BudgetKeeper:
                                             f"{b.tokens:,} tokens" if b.tokens else "") if x)
             parts.append(f"{b.period} budget of {lim}")
         return "; ".join(parts)
+
+
+def _amounts(acc: list[float]) -> tuple[float, int, float, int]:
+    return acc[0], int(acc[1]), acc[2], int(acc[3])
 
 
 def metering(cost: Cost | None, primary: Model, fallbacks: Sequence[Model], store: Store,

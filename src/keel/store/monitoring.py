@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, delete, func, select, update
@@ -128,6 +129,25 @@ def _cost(conn: Connection, wf: str, since: float, now: float) -> tuple[float | 
     return float(total), int(n)
 
 
+def _burn_rate(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
+    """How fast the day's USD budget goes: spent (and reserved) / (limit x the share of the
+    UTC day gone). Above 1 it runs out before the day ends. None without a day budget."""
+    spec = conn.execute(select(t.workflows.c.spec).where(t.workflows.c.name == wf)).scalar()
+    budgets = ((_json.loads(spec) if spec else {}).get("cost") or {}).get("budgets") or []
+    limit = next((b["usd"] for b in budgets if b.get("period") == "day" and b.get("usd")), None)
+    if not limit:
+        return None, 0
+    day = datetime.fromtimestamp(now, tz=UTC)
+    bw = t.budget_windows
+    used = conn.execute(select(bw.c.spent_usd + bw.c.reserved_usd).where(
+        bw.c.workflow == wf, bw.c.period == "day",
+        bw.c.window == day.strftime("%Y-%m-%d"))).scalar() or 0.0
+    midnight = day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    gone = max(now - midnight, 60.0) / 86400.0
+    decided = _decided(conn, wf, midnight, now)
+    return float(used) / (float(limit) * gone), sum(decided.values())
+
+
 def _queue_age(conn: Connection, wf: str, since: float, now: float) -> tuple[float | None, int]:
     """The age of the oldest record waiting for a worker, and how many wait. An empty queue
     is an observation too (age 0), so that a firing alert resolves once workers catch up."""
@@ -162,6 +182,7 @@ _SIGNALS = {
     "error_rate": _error_rate, "fallback_rate": _fallback_rate, "failure_rate": _failure_rate,
     "p95_latency_ms": _p95_latency, "review_backlog_age_s": _backlog_age,
     "realized_accuracy": _realized_accuracy, "daily_cost_usd": _cost, "queue_age_s": _queue_age,
+    "budget_burn_rate": _burn_rate,
 }
 STORE_SIGNALS = tuple(_SIGNALS)
 

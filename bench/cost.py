@@ -1,0 +1,145 @@
+"""What cost accounting and budget enforcement cost: the same paid model with and without a
+declared price table and daily and monthly budgets (never exhausted), interleaved in one run.
+
+Both sides use a model whose answers cost money (the adapter's price in "plain", the declared
+table's in "budgeted"), so both checkpoint paid answers the same way; the difference is keel's
+pricing from the table, the reservation before each batch's model call and the settlement
+after it.
+
+    python bench/cost.py [--records 10000] [--repeats 5] [--batch-size 500] [--model noop|demo]
+                         [--postgres URL]
+
+Each repeat runs "plain" then "budgeted" on fresh stores (SQLite file; with --postgres, also
+on a fresh PostgreSQL schema), so the machine's load moves both alike; the figure is the ratio
+of median throughputs. Prints one JSON line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "support_triage"
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(EXAMPLE))
+
+from pipeline import make_traffic  # noqa: E402  (bench/ is not a package)
+
+WORKFLOW = '''
+from pydantic import BaseModel
+import keel
+
+class Ticket(BaseModel):
+    id: str
+    text: str
+
+class Triage(BaseModel):
+    intent: str
+
+MODEL = {model}
+
+workflow = keel.Workflow(
+    name="cost_bench", input=Ticket, output=Triage, key="id",
+    model=MODEL,
+    policy=keel.Policy(threshold=0.5, audit_rate=0.0),
+    owners=keel.Owners(business="bench", support="bench"),
+    {cost}
+)
+'''
+NOOP = 'keel.FakeModel({"intent": "card_arrival"}, confidence=0.99, name="m", cost_usd=0.00001)'
+DEMO = ('__import__("sys").path.insert(0, {example!r}) or keel.SklearnModel('
+        '__import__("triage_model").load_or_train, features="text", output="intent", name="m")')
+COST = ('cost=keel.Cost(prices=[keel.ModelPrice("m", input_per_mtok=0.15, output_per_mtok=0.6, '
+        'per_call_usd=0.00001)], budgets=[keel.Budget("day", usd=1e9, tokens=10**15), '
+        'keel.Budget("month", usd=1e10)], max_call_usd=0.001),')
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def one_run(workflow: Path, traffic: Path, url: str, batch: int) -> tuple[float, float]:
+    """Records per second, and CPU microseconds per record over all of the run's threads
+    (the CPU figure moves less with the machine's load than the wall-clock one)."""
+    import keel
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    s = keel.run(workflow, traffic, db=url, batch_size=batch)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert s.read == s.decided + s.duplicates  # nothing lost
+    assert s.counts["failed"] == 0             # the budget never ran out
+    return s.read / elapsed, cpu / s.read * 1e6
+
+
+def fresh_pg(base: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    schema = f"keel_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def compare(label: str, files: dict[str, Path], traffic: Path, urls: Any, batch: int,
+            repeats: int, n: int) -> None:
+    rates: dict[str, list[float]] = {"plain": [], "budgeted": []}
+    cpu: dict[str, list[float]] = {"plain": [], "budgeted": []}
+    for kind in ("plain", "budgeted"):  # warm-up, not counted: imports, migrations, caches
+        one_run(files[kind], traffic, urls(), batch)
+    for _ in range(repeats):
+        for kind in ("plain", "budgeted"):  # interleaved: the load moves both alike
+            rate, us = one_run(files[kind], traffic, urls(), batch)
+            rates[kind].append(rate)
+            cpu[kind].append(us)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    for kind in ("plain", "budgeted"):
+        emit(measure=f"keel_run_{label}_{kind}", records=n, records_per_s=round(med[kind], 1),
+             records_per_s_runs=[round(r, 1) for r in rates[kind]],
+             cpu_us_per_record=round(med_cpu[kind], 1), repeats=repeats)
+    emit(measure=f"cost_overhead_{label}", records=n,
+         budgeted_to_plain=round(med["budgeted"] / med["plain"], 3),
+         overhead_pct=round(100 * (1 - med["budgeted"] / med["plain"]), 1),
+         cpu_overhead_pct=round(100 * (med_cpu["budgeted"] / med_cpu["plain"] - 1), 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--model", choices=("noop", "demo"), default="noop")
+    ap.add_argument("--postgres", default=None, help="also on PostgreSQL at this URL")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        traffic = tmp / "traffic.csv"
+        make_traffic(traffic, args.records)
+        model = NOOP if args.model == "noop" else DEMO.format(example=str(EXAMPLE))
+        files = {}
+        for kind, cost in (("plain", ""), ("budgeted", COST)):
+            files[kind] = tmp / f"{kind}.py"
+            files[kind].write_text(WORKFLOW.format(model=model, cost=cost))
+        counter = iter(range(10**6))
+        compare(f"{args.model}_sqlite", files, traffic,
+                lambda: f"sqlite:///{tmp / f'k{next(counter)}.db'}", args.batch_size,
+                args.repeats, args.records)
+        if args.postgres:
+            compare(f"{args.model}_postgres", files, traffic, lambda: fresh_pg(args.postgres),
+                    args.batch_size, args.repeats, args.records)
+
+
+if __name__ == "__main__":
+    main()
