@@ -23,7 +23,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "invoice_intake"
 SRC = Path(__file__).resolve().parents[2] / "src"
 BAD = ["blank", "receipt", "cut_off", "corrupt", "encrypted_pdf", "huge_image"]
 
-pytestmark = pytest.mark.slow
+# Tesseract on a busy CI machine: a few seconds a page
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _generate(folder: Path, count: int, kinds: list[str] | None = None) -> Path:
@@ -58,7 +59,7 @@ def test_demo_reads_checks_and_scores_invoices(tmp_path: Path) -> None:
 
 
 def test_every_bad_document_ends_in_quarantine_or_review(tmp_path: Path) -> None:
-    listing = _generate(tmp_path / "docs", len(BAD) + 2, kinds=[*BAD, "invoice", "invoice"])
+    listing = _generate(tmp_path / "docs", len(BAD) + 1, kinds=[*BAD, "invoice"])
     store = keel.Store.open(str(tmp_path / "k.db"))
     try:
         summary = keel.run(EXAMPLE / "workflow.py", listing, store=store)
@@ -67,7 +68,7 @@ def test_every_bad_document_ends_in_quarantine_or_review(tmp_path: Path) -> None
                  (keel.trace(k, store=store, raw=True)[0] for k in decided)}
     finally:
         store.close()
-    assert summary.read == len(BAD) + 2 == summary.decided
+    assert summary.read == len(BAD) + 1 == summary.decided
     ends = {kind: decided[f"doc-{n:05d}"] for n, kind in enumerate(BAD, 1)}
     for kind in ("corrupt", "encrypted_pdf", "huge_image"):
         assert ends[kind]["disposition"] == "quarantined", (kind, ends[kind])
