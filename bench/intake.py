@@ -75,8 +75,9 @@ def plain(docs: list[dict[str, Any]], wf: Any) -> dict[str, float]:
 
 
 def with_keel(listing: Path, n: int) -> dict[str, float]:
-    import keel
     from ocr import cores
+
+    import keel
 
     with tempfile.TemporaryDirectory() as tmp:
         wf = keel.load_workflow(EXAMPLE / "workflow.py")
