@@ -132,3 +132,42 @@ def test_a_killed_run_resumes_without_ocring_twice(tmp_path: Path) -> None:
         store.close()
     assert sorted(decided) == sorted(read)
     assert used, "the resumed run used checkpointed OCR answers"
+
+
+def test_an_llm_extracts_first_and_the_rules_answer_when_it_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With INVOICE_LLM_URL set, the extraction step asks the OpenAI-compatible server for
+    the Invoice JSON schema; when the server refuses a document, the rules decide it
+    (``fallback``), and the trail says which link of the step answered."""
+    from tests._fake_llm import completion
+    from tests._loopback import Reply, Request, serve
+
+    listing = _generate(tmp_path / "docs", 2, kinds=["invoice", "invoice"])
+    truth = [json.loads(line) for line in (tmp_path / "docs" / "truth.jsonl").read_text()
+             .splitlines()]
+    first = truth[0]["invoice"]
+
+    def server(req: Request) -> Reply:
+        prompt = req.json()["messages"][-1]["content"]
+        if first["invoice_number"] in prompt:
+            return Reply(200, completion(json.dumps(first)))
+        return Reply(400, {"error": {"message": "this prompt is not allowed"}})
+
+    with serve(server) as (url, seen):
+        monkeypatch.setenv("INVOICE_LLM_URL", url)
+        wf = keel.load_workflow(EXAMPLE / "workflow.py")
+        assert [m.name for m in (wf.planned_steps[1].model, *wf.planned_steps[1].fallbacks)] \
+            == ["llm-extract", "rules-extract"]
+        store = keel.Store.open(str(tmp_path / "k.db"))
+        try:
+            keel.run(wf, listing, store=store)
+            one, two = (keel.trace(f"doc-{n:05d}", store=store, raw=True)[0] for n in (1, 2))
+        finally:
+            store.close()
+    assert seen and "response_format" in seen[0].json()
+    answered = {p["step"] for p in one["predictions"]}
+    assert answered == {"ocr", "extract"}  # the LLM's answer passed the contract
+    assert one["decision"]["disposition"] in ("accepted", "in_review")
+    assert one["decision"]["output"]["invoice_number"] == first["invoice_number"]
+    assert "extract/fallback:1" in {p["step"] for p in two["predictions"]}
+    assert any(e["kind"] == "fallback_used" for e in two["events"])
