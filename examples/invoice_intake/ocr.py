@@ -41,7 +41,7 @@ def problem(path: str) -> str | None:
         with Image.open(file) as img:
             if img.width * img.height > MAX_PIXELS:
                 return "too_large"
-            img.load()  # a truncated transfer fails here
+            img.verify()  # checks the file's structure without decoding it: a cut-off file fails
     except (OSError, SyntaxError, Image.DecompressionBombError, ValueError):
         return "unreadable"
     return None
@@ -147,7 +147,8 @@ class TesseractOCR(keel.Model):
                 fh.write(f"{doc.id}\n")
         confs = [c for _text, cs in found for c in cs]
         mean = sum(confs) / len(confs) / 100.0 if confs else 0.0
-        out = {"pages": len(images), "words": len(confs),
+        # words: the ones Tesseract is fairly sure of (specks on a blank page are not words)
+        out = {"pages": len(images), "words": sum(1 for c in confs if c >= 60),
                "lines": [{"text": text, "confs": cs} for text, cs in found]}
         return keel.Prediction(out, confidence=min(1.0, max(0.0, mean)),
                                metadata={"pages": len(images)})

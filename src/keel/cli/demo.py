@@ -122,6 +122,7 @@ def _load(path: Path, name: str = "keel_release_story") -> Any:
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and worker processes look it up there
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(folder)

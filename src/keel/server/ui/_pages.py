@@ -15,6 +15,7 @@ from keel import store as store_api
 from keel.errors import KeelError, LeaseConflict, NotFoundError
 from keel.server._http import LoginRequired, Reader
 from keel.server._keys import Principal
+from keel.server.ui._document import document_path, failed_fields, preview_png
 from keel.server.ui._forms import REASONS, form_fields, headline, story
 from keel.store import serving as sq
 
@@ -159,7 +160,25 @@ def task_page(request: Request, who: Person, task_id: str) -> Response:
     return page(request, "task.html", who, task=task, record=record, model_output=model_output,
                 confidence=task.get("confidence"), fields=fields, suggestions=suggestions,
                 similar=similar, why=REASONS.get(task["reason"], task["reason"]),
-                lease_s=state.settings.lease_s)
+                lease_s=state.settings.lease_s,
+                document=document_path(raw["input"]) is not None,
+                failed=failed_fields(task.get("detail")))
+
+
+@router.get("/ui/review/tasks/{task_id}/document")
+def task_document(request: Request, who: Person, task_id: str) -> Response:
+    """The scanned document the task's record names, as a PNG (404: none, or unreadable)."""
+    state = request.app.state
+    task = state.review.get(task_id)
+    raw = store_api.trace(task["record_id"], store=state.store, workflow=state.workflow.name,
+                          raw=True)[0]
+    path = document_path(raw["input"])
+    png = preview_png(path) if path is not None else None
+    if png is None:
+        return Response("this record names no readable document", 404,
+                        media_type="text/plain", headers=SECURITY_HEADERS)
+    return Response(png, media_type="image/png",
+                    headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=300"})
 
 
 def _text_of(value: dict[str, Any], key_field: str) -> dict[str, Any]:
