@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 INSTALL = 'pip install -e ".[dev]" -c constraints.txt'
-TEST_CMD = "python -m pytest"
+TEST_CMD = "python -m pytest -n 2"
 FAST_CMD = 'python -m pytest -m "not slow" -n 4'
 
 
@@ -36,7 +36,7 @@ def test_ci_runs_the_readme_install_and_test_commands() -> None:
     cmds = commands()
     assert INSTALL in cmds and TEST_CMD in cmds
     assert '"${PIP[@]}" -e ".[dev]" -c constraints.txt' in ci
-    assert "\npython3 -m pytest\n" in ci
+    assert "\npython3 -m pytest -n 2\n" in ci
     assert f"`{FAST_CMD}`" in README
 
 
