@@ -22,21 +22,17 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-PG = os.environ.get("KEEL_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 BATCH = 500
 
 NOOP_WORKFLOW = '''
@@ -76,21 +72,11 @@ def make_traffic(path: Path, n: int) -> None:
             w.writerow([f"r{i:08d}", f"where is my new card? order {i}"])
 
 
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
+def pg_schema() -> Any:
+    """A fresh PostgreSQL schema (the same helper as bench/workers.py)."""
+    from workers import schema  # bench/ is on the path when a script here runs
 
-    name = f"keel_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(PG)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        sep = "&" if "?" in PG else "?"
-        yield f"{PG}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        engine.dispose()
+    return schema()
 
 
 def _connect(kind: str, where: str) -> tuple[Any, str]:
