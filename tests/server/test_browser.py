@@ -110,6 +110,7 @@ def test_reviewer_decides_with_the_keyboard_and_the_dashboard_moves(
             expect(page.locator("#t-drift")).to_have_text("not monitored")
             expect(page.locator("#t-guarantee")).to_have_text("none (not calibrated)")
             expect(page.locator("#t-queue")).to_have_text("0 / 0 live")  # no keel worker here
+            expect(page.locator("#t-budget")).to_have_text("no budget")
             more = [{"id": f"late-{i}", "text": f"hello number {i}"} for i in range(3)]
             more.append({"id": "late-unsure", "text": "unsure: is this a question"})
             httpx.post(f"{url}/v1/decisions", json={"records": more},

@@ -40,6 +40,9 @@ def test_cost_report_budgets_and_metrics(api: tuple[TestClient, dict[str, str]])
     assert client.get("/v1/cost/prices", headers=bearer(k["reviewer"])).status_code == 403
     budgets = client.get("/v1/cost/budgets", headers=bearer(k["admin"])).json()
     assert budgets[0]["remaining_usd"] == pytest.approx(0.0) and budgets[0]["refused"] == 3
+    dash = client.get("/v1/dashboard", headers=bearer(k["reviewer"])).json()
+    assert dash["budgets"] == [{"period": "day", "limit_usd": 0.05, "spent_usd": pytest.approx(0.05),
+                                "remaining_usd": pytest.approx(0.0)}]  # the dashboard's tile
     prices = client.get("/v1/cost/prices", headers=bearer(k["admin"])).json()
     assert prices["prices"][0]["per_call_usd"] == 0.01
     metrics = client.get("/metrics", headers=bearer(k["admin"])).text

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from keel import _json
+from keel import _json, cost
 from keel import store as store_api
 from keel.server._http import Reader, Watcher, error_response
 from keel.server.api._models import ERRORS
@@ -66,6 +66,9 @@ def dashboard(request: Request, who: Watcher,
                           "batches": state.batcher.stats.batches}
         data["drift"] = dict(state.last_drift)
         data["workers"] = _workers(state.store, state.workflow.name)
+        data["budgets"] = [{k: b[k] for k in ("period", "limit_usd", "spent_usd", "remaining_usd")}
+                           for b in cost.budget_state(state.workflow, state.store)
+                           if b["limit_usd"] is not None]
         hit = (now + state.settings.dashboard_cache_s, _json.dumpb(data))
         cache[window_s] = hit
     return Response(hit[1], media_type="application/json")

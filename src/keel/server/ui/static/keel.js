@@ -147,6 +147,9 @@
       set("t-fallback", pct(d.rates.fallback));
       set("t-backlog", d.backlog.open.toLocaleString());
       set("t-sla", d.backlog.sla_breaches.toLocaleString());
+      const day = (d.budgets || []).find((b) => b.period === "day") || (d.budgets || [])[0];
+      set("t-budget", day ? "$" + day.remaining_usd.toFixed(2) + " of $" + day.limit_usd.toFixed(2) +
+        " (" + day.period + ")" : "no budget");
       const w = d.workers;
       set("t-queue", (w.pending + w.leased).toLocaleString() + " / " + w.live + " live" +
         (w.oldest_pending_age_s === null ? "" : " · oldest " + Math.round(w.oldest_pending_age_s) + " s"));
