@@ -187,6 +187,13 @@ class StageConflict(RequestError):
     status = 409
 
 
+class OverrideReason(RequestError):
+    """A promotion past a gate that is not ready (an override) without a written reason."""
+
+    code = "keel.gate.override_reason"
+    status = 409
+
+
 class ChangeControl(RequestError):
     """A production workflow whose file declares a release nobody registered."""
 

@@ -834,7 +834,7 @@ def test_the_gate_over_http(api: tuple[TestClient, dict[str, str], Store]) -> No
     assert not_ready.status_code == 409 and not_ready.json()["error"]["code"] == "keel.gate.not_ready"
     no_reason = client.post("/v1/gate/promote", json={"to": "mvp", "override": True},
                             headers=bearer(k["ops-admin"]))
-    assert no_reason.status_code == 400 and "written reason" in no_reason.text
+    assert no_reason.status_code == 409 and "written reason" in no_reason.text
     assert gates.current(st, "tickets") == "prototype"
     done = client.post("/v1/gate/promote", json=promote, headers=bearer(k["ops-admin"]))
     assert done.status_code == 200 and done.json()["stage"] == "mvp", done.text

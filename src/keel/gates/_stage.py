@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel import _json
-from keel.errors import GateNotReady, StageConflict, UserError
+from keel.errors import GateNotReady, OverrideReason, StageConflict, UserError
 from keel.gates._criteria import FAIL, NA, PASS, UNKNOWN, Verdict, evaluate
 from keel.releases import actor
 from keel.store import Store
@@ -135,7 +135,7 @@ def promote(wf: Workflow, store: Store, to: str, *, by: str | None = None,
                         f"(stages are taken one at a time: {' -> '.join(STAGES)})")
     rep = report(wf, store, to=to, wf_arg=wf_arg)
     if override and not (reason and reason.strip()):
-        raise UserError("an override needs a written reason: --reason '...'")
+        raise OverrideReason("an override needs a written reason: --reason '...'")
     if not rep.ready and not override:
         raise GateNotReady(f"{wf.name} is {rep.summary}. Fix: "
                            + "; ".join(v.fix for v in rep.blocking if v.fix)

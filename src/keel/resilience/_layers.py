@@ -392,5 +392,10 @@ def resilience_for(model: Model, default: Resilience | None = None,
 def build_caller(model: Model, retry: RetryPolicy | None = None, *,
                  resilience: Resilience | None = None, loop: LoopThread | None = None,
                  breaker: CircuitBreaker | None = None) -> Caller:
-    """A caller for ``model`` (its own event loop unless one is given; no breaker unless given)."""
-    return Caller(model, resilience_for(model, resilience, retry), loop or LoopThread(), breaker)
+    """A caller for ``model`` (its own event loop unless one is given; no breaker unless given).
+    An async model's HTTP clients close with a loop made here (``caller.loop.close()``)."""
+    own = loop is None
+    loop = loop or LoopThread()
+    if own and model.is_async:
+        loop.on_close.append(model.aclose)
+    return Caller(model, resilience_for(model, resilience, retry), loop, breaker)

@@ -208,7 +208,12 @@ class Runner:
         default = resilience or workflow.resilience
         fallbacks = chain([(f"fallback:{n}", m) for n, m in enumerate(workflow.fallback_chain, 1)],
                           self.loop, default=default, retry=retry)
-        self.loop.on_close = [s.model.aclose for s in fallbacks if s.model.is_async]
+        # every async model the file declares closes its HTTP clients with the loop (aclose is
+        # idempotent: a release's model may be one of these and be registered again)
+        declared = [workflow.model, *(m for p in workflow.planned_steps
+                                      for m in (p.model, *p.fallbacks))]
+        self.loop.on_close = [m.aclose for m in (*declared, *(s.model for s in fallbacks))
+                              if m.is_async]
         self.breakers: dict[str, CircuitBreaker] = {}
         self.telemetry = telemetry
         self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
