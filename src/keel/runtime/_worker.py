@@ -144,10 +144,10 @@ def work(runner: Runner, *, stop: threading.Event, worker: str | None = None,
                 ids = [rid for rid, _n in claimed]
                 held[:] = ids
                 items = _items(q.load(store, ids), dict(claimed))
-                summary.read += len(items)
                 store.resume_state(items)
                 runner._load_breakers(reset=False)  # a breaker another worker opened holds here
                 _decide(runner, items, summary, me, ids)
+                summary.read += len(items)  # after: a batch handed back in an outage is read again
                 held[:] = []
                 q.heartbeat(store, me, wf.name, summary.decided, "working", started)
             except (StoreError, SQLAlchemyError) as exc:  # the store went away: wait for it
