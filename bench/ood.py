@@ -11,7 +11,8 @@ the share flagged out-of-distribution. Then what screening costs: ``keel run`` o
 traffic messages in a fresh store without a profile and in a fresh copy of a store with one,
 interleaved, ``--repeats`` times each; one line with the medians and their ratio.
 
-    python bench/ood.py [--pydoc 500] [--repeats 3]
+    python bench/ood.py [--pydoc 500] [--repeats 3] [--embedder auto] [--ood-fpr 0.015]
+                        [--sample-size 10003]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import keel  # noqa: E402
 from keel.monitor import build_reference  # noqa: E402
+from keel.monitor._api import resolve_embedder  # noqa: E402
 from keel.review import calibrate  # noqa: E402
 
 
@@ -61,7 +63,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pydoc", type=int, default=500, help="Python documentation sentences")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--embedder", default="auto",
+                    help="the reference profile's text embedder (auto: what `keel drift` picks)")
+    ap.add_argument("--ood-fpr", type=float, default=0.015,
+                    help="the profile's calibrated share of in-scope messages flagged "
+                         "(docs/drift.md's demo command uses 0.015)")
+    ap.add_argument("--sample-size", type=int, default=10_003,
+                    help="rows the profile keeps (10,003: the whole train split, as docs/drift.md's "
+                         "demo command)")
     args = ap.parse_args()
+    embedder = resolve_embedder(args.embedder)
     data = EXAMPLE / "data"
     wf_path = EXAMPLE / "workflow.py"
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,13 +86,16 @@ def main() -> None:
                 cal = calibrate(wf, store, labels_file=data / "calibration.csv",
                                 label_column="category")
                 if profile:
-                    build_reference(wf_path, store=store, source=data / "train.csv", seed=0)
+                    build_reference(wf_path, store=store, source=data / "train.csv", seed=0,
+                                    embedder=embedder, ood_fpr=args.ood_fpr,
+                                    sample_size=args.sample_size)
                 for name, path in sets.items():
                     t0 = time.perf_counter()
                     s = keel.run(wf_path, path, store=store)
                     ood = s.review_reasons.get("out_of_distribution", 0)
                     print(json.dumps({
-                        "bench": "ood", "reference_profile": profile, "set": name,
+                        "bench": "ood", "reference_profile": profile, "embedder": embedder,
+                        "ood_fpr": args.ood_fpr, "sample_size": args.sample_size, "set": name,
                         "records": s.read, "threshold": cal.threshold,
                         "accepted_share": round(s.counts.get("accepted", 0) / s.read, 4),
                         "flagged_ood_share": round(ood / s.read, 4),
@@ -89,15 +103,17 @@ def main() -> None:
                         "machine": platform.machine()}), flush=True)
             finally:
                 store.close()
-        overhead(folder, wf_path, data, args.repeats)
+        overhead(folder, wf_path, data, args.repeats, embedder, args.ood_fpr, args.sample_size)
 
 
-def overhead(folder: Path, wf_path: Path, data: Path, repeats: int) -> None:
+def overhead(folder: Path, wf_path: Path, data: Path, repeats: int, embedder: str,
+             ood_fpr: float, sample_size: int) -> None:
     """keel run of traffic.csv without and with a reference profile, interleaved."""
     template = folder / "template.db"
     store = keel.Store.open(f"sqlite:///{template}")
     try:
-        build_reference(wf_path, store=store, source=data / "train.csv", seed=0)
+        build_reference(wf_path, store=store, source=data / "train.csv", seed=0,
+                        embedder=embedder, ood_fpr=ood_fpr, sample_size=sample_size)
     finally:
         store.close()
     times: dict[bool, list[float]] = {False: [], True: []}
@@ -111,6 +127,7 @@ def overhead(folder: Path, wf_path: Path, data: Path, repeats: int) -> None:
             times[profile].append(time.perf_counter() - t0)
     plain, screened = statistics.median(times[False]), statistics.median(times[True])
     print(json.dumps({"bench": "ood", "measure": "screening overhead, keel run traffic.csv",
+                      "embedder": embedder,
                       "records": 1580, "repeats": repeats,
                       "median_s_without_profile": round(plain, 3),
                       "median_s_with_profile": round(screened, 3),

@@ -1,14 +1,16 @@
 """Pipeline throughput: the raw demo model vs keel end to end vs keel with a no-op model.
 
     python bench/pipeline.py [--records 100000] [--memory-records 1000000] [--repeats 3]
-                             [--instruction-records 10000]
+                             [--instruction-records 10000] [--only screening]
 
 (b) and (c) run twice: free to use both cores (the writer process on the second), and
 pinned to one core (as in a container given one CPU).
 
 Prints one JSON line per measurement. (b)/(a) is the cost of governance around a real model;
 (c) is keel's own overhead per record; the memory run streams 1,000,000 records through the
-no-op workflow in a child process and reports its peak RSS. With valgrind installed, (a), (b)
+no-op workflow in a child process and reports its peak RSS. The screening measure runs (b)
+without and with a reference profile of the train split in the store (out-of-distribution
+screening of every record, as docs/drift.md's demo sets it up), interleaved. With valgrind installed, (a), (b)
 and (c) are also counted in CPU instructions per record (callgrind; everything in one process,
 the writer thread included), a figure that does not move with the machine's load or speed.
 """
@@ -83,16 +85,20 @@ def raw_model(n: int, batch: int) -> float:
 
 
 def keel_run(workflow: Path, traffic: Path, db: Path, batch: int,
-             one_core: bool = False, writer_process: str | None = None) -> dict[str, object]:
+             one_core: bool = False, writer_process: str | None = None,
+             template: Path | None = None) -> dict[str, object]:
     """One run on a fresh store: records/s, and CPU time per record over all of keel's threads
     (the deciding thread, the writer and the model's) and its writer process. With
     ``one_core`` the run and everything it starts (threads, the writer process if it
     decides to start one) may only use one CPU, as in a container given one core;
-    ``writer_process`` sets ``KEEL_WRITER_PROCESS`` for the run."""
+    ``writer_process`` sets ``KEEL_WRITER_PROCESS`` for the run; the store starts as a copy
+    of ``template`` when one is given."""
     import keel
 
     if db.exists():
         db.unlink()
+    if template is not None:
+        shutil.copy(template, db)
     cpus = os.sched_getaffinity(0)
     was = os.environ.get("KEEL_WRITER_PROCESS")
     if writer_process is not None:
@@ -130,6 +136,38 @@ def best_of(repeats: int, fn: Any, *args: Any) -> dict[str, object]:
     median["records_per_s_range"] = [runs[0]["records_per_s"], runs[-1]["records_per_s"]]
     median["repeats"] = repeats
     return median
+
+
+def screening(traffic: Path, d: Path, batch: int, repeats: int, embedder: str,
+              ood_fpr: float) -> None:
+    """(b) without and with a reference profile (every record screened), interleaved."""
+    import keel
+    from keel.monitor import build_reference
+
+    template = d / "profile.db"
+    store = keel.Store.open(f"sqlite:///{template}")
+    try:
+        build_reference(EXAMPLE / "workflow.py", store=store,
+                        source=EXAMPLE / "data" / "train.csv", seed=0, embedder=embedder,
+                        ood_fpr=ood_fpr, sample_size=10_003)
+    finally:
+        store.close()
+    wf = EXAMPLE / "workflow.py"
+    keel_run(wf, traffic, d / "sw.db", batch, template=template)  # warm: the embedder's load
+    runs: dict[bool, list[dict[str, object]]] = {False: [], True: []}
+    for _ in range(repeats):
+        for screened in (False, True):  # interleaved: the load moves both alike
+            runs[screened].append(keel_run(wf, traffic, d / f"s{screened}.db", batch,
+                                           template=template if screened else None))
+    med = {k: statistics.median(float(r["records_per_s"]) for r in v)  # type: ignore[arg-type]
+           for k, v in runs.items()}
+    emit(measure="screening_overhead_demo_model_sqlite", records=runs[False][0]["read"],
+         embedder=embedder, ood_fpr=ood_fpr, repeats=repeats,
+         records_per_s_without_profile=round(med[False], 1),
+         records_per_s_with_profile=round(med[True], 1),
+         runs_without=[r["records_per_s"] for r in runs[False]],
+         runs_with=[r["records_per_s"] for r in runs[True]],
+         time_ratio=round(med[False] / med[True], 3))
 
 
 def child_memory(workflow: Path, traffic: Path, db: Path, batch: int) -> None:
@@ -242,6 +280,10 @@ def main() -> None:
                     help="records counted under callgrind (0: skip)")
     ap.add_argument("--child", nargs=3)
     ap.add_argument("--instructions-child", nargs=4)
+    ap.add_argument("--only", choices=("screening",), default=None,
+                    help="run one measure: screening (out-of-distribution screening's cost)")
+    ap.add_argument("--embedder", default="auto", help="the reference profile's text embedder")
+    ap.add_argument("--ood-fpr", type=float, default=0.015)
     args = ap.parse_args()
     if args.instructions_child:
         what, wf, traffic, tmp = args.instructions_child
@@ -258,6 +300,12 @@ def main() -> None:
         make_traffic(traffic, args.records)
         noop = d / "noop_workflow.py"
         noop.write_text(NOOP_WORKFLOW)
+        if args.only == "screening":
+            from keel.monitor._api import resolve_embedder
+
+            screening(traffic, d, args.batch_size, args.repeats,
+                      resolve_embedder(args.embedder), args.ood_fpr)
+            return
         keel_run(noop, traffic, d / "warm.db", args.batch_size)  # imports, first-use training
         a = statistics.median(raw_model(args.records, args.batch_size) for _ in range(args.repeats))
         emit(measure="raw_model_predict", records=args.records, records_per_s=round(a, 1),
@@ -288,6 +336,10 @@ def main() -> None:
             emit(measure="peak_memory_noop_1m", records=args.memory_records, **json.loads(out.stdout))
         if args.instruction_records:
             count_instructions(args.instruction_records, noop, d)
+        from keel.monitor._api import resolve_embedder
+
+        screening(traffic, d, args.batch_size, args.repeats, resolve_embedder(args.embedder),
+                  args.ood_fpr)
 
 
 if __name__ == "__main__":

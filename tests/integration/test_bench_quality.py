@@ -36,7 +36,9 @@ def test_calibration_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> No
 
 @pytest.mark.slow
 def test_ood_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> None:
-    out = _bench("ood.py", ["--pydoc", "30", "--repeats", "1"], artifacts_dir, tmp_path)
+    # the default install's embedder, named: CI also installs MiniLM, which `auto` would pick
+    out = _bench("ood.py", ["--pydoc", "200", "--repeats", "1", "--embedder", "wordllama"],
+                 artifacts_dir, tmp_path)
     lines = [m for m in out if "set" in m]
     (cost,) = [m for m in out if m.get("measure") == "screening overhead, keel run traffic.csv"]
     assert cost["repeats"] == 1 and cost["ratio"] > 0  # type: ignore[operator]
@@ -45,4 +47,12 @@ def test_ood_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> None:
     for m in lines:
         assert 0 <= m["accepted_share"] <= 1 and 0 <= m["flagged_ood_share"] <= 1  # type: ignore[operator]
     flagged = {(m["reference_profile"], m["set"]): m["flagged_ood_share"] for m in lines}
-    assert flagged[(True, "ood.csv")] > 10 * flagged[(True, "in-scope traffic.csv")]  # type: ignore[operator]
+    accepted = {(m["reference_profile"], m["set"]): m["accepted_share"] for m in lines}
+    # what docs/drift.md and docs/benchmarks.md quote for the demo's profile: out-of-scope
+    # messages almost never decided automatically, in-scope ones rarely sent to a person
+    assert accepted[(True, "ood.csv")] <= 0.01  # type: ignore[operator]
+    assert accepted[(True, "python docs")] <= 0.01  # type: ignore[operator]
+    assert flagged[(True, "in-scope traffic.csv")] <= 0.02  # type: ignore[operator]
+    assert accepted[(True, "in-scope traffic.csv")] >= 0.75  # type: ignore[operator]
+    # and without a profile, the same messages do get through: the profile is what stops them
+    assert accepted[(False, "ood.csv")] > 0.03  # type: ignore[operator]

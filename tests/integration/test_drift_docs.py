@@ -43,8 +43,8 @@ def test_docs_drift_commands_run(tmp_path: Path, demo_env: Path) -> None:
     env = {
         **os.environ,
         "KEEL_DB": f"sqlite:///{tmp_path / 'keel.db'}",
-        "KEEL_EMBEDDER": "tfidf",
-    }  # the doc's default picks MiniLM when installed: slower
+        "KEEL_EMBEDDER": "wordllama",
+    }  # the default install's; `auto` picks MiniLM where the extra is installed: slower
     commands = _commands(0)
     assert len(commands) == 3
     for cmd in commands:

@@ -61,7 +61,7 @@ def reference_cmd(
         typer.Option(
             "--embedder",
             envvar="KEEL_EMBEDDER",
-            help="Text embeddings: auto (MiniLM when installed), minilm, tfidf.",
+            help="Text embeddings: auto (MiniLM when installed, else WordLlama), wordllama, minilm, tfidf.",
         ),
     ] = "auto",
     sample_size: Annotated[

@@ -12,7 +12,7 @@ from keel import _json
 from keel.errors import ConfigError, NotFoundError
 from keel.monitor import _columnar, _source
 from keel.monitor._columns import SchemaCounts
-from keel.monitor._embed import minilm_available
+from keel.monitor._embed import minilm_available, wordllama_available
 from keel.monitor._profile import Profile, ProfileBuilder
 from keel.monitor._window import WindowCounter
 from keel.sources import ColumnarReadError, columns_readable
@@ -37,9 +37,12 @@ def _wf(workflow: Workflow | Watch | str | Path) -> Workflow | Watch:
 
 
 def resolve_embedder(name: str) -> str:
-    """``auto`` is MiniLM when the embeddings extra is installed, TF-IDF otherwise."""
+    """``auto`` is MiniLM when the embeddings extra is installed, else WordLlama (part of the
+    default install), else TF-IDF."""
     if name == "auto":
-        return "minilm" if minilm_available() else "tfidf"
+        if minilm_available():
+            return "minilm"
+        return "wordllama" if wordllama_available() else "tfidf"
     return name
 
 

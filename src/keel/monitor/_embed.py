@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 
 from keel.errors import ConfigError
 
-EMBEDDERS = ("tfidf", "minilm")
+EMBEDDERS = ("wordllama", "tfidf", "minilm")
 _MINILM: Any = None
+_WORDLLAMA: Any = None
 
 
 class Embedder(Protocol):
@@ -101,6 +102,56 @@ class MiniLMEmbedder:
         return np.asarray(out, dtype=np.float32)
 
 
+class WordLlamaEmbedder:
+    """WordLlama's ``l2_supercat`` static embeddings (256 dimensions) from its own wheel."""
+
+    name = "wordllama"
+    dims = 256
+
+    def fit(self, texts: Sequence[str]) -> WordLlamaEmbedder:
+        return self  # static: nothing to fit
+
+    def vectors(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self.dense(texts)
+
+    def dense(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        out = np.asarray(_wordllama().embed(list(texts), norm=True), dtype=np.float32)
+        return out.reshape(len(texts), -1)
+
+
+def wordllama_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wordllama") is not None
+
+
+def _wordllama() -> Any:
+    """The model, loaded once from the files inside the installed package.
+
+    ``cache_dir`` is the package's own folder, which holds ``weights/`` and ``tokenizers/``
+    as the loader looks for them; downloads are off, so a missing file is an error here
+    rather than a request to the network.
+    """
+    global _WORDLLAMA
+    if _WORDLLAMA is None:
+        if not wordllama_available():
+            raise ConfigError(
+                "the wordllama embedder needs the wordllama package (part of keel's install: "
+                "pip install -e . -c constraints.txt), or build the reference with "
+                "embedder='tfidf'"
+            )
+        from pathlib import Path
+
+        import wordllama
+
+        _WORDLLAMA = wordllama.WordLlama.load(
+            cache_dir=Path(wordllama.__file__).parent, disable_download=True
+        )
+    return _WORDLLAMA
+
+
 def minilm_available() -> bool:
     import importlib.util
 
@@ -132,6 +183,8 @@ def make_embedder(name: str) -> Embedder:
         return TfidfEmbedder()
     if name == "minilm":
         return MiniLMEmbedder()
+    if name == "wordllama":
+        return WordLlamaEmbedder()
     raise ConfigError(f"unknown embedder {name!r}; use one of {', '.join(EMBEDDERS)}")
 
 

@@ -355,7 +355,7 @@ class ProfileBuilder:
         *,
         embedder: str = "tfidf",
         ood_fpr: float = 0.01,
-        knn: int = 5,
+        knn: int = 10,
         meta: Mapping[str, Any] | None = None,
     ) -> Profile:
         """Derive quantile edges, vocabularies and text references; returns the profile."""

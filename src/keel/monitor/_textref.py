@@ -25,6 +25,9 @@ from keel.monitor._embed import Embedder, conformal_threshold, knn_scores, make_
 #: Fewest sampled texts for which an out-of-distribution threshold is calibrated.
 MIN_TEXTS = 40
 CAL_EVERY = 4
+#: Embedders whose vectors the profile keeps (float16), so that a run loads them instead of
+#: embedding the reference texts again; TF-IDF is refitted from the texts instead.
+STORED = frozenset({"minilm", "wordllama"})
 
 
 @dataclass
@@ -151,7 +154,7 @@ def build_text_reference(
         return ref
     cal, idx = _split(len(texts))
     emb = make_embedder(embedder)
-    if embedder == "minilm":
+    if embedder in STORED:
         ref.embeddings = emb.dense(texts).astype(np.float16)
         vecs = ref.embeddings.astype(np.float32)  # score exactly what a loaded profile will
         index, cal_vecs = vecs[idx], vecs[cal]
