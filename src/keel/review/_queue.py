@@ -20,7 +20,7 @@ from keel import _json
 from keel._record import new_id
 from keel.contracts import Contract, DecidedValues
 from keel.errors import InvalidDecision, LeaseConflict, NotFoundError
-from keel.redact import for_spec
+from keel.redact import for_spec, mask_left
 from keel.review._steps import run_following, step_contract, task_step
 from keel.stages.route import audit_draw
 from keel.store import Store
@@ -455,6 +455,11 @@ def _parsed(output: Any, contract: Contract, what: str, key: str | None = None) 
     not declare, unless its model allows extra): a violation names each field and rule."""
     if not isinstance(output, dict):
         raise InvalidDecision(f"{what} must be a JSON object, got {type(output).__name__}")
+    token = mask_left(output)
+    if token is not None:  # the reviewer's page shows personal data masked
+        raise InvalidDecision(
+            f"{what} still holds {token}, a value masked on the reviewer's page; type the "
+            "real value (the document or the input shows it)")
     model = contract.model
     unknown = sorted(set(output) - set(model.model_fields))
     if unknown and model.model_config.get("extra") != "allow":
