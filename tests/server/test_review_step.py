@@ -6,6 +6,7 @@ again, and the audit trail keeps who corrected what."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.server._live import app_for, bearer, keys, live_server
 from tests.server.test_browser import _shot, browser_page  # noqa: F401 - the fixture
 
 import keel
+from keel.cli import main
 from keel.store import Store, verify_trail
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "invoice_intake"
@@ -66,14 +68,19 @@ def fake_ocr(scan: Scan) -> tuple[dict[str, Any], float]:
     return ocr_of(text), conf
 
 
-@pytest.fixture(scope="module")
-def extract() -> Iterator[Any]:
+def load_extract() -> Any:
+    """The invoice example's extraction module (its rules, Invoice and checks)."""
     sys.path.insert(0, str(EXAMPLE))
     try:
         import extract as module
     finally:
         sys.path.remove(str(EXAMPLE))
-    yield module
+    return module
+
+
+@pytest.fixture(scope="module")
+def extract() -> Iterator[Any]:
+    yield load_extract()
 
 
 def workflow(extract: Any) -> keel.Workflow:
@@ -249,3 +256,32 @@ def test_a_reviewer_corrects_the_extracted_total_in_the_browser(
         assert verify_trail(store=store).ok
     finally:
         store.close()
+
+
+def test_the_cli_corrects_the_step_the_task_names(tmp_path: Path, db_url: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "intake_flow.py"
+    path.write_text("from tests.server.test_review_step import load_extract, workflow\n"
+                    "workflow = workflow(load_extract())\n")
+    keel.run(path, scans(tmp_path)[:1], db=db_url)
+    capsys.readouterr()
+    assert main(["review", "list", "--json", "--db", db_url]) == 0
+    (task,) = json.loads(capsys.readouterr().out)
+    assert main(["review", "show", task["id"], "--db", db_url]) == 0
+    assert "extract (2 of 2)" in capsys.readouterr().out
+    assert main(["review", "show", task["id"], "--json", "--db", db_url]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    fixed = {**shown["model_output"], "total": "55.00"}
+    assert main(["review", "decide", task["id"], "--step", "ocr", "--correct",
+                 json.dumps(fixed), "--reviewer", "dana", "--db", db_url]) == 1
+    assert "about step 'extract'" in capsys.readouterr().err
+    assert main(["review", "decide", task["id"], "--step", "extract", "--correct",
+                 json.dumps({**fixed, "total": "55.5"}), "--reviewer", "dana",
+                 "--db", db_url]) == 1
+    assert "total: subtotal + tax is not the total" in capsys.readouterr().err
+    assert main(["review", "decide", task["id"], "--step", "extract", "--correct",
+                 json.dumps(fixed), "--reviewer", "dana", "--db", db_url]) == 0
+    rec = keel.trace("misread", db=db_url)[0]
+    assert rec["decision"]["disposition"] == "reviewed"
+    assert rec["decision"]["output"]["total"] == "55.00"
+    assert rec["events"][-1]["actor"] == "dana"
