@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,40 +65,43 @@ def _norm(value: Any) -> str:
 
 class DecidedValues:
     """Which record holds each combination of some output fields' values: the workflow's
-    decided outputs in the store once :meth:`bind` is called (read once, then only what was
+    decided outputs in the store once :meth:`bind` is called (read once, then what was
     decided since at each :meth:`refresh`), plus the outputs this process has passed. Values
     are compared with case and runs of spaces ignored."""
 
-    #: a refresh re-reads this much before the newest decision seen: transactions commit
-    #: in an order their decided_at times need not follow
-    OVERLAP_S = 300.0
+    #: transactions commit in an order their decided_at times need not follow: every
+    #: SWEEP_EVERY_S a refresh reads again the OVERLAP_S before the newest decision seen
+    OVERLAP_S = 120.0
+    SWEEP_EVERY_S = 30.0
 
     def __init__(self, fields: Sequence[str]) -> None:
         self.fields = tuple(fields)
         self.owner: dict[tuple[str, ...], str] = {}
         self._source: DecidedSource | None = None
-        self._since: float | None = None
+        self._newest: float | None = None
+        self._swept = 0.0
         self._lock = threading.Lock()
 
     def bind(self, source: DecidedSource) -> None:
         """Read the decided outputs from ``source`` now, and at each refresh what is new."""
         with self._lock:
-            self._source, self._since = source, None
+            self._source, self._newest = source, None
         self.refresh()
 
     def refresh(self) -> None:
-        """Learn the outputs decided since the last refresh (by any process on the store)."""
+        """Learn the outputs decided since the last refresh (by any process on the store):
+        one query over the newest decisions, not a read of them all."""
         with self._lock:
             if self._source is None:
                 return
-            newest = self._since
-            for key, output, at in self._source(self._since):
+            since, now = self._newest, time.monotonic()
+            if since is not None and now - self._swept >= self.SWEEP_EVERY_S:
+                since, self._swept = since - self.OVERLAP_S, now
+            for key, output, at in self._source(since):
                 values = self.values_of(output)
                 if values is not None:
                     self.owner.setdefault(values, key)
-                newest = at if newest is None else max(newest, at)
-            if newest is not None:
-                self._since = newest - self.OVERLAP_S
+                self._newest = at if self._newest is None else max(self._newest, at)
 
     def values_of(self, output: Any) -> tuple[str, ...] | None:
         if isinstance(output, dict):
