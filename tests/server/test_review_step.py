@@ -23,6 +23,7 @@ from tests.server.test_browser import _shot, browser_page  # noqa: F401 - the fi
 
 import keel
 from keel.cli import main
+from keel.server.ui._forms import story
 from keel.store import Store, verify_trail
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "invoice_intake"
@@ -184,6 +185,9 @@ def test_a_reviewer_corrects_the_extraction_step_and_the_ocr_step(
     assert ev["detail"]["step"] == "ocr"
     assert ev["detail"]["step_output"]["lines"][-1]["text"] == "Total 55.00"
     assert [r["step"] for r in ev["detail"]["ran_again"]] == ["extract"]
+    (said,) = [x["text"] for x in story(keel.trace("smudged", store=store)[0])
+               if x["kind"] == "reviewed"]
+    assert said.startswith("alice corrected step ocr's answer; extract ran again from it")
     assert verify_trail(store=store).ok
 
 

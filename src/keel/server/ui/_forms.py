@@ -131,6 +131,10 @@ def _reviewed(ev: dict[str, Any], d: dict[str, Any]) -> str:
     decision = d.get("decision")
     if decision == "accept":
         text = f"{who} checked the answer and accepted it"
+    elif decision == "correct" and d.get("ran_again"):
+        names = ", ".join(str(r.get("step")) for r in d["ran_again"])
+        text = (f"{who} corrected step {d.get('step')}'s answer; {names} ran again from it "
+                f"and gave {_fields(d.get('output'))}")
     elif decision == "correct":
         text = f"{who} corrected the answer to {_fields(d.get('output'))}"
         if d.get("previous_output"):
