@@ -190,22 +190,6 @@ def known_currency(inv: Invoice) -> bool:
     return inv.currency in KNOWN_CURRENCIES
 
 
-class Ledger:
-    """Invoice numbers already taken per vendor (the duplicate check). It remembers the
-    invoices this process has checked; a new process starts empty, so the check covers one
-    run of the demo (a production workflow asks its ERP)."""
-
-    def __init__(self) -> None:
-        self.seen: set[tuple[str, str]] = set()
-
-    def first_time(self, inv: Invoice) -> bool:
-        key = (inv.vendor.casefold(), inv.invoice_number)
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
-
 PROMPT = """Extract the invoice's fields from this OCR text. Amounts as decimal strings with two
 decimals, the date as YYYY-MM-DD, the currency as an ISO 4217 code.
 

@@ -15,7 +15,6 @@ import os
 
 from extract import (
     Invoice,
-    Ledger,
     known_currency,
     line_amounts_add_up,
     lines_sum_to_subtotal,
@@ -51,7 +50,6 @@ FILE_CHECKS = [
                 "send it again"),
 ]
 
-ledger = Ledger()
 CROSS_FIELD = [
     keel.check("line amounts add up", line_amounts_add_up, field="lines",
                message="a line's quantity x unit price is not its amount"),
@@ -64,13 +62,6 @@ CROSS_FIELD = [
     keel.check("known currency", known_currency, field="currency",
                message="the currency is not one this team pays in"),
 ]
-
-
-def no_duplicate(inv: Invoice) -> bool:
-    """Checked last, and only for an otherwise valid invoice: one that passes is remembered."""
-    if any(not c.fn(inv) for c in CROSS_FIELD):
-        return True  # the record goes to review for another rule; do not remember it
-    return ledger.first_time(inv)
 
 
 def _extractor() -> tuple[keel.Model, list[keel.Model]]:
@@ -103,10 +94,11 @@ workflow = keel.Workflow(
         keel.Step("extract", extract_model, fallback=extract_fallback),
     ],
     output_checks=[*CROSS_FIELD,
-                   keel.check("no duplicate invoice number", no_duplicate,
-                              field="invoice_number",
-                              message="this vendor's invoice number was seen before: a "
-                                      "duplicate; check it was not paid twice")],
+                   # against every invoice decided in the store (earlier runs, other
+                   # workers) and those this run passed; checked once the rules above hold
+                   keel.unique("no duplicate invoice number", "vendor", "invoice_number",
+                               message="this vendor's invoice number was already decided: "
+                                       "a duplicate; check it was not paid twice")],
     # the cross-field checks catch misread amounts; the threshold guards the words no rule
     # checks (vendor, descriptions): the lowest OCR confidence of the words a field came from
     policy=keel.Policy(threshold=0.5, audit_rate=0.0, on_model_failure="review"),

@@ -10,7 +10,7 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from keel._money import Budget, Cost, ModelPrice
     from keel._prediction import Prediction, Usage
-    from keel.contracts import Check, Contract, Violation, check
+    from keel.contracts import Check, Contract, Unique, Violation, check, unique
     from keel.deliver import WebhookSink, deliveries, retry_deliveries
     from keel.errors import (
         CircuitOpen,
@@ -115,11 +115,13 @@ _WHERE = {
     "Truncated": "keel.errors",
     "Usage": "keel._prediction",
     "UserError": "keel.errors",
+    "Unique": "keel.contracts",
     "Violation": "keel.contracts",
     "Watch": "keel.watch",
     "WebhookSink": "keel.deliver",
     "Workflow": "keel.workflow",
     "check": "keel.contracts",
+    "unique": "keel.contracts",
     "deliveries": "keel.deliver",
     "load_workflow": "keel.workflow",
     "price_for": "keel.models",
@@ -182,6 +184,7 @@ __all__ = [
     "Step",
     "Store",
     "Truncated",
+    "Unique",
     "Usage",
     "UserError",
     "Violation",
@@ -200,6 +203,7 @@ __all__ = [
     "status",
     "submit",
     "trace",
+    "unique",
     "work",
 ]
 

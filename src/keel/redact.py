@@ -157,6 +157,20 @@ def find_pii(text: str) -> list[Finding]:
     return sorted(found, key=lambda f: f.start)
 
 
+#: what masking leaves in a value: "[REDACTED]", "[PHONE]", "[EMAIL:3f9a...]"
+_TOKEN = re.compile(r"\[(?:REDACTED|EMAIL|IBAN|CARD|PHONE)(?::[0-9a-f]{16})?\]")
+
+
+def mask_left(value: Any) -> str | None:
+    """The first mask token in a (nested) value: a form sent back with a masked value in it."""
+    if isinstance(value, str):
+        found = _TOKEN.search(value)
+        return found.group() if found else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(
+        value, (list, tuple)) else ()
+    return next((t for t in (mask_left(v) for v in items) if t is not None), None)
+
+
 def _hash_key() -> bytes:
     return os.environ.get("KEEL_HASH_KEY", "keel").encode()
 
@@ -304,4 +318,5 @@ __all__ = [
     "for_spec",
     "iban_ok",
     "luhn_ok",
+    "mask_left",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from keel._money import Cost
-from keel.contracts import Check, Contract
+from keel.contracts import Check, Contract, Unique
 from keel.errors import WorkflowLoadError
 from keel.models import FunctionModel, Model, Rules
 from keel.redact import STORAGE_POLICIES
@@ -619,6 +619,12 @@ class Workflow:
         for rule in self.alerts or ():
             if not isinstance(rule, AlertRule):
                 raise ValueError(f"alerts takes keel.AlertRule objects, got {type(rule).__name__}")
+
+    @property
+    def unique_checks(self) -> tuple[Unique, ...]:
+        """The :func:`keel.unique` checks of its output contract (and its steps')."""
+        contracts = [self.output_contract, *(p.contract for p in self.planned_steps)]
+        return tuple({id(c): c for k in contracts for c in k.unique}.values())
 
     @property
     def version(self) -> str:

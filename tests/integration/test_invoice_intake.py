@@ -27,13 +27,13 @@ BAD = ["blank", "receipt", "cut_off", "corrupt", "encrypted_pdf", "huge_image"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def _generate(folder: Path, count: int, kinds: list[str] | None = None) -> Path:
+def _generate(folder: Path, count: int, kinds: list[str] | None = None, seed: int = 11) -> Path:
     sys.path.insert(0, str(EXAMPLE))
     try:
         import generate
     finally:
         sys.path.remove(str(EXAMPLE))
-    return Path(generate.generate(folder, count, seed=11, kinds=kinds))
+    return Path(generate.generate(folder, count, seed=seed, kinds=kinds))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -171,3 +171,38 @@ def test_an_llm_extracts_first_and_the_rules_answer_when_it_fails(
     assert one["decision"]["output"]["invoice_number"] == first["invoice_number"]
     assert "extract/fallback:1" in {p["step"] for p in two["predictions"]}
     assert any(e["kind"] == "fallback_used" for e in two["events"])
+
+
+def test_an_invoice_decided_in_an_earlier_run_is_a_duplicate_in_the_next(tmp_path: Path) -> None:
+    """Two runs into one store over overlapping invoices: the second run's copies of invoices
+    the first run decided go to review naming invoice_number and the rule (never accepted);
+    its new invoices are decided as if nothing came before."""
+    first = _generate(tmp_path / "a", 4, kinds=["invoice"] * 4)
+    db = str(tmp_path / "k.db")
+    store = keel.Store.open(db)
+    try:
+        keel.run(EXAMPLE / "workflow.py", first, store=store)
+        decided = {k: v for k, v in decisions_by_key(store, "invoice_intake").items()
+                   if v["disposition"] in ("accepted", "reviewed", "fallback")}
+        assert decided, "the first run decided some invoices by itself"
+        fresh = [json.loads(x) for x in _generate(tmp_path / "b", 3, kinds=["invoice"] * 3,
+                                                  seed=12).read_text().splitlines()]
+        rows = [json.loads(x) for x in first.read_text().splitlines()]
+        again = [{**r, "id": f"again-{r['id']}"} for r in rows if r["id"] in decided]
+        second = tmp_path / "second.jsonl"
+        second.write_text("".join(json.dumps(r) + "\n" for r in
+                                  [*again, *({**r, "id": f"new-{r['id']}"} for r in fresh)]))
+        keel.run(EXAMPLE / "workflow.py", second, store=store)
+        after = decisions_by_key(store, "invoice_intake")
+        tasks = {r["key"]: r["review_tasks"] for r in
+                 (keel.trace(k, store=store, raw=True)[0] for k in after)}
+    finally:
+        store.close()
+    for row in again:
+        assert after[row["id"]]["disposition"] == "in_review", after[row["id"]]
+        detail = tasks[row["id"]][0]["detail"]
+        assert "invoice_number" in detail and "no duplicate invoice number" in detail
+        assert row["id"].removeprefix("again-") in detail  # the record already holding it
+    new = {f"new-{r['id']}" for r in fresh}
+    assert not any("duplicate" in (t[0]["detail"] or "") for k in new for t in [tasks[k]] if t)
+    assert any(after[k]["disposition"] == "accepted" for k in new)

@@ -39,6 +39,10 @@ def render_task(task: dict[str, Any]) -> None:
     conf = task["confidence"]
     grid.add_row("confidence", "-" if conf is None else f"{conf:.3f}")
     grid.add_row("why here", task["why"])
+    step = task.get("step")
+    if step:
+        grid.add_row("step", f"{step['name']} ({step['index'] + 1} of {step['of']}): the output "
+                     "above is this step's; a correction is its output contract")
     now = task.get("policy_in_force") or {}
     if now.get("version") and f"policy {now['version']})" not in task["why"]:
         thr = f" (threshold {now['threshold']:.3f})" if now.get("threshold") is not None else ""

@@ -141,11 +141,16 @@ def decide_cmd(
         "--correct", metavar="JSON", help="The right output, as a JSON object.")] = None,
     reject: Annotated[str | None, typer.Option(
         "--reject", metavar="REASON", help="No output is right; say why.")] = None,
+    step: Annotated[str | None, typer.Option(
+        "--step", metavar="NAME", help="A multi-step workflow: the step the task is about "
+        "(checked; the correction is that step's output).")] = None,
     reviewer: ReviewerOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Decide one task: accept the model's output, correct it, or reject the record."""
+    """Decide one task: accept the model's output, correct it, or reject the record. On a
+    multi-step workflow the task is about one step (`keel review show` says which): correct
+    that step's output; a correction of an earlier step runs the steps after it again."""
     chosen = [name for name, on in (("accept", accept), ("correct", correct is not None),
                                     ("reject", reject is not None)) if on]
     if len(chosen) != 1:
@@ -159,7 +164,7 @@ def decide_cmd(
                                   f"\"card_arrival\"}}'; {exc.msg} at column {exc.colno}") from exc
     who = reviewer_name(reviewer)
     with open_queue(db) as q:
-        done = q.decide(task_id, who, chosen[0], output=output, reason=reject)
+        done = q.decide(task_id, who, chosen[0], output=output, reason=reject, step=step)
     if as_json:
         print_json(done)
         return

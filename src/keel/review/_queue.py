@@ -14,14 +14,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from keel import _json
 from keel._record import new_id
-from keel.contracts import Contract
+from keel.contracts import Contract, DecidedValues
 from keel.errors import InvalidDecision, LeaseConflict, NotFoundError
-from keel.redact import for_spec
+from keel.redact import for_spec, mask_left
+from keel.review._steps import run_following, step_contract, task_step
 from keel.stages.route import audit_draw
 from keel.store import Store
 from keel.store import reviews as sql
+from keel.store.queries import watch_decided
 from keel.workflow import Policy, Workflow, load_workflow
 
 log = logging.getLogger("keel.review")
@@ -62,6 +66,7 @@ class ReviewQueue:
         self.auto_escalate = auto_escalate
         self._workflows: dict[str, Workflow | None] = {}
         self._specs: dict[str, dict[str, Any] | None] = {}
+        self._decided: dict[str, builtins.list[DecidedValues]] = {}
 
     # -- reading ------------------------------------------------------------------------------
     def list(self, status: str | None = "open", reason: str | None = None, limit: int = 100,
@@ -96,6 +101,12 @@ class ReviewQueue:
         if task is None:
             raise NotFoundError(f"no review task {task_id!r}; `keel review list` shows open tasks")
         task["why"] = _why(task)
+        task["step"] = task_step(task, self._workflow(task["workflow"]))
+        task.pop("answers", None)
+        if task["step"] is not None:  # what the reviewer decides on: the step's answer
+            task["model_output"] = task["step"]["output"]
+            task["confidence"] = task["step"]["confidence"]
+            task["model_version"] = task["step"]["model_version"] or task["model_version"]
         task["overdue"] = task["status"] == "open" and task["due_at"] < self.clock()
         task["policy_in_force"] = _policy_now(self.store, task["workflow"])
         return task
@@ -157,8 +168,14 @@ class ReviewQueue:
 
     # -- deciding -----------------------------------------------------------------------------
     def decide(self, task_id: str, reviewer: str, decision: str,
-               output: dict[str, Any] | None = None, reason: str | None = None) -> dict[str, Any]:
+               output: dict[str, Any] | None = None, reason: str | None = None, *,
+               step: str | None = None) -> dict[str, Any]:
         """Record a person's decision on a task; returns the decided task.
+
+        On a multi-step workflow the decision is on the step the task names (``task["step"]``;
+        ``step``, when given, must be that step): a correction is checked against that step's
+        output contract, and a correction (or acceptance) of an earlier step runs the steps
+        after it again from it, their answer being the record's output.
 
         Raises :class:`InvalidDecision` (unknown decision, a correction that breaks the output
         contract, a reject without a reason, a task already decided) or :class:`LeaseConflict`.
@@ -169,9 +186,18 @@ class ReviewQueue:
                 f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
         task = self._get(task_id)
         self._check_open(task, reviewer)
+        on = task["step"]
+        if step is not None and (on is None or step != on["name"]):
+            raise InvalidDecision(
+                f"task {task_id} is about {'step ' + repr(on['name']) if on else 'the output'}, "
+                f"not step {step!r}; reload the task")
         contract = self.contract(task["workflow"])
-        final = self._final_output(task, decision, output, reason, contract)
-        write = self._plan(task, reviewer, decision, final, reason, contract)
+        if on is not None and not on["last"]:
+            write = self._plan_step(task, reviewer, decision, output, reason)
+            final = write.output
+        else:
+            final = self._final_output(task, decision, output, reason, contract)
+            write = self._plan(task, reviewer, decision, final, reason, contract)
         if not sql.commit_decision(self.store, write):
             self._check_open(self._get(task_id), reviewer)
             raise LeaseConflict(f"task {task_id} changed while deciding; reload it")
@@ -196,21 +222,59 @@ class ReviewQueue:
                 raise InvalidDecision(
                     f"task {task['id']} has no valid model output to accept "
                     f"({task['reason']}); correct it with the right output or reject it")
-            checked = _checked(model_out, contract, "the model's output")
-            if output is not None and _checked(output, contract, "the output") != checked:
+            checked = _checked(model_out, contract, "the model's output", task["key"])
+            if (output is not None
+                    and _checked(output, contract, "the output", task["key"]) != checked):
                 raise InvalidDecision("accept takes the model's output as it is; use correct "
                                       "to give a different output")
             return checked
         if output is None:
             raise InvalidDecision("a correction needs the corrected output")
-        return _checked(output, contract, "the corrected output")
+        return _checked(output, contract, "the corrected output", task["key"])
+
+    def _plan_step(self, task: dict[str, Any], reviewer: str, decision: str,
+                   output: dict[str, Any] | None, reason: str | None) -> sql.DecisionWrite:
+        """A decision on an earlier step: that step's output (as corrected, or as the model
+        gave it) goes through the steps after it; a reject ends the record as usual."""
+        wf, on = self._workflow(task["workflow"]), task["step"]
+        assert wf is not None and on is not None
+        contract = step_contract(wf, on["name"])
+        given = on["output"] if decision == "accept" else output
+        if decision == "accept" and given is None:
+            raise InvalidDecision(f"step {on['name']} gave no output to accept; correct it with "
+                                  "the right output or reject the task")
+        if decision == "correct" and given is None:
+            raise InvalidDecision("a correction needs the corrected output")
+        final: dict[str, Any] | None = None
+        step_out: dict[str, Any] | None = None
+        ran: builtins.list[dict[str, Any]] = []
+        if decision != "reject":
+            value = _parsed(given, contract, f"the corrected output of step {on['name']}")
+            step_out = contract.as_json(value)
+            final, ran = run_following(wf, on["index"], value, task["key"])
+        elif not (reason or "").strip():
+            raise InvalidDecision("a reject needs a reason a person can read later")
+        model_out = _normal(on["output"], contract)
+        model_correct = step_out is not None and step_out == model_out
+        event: dict[str, Any] = {
+            "task_id": task["id"], "reason": task["reason"], "decision": decision,
+            "step": on["name"], "step_output": step_out, "output": final, "ran_again": ran,
+            "note": reason, "model_correct": model_correct,
+            "previous_disposition": task["disposition"],
+            "previous_output": task["decision_output"],
+            "override": task["disposition"] in ("accepted", "fallback", "reviewed")}
+        return sql.DecisionWrite(
+            task=task, reviewer=reviewer, decision=decision, output=final, note=reason,
+            now=self.clock(), event=event, label=None,  # a label is for the workflow's model
+            record_update=_record_update(task["reason"], task, reviewer, decision, final,
+                                         reason, model_correct, self.clock()))
 
     def _plan(self, task: dict[str, Any], reviewer: str, decision: str,
               final: dict[str, Any] | None, reason: str | None,
               contract: Contract | None) -> sql.DecisionWrite:
         now = self.clock()
         policy = self._policy(task["workflow"])
-        model_out = _normal(task["model_output"], contract)
+        model_out = _normal(task["model_output"], contract, task["key"])
         model_correct = final is not None and model_out is not None and final == model_out
         root = task["parent"]["reason"] if task["parent"] else task["reason"]
         event: dict[str, Any] = {
@@ -218,6 +282,8 @@ class ReviewQueue:
             "output": final, "note": reason, "model_correct": model_correct,
             "previous_disposition": task["disposition"], "previous_output": task["decision_output"],
         }
+        if task["step"] is not None:
+            event["step"] = task["step"]["name"]
         write = sql.DecisionWrite(task=task, reviewer=reviewer, decision=decision, output=final,
                                   note=reason, now=now, record_update=None, event=event, label=None)
         conf = task["confidence"]
@@ -343,9 +409,17 @@ class ReviewQueue:
         return self._workflows[name]
 
     def contract(self, workflow: str) -> Contract | None:
-        """The output contract corrections for ``workflow`` are checked against (if known)."""
+        """The output contract corrections for ``workflow`` are checked against (if known);
+        its :func:`keel.unique` checks know every output decided in the store until now."""
         wf = self._workflow(workflow)
-        return wf.output_contract if wf else None
+        if wf is None:
+            return None
+        if workflow not in self._decided:
+            self._decided[workflow] = watch_decided(wf.unique_checks, self.store, workflow)
+        else:
+            for book in self._decided[workflow]:
+                book.refresh()
+        return wf.output_contract
 
     def _policy(self, workflow: str) -> Policy:
         wf = self._workflow(workflow)
@@ -357,27 +431,49 @@ def _need_reviewer(reviewer: str) -> None:
         raise InvalidDecision("say who is reviewing (a reviewer name)")
 
 
-def _normal(output: Any, contract: Contract | None) -> dict[str, Any] | None:
+def _normal(output: Any, contract: Contract | None, key: str | None = None) -> dict[str, Any] | None:
     """An output as the contract would store it, or as given when it does not validate."""
     if output is None:
         return None
     if contract is not None:
-        value, problems = contract.validate(output)
+        value, problems = contract.validate(output, key=key)
         if value is not None and not problems:
             return value.model_dump(mode="json")
     return output if isinstance(output, dict) else None
 
 
-def _checked(output: Any, contract: Contract | None, what: str) -> dict[str, Any]:
+def _checked(output: Any, contract: Contract | None, what: str, key: str) -> dict[str, Any]:
+    if contract is None:
+        if not isinstance(output, dict):
+            raise InvalidDecision(f"{what} must be a JSON object, got {type(output).__name__}")
+        return output
+    return _parsed(output, contract, what, key).model_dump(mode="json")
+
+
+def _parsed(output: Any, contract: Contract, what: str, key: str | None = None) -> BaseModel:
+    """``output`` checked against ``contract`` (its fields, types and checks; no field it does
+    not declare, unless its model allows extra): a violation names each field and rule."""
     if not isinstance(output, dict):
         raise InvalidDecision(f"{what} must be a JSON object, got {type(output).__name__}")
-    if contract is None:
-        return output
-    value, problems = contract.validate(output)
+    token = mask_left(output)
+    if token is not None:  # the reviewer's page shows personal data masked
+        raise InvalidDecision(
+            f"{what} still holds {token}, a value masked on the reviewer's page; type the "
+            "real value (the document or the input shows it)")
+    model = contract.model
+    unknown = sorted(set(output) - set(model.model_fields))
+    if unknown and model.model_config.get("extra") != "allow":
+        raise InvalidDecision(
+            f"{what} breaks the output contract: it has fields {unknown} that "
+            f"{model.__name__} does not; its fields are {sorted(model.model_fields)}",
+            problems=[{"field": f, "rule": "extra_forbidden",
+                       "message": f"{model.__name__} has no field {f!r}"} for f in unknown])
+    value, problems = contract.validate(output, key=key)
     if value is None:
         listed = "; ".join(str(p) for p in problems)
-        raise InvalidDecision(f"{what} breaks the output contract: {listed}")
-    return value.model_dump(mode="json")
+        raise InvalidDecision(f"{what} breaks the output contract: {listed}",
+                              problems=[p.as_dict() for p in problems])
+    return value
 
 
 def _record_update(root: str, task: dict[str, Any], reviewer: str, decision: str,

@@ -47,6 +47,7 @@ from keel.store import releases as releases_sql
 from keel.store.cost import metering
 from keel.store.gates import decided_since
 from keel.store.gates import stage as stored_stage
+from keel.store.queries import watch_decided
 from keel.workflow import Policy, Rollout, Workflow
 
 if TYPE_CHECKING:
@@ -218,6 +219,8 @@ class Runner:
         self.telemetry = telemetry
         self.scrubber = StorageRedactor.for_policy(workflow.storage, workflow.sensitive_fields)
         self.validator = InputValidator(workflow.input_contract)
+        #: what keel.unique checks compare with: the decided outputs, refreshed each batch
+        self.decided = watch_decided(workflow.unique_checks, store, workflow.name)
         monitor = detector_for(workflow.monitor, store, workflow.name) if workflow.monitor else None
         self.screener = Screener([*detectors, monitor] if monitor else detectors)
         base = Path(workflow.source_path).parent if workflow.source_path else None
@@ -688,6 +691,8 @@ class Runner:
         if not items and not carried:
             return None
         self._look()
+        for book in self.decided:  # what other runs and workers decided meanwhile
+            book.refresh()
         mark = marks if marks is not None else _Marks()
         if items:
             self._cap(items)

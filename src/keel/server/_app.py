@@ -169,6 +169,21 @@ def _description(wf: Workflow) -> str:
             "`{\"error\": {\"code\", \"message\"}}` with a stable keel error code.")
 
 
+def _step_outputs(wf: Workflow, schemas: dict[str, Any]) -> list[dict[str, str]]:
+    """The output contract of each step before the last (a review task on such a step is
+    corrected with that step's output), as schemas ``StepOutput_<step>``."""
+    refs = []
+    for p in wf.planned_steps[:-1]:
+        schema = p.contract.model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        if p.contract.model.model_config.get("extra") != "allow":
+            schema["additionalProperties"] = False
+        _no_nul(schema)
+        schemas[f"StepOutput_{p.name}"] = schema
+        refs.append({"$ref": f"#/components/schemas/StepOutput_{p.name}"})
+    return refs
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -195,8 +210,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     decision = schemas.get("DecisionBody", {}).get("properties", {})
     if "output" in decision:  # a correction is an output: the workflow's output contract
         decision["output"] = {"anyOf": [{"$ref": "#/components/schemas/WorkflowOutput"},
-                                        {"type": "null"}],
-                              "description": "The corrected output (correct)"}
+                                        *_step_outputs(wf, schemas), {"type": "null"}],
+                              "description": "The corrected output (correct); on a multi-step "
+                                             "workflow, the output of the task's step"}
     schemas["DecisionBatch"] = {
         "type": "object", "required": ["records"], "additionalProperties": False,
         "properties": {"records": {"type": "array", "minItems": 1,

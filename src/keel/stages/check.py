@@ -12,8 +12,10 @@ class OutputChecker:
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
 
-    def __call__(self, prediction: Prediction) -> tuple[dict[str, object] | None, list[Violation]]:
-        value, violations = self.contract.validate(prediction.output)
+    def __call__(self, prediction: Prediction,
+                 key: str | None = None) -> tuple[dict[str, object] | None, list[Violation]]:
+        """``key``: the record's (its contract's unique checks run only with one)."""
+        value, violations = self.contract.validate(prediction.output, key=key)
         if value is None:
             return None, violations
         return self.contract.as_json(value), []

@@ -175,7 +175,7 @@ class Predictor:
 
     def _accept_output(self, item: Item, step: Step | None) -> None:
         assert item.prediction is not None
-        out, violations = self.checker(item.prediction)
+        out, violations = self.checker(item.prediction, item.key)
         if out is not None:
             item.output = out
             return

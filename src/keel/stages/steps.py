@@ -5,6 +5,7 @@ the first step it has no answer for."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,16 @@ class Link:
     takes: type[BaseModel] | None
     threshold: float | None
     last: bool
+
+
+#: a review task's detail names the step it is about: "step ocr: confidence 0.113 vs ..."
+_NAMED = re.compile(r"^step ([\w-]+): ")
+
+
+def named_step(detail: str | None) -> str | None:
+    """The step a review task's detail names (None: it names none)."""
+    found = _NAMED.match(detail or "")
+    return found.group(1) if found else None
 
 
 def link_names(name: str, fallbacks: int) -> list[str]:
@@ -196,4 +207,4 @@ def build(planned: Sequence[PlannedStep], loop: LoopThread, policy: Policy,
     return StepsPredictor(links, policy, checkpoint)
 
 
-__all__ = ["Link", "StepsPredictor", "build", "link_names"]
+__all__ = ["Link", "StepsPredictor", "build", "link_names", "named_step"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from keel import _json
+from keel.contracts import DecidedValues, Unique
 from keel.store import _schema as t
 from keel.store import queue
 from keel.store._store import BreakerBook, Store
@@ -218,6 +220,33 @@ def decisions_by_key(store: Store, workflow: str) -> dict[str, dict[str, Any]]:
         return {key: {"disposition": disp, "reason": reason,
                       "output": _json.loads(output) if output else None}
                 for key, disp, reason, output in conn.execute(q)}
+
+
+#: the dispositions whose output is decided (a reject leaves none)
+DECIDED = ("accepted", "reviewed", "fallback")
+
+
+def decided_outputs(store: Store, workflow: str,
+                    since: float | None = None) -> list[tuple[str, Any, float]]:
+    """(key, output, decided_at) of the workflow's records decided with an output, those
+    decided at or after ``since`` only when given (read through the (workflow, decided_at)
+    index: a refresh reads what is new, not the whole table)."""
+    r, d = t.records, t.decisions
+    q = (select(r.c.key, d.c.output, d.c.decided_at).select_from(d.join(r, r.c.id == d.c.record_id))
+         .where(d.c.workflow == workflow, d.c.disposition.in_(DECIDED), d.c.output.is_not(None)))
+    if since is not None:
+        q = q.where(d.c.decided_at >= since)
+    with store.engine.connect() as conn:
+        return [(k, _json.loads(out), float(at)) for k, out, at in conn.execute(q)]
+
+
+def watch_decided(unique: Iterable[Unique], store: Store, workflow: str) -> list[DecidedValues]:
+    """Bind each unique check to the workflow's decided outputs in ``store`` (read now; call
+    ``refresh()`` on what this returns to learn what was decided since)."""
+    books = list({id(c.book): c.book for c in unique}.values())
+    for book in books:
+        book.bind(partial(decided_outputs, store, workflow))
+    return books
 
 
 def percentile(values: list[float], q: float) -> float | None:

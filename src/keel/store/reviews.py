@@ -90,6 +90,9 @@ def task_context(store: Store, task_id: str) -> dict[str, Any] | None:
     out["policy_version"] = decision.get("policy_version")
     pred = next((x for x in reversed(preds) if x["model_version"] == out["model_version"]),
                 preds[-1] if preds else None)
+    out["answers"] = [{"step": x["step"], "model_version": x["model_version"],
+                       "output": _json.loads(x["output"]), "confidence": x["confidence"]}
+                      for x in preds]
     out["model_output"] = _json.loads(pred["output"]) if pred else None
     out["confidence"] = pred["confidence"] if pred else decision.get("confidence")
     out["model_version"] = pred["model_version"] if pred else out["model_version"]

@@ -54,7 +54,12 @@ class BatchAnswer(BaseModel):
 
 class DecisionBody(BaseModel):
     decision: Literal["accept", "correct", "reject"]
-    output: dict[str, Any] | None = Field(None, description="The corrected output (correct)")
+    output: dict[str, Any] | None = Field(
+        None, description="The corrected output (correct): on a multi-step workflow, the "
+                          "output of the task's step, as that step's output contract says")
+    step: str | None = Field(None, max_length=100, pattern=NO_NUL,
+                             description="The step the decision is on (optional; when given, "
+                                         "it must be the task's step)")
     reason: str | None = Field(None, max_length=2000, pattern=NO_NUL,
                                description="Why (required to reject)")
 

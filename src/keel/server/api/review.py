@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from keel.errors import InvalidBody, InvalidDecision
+from keel.errors import InvalidBody
 from keel.server._http import Reviewer
 from keel.server.api._models import ERRORS, ClaimBody, DecisionBody
 from keel.server.api.decisions import has_nul
@@ -57,17 +57,12 @@ def release(request: Request, who: Reviewer, task_id: TaskId) -> dict[str, str]:
 
 @router.post("/tasks/{task_id}/decision", summary="Accept, correct or reject", responses=ERRORS)
 def decide(request: Request, who: Reviewer, body: DecisionBody, task_id: TaskId) -> dict[str, Any]:
-    wf = request.app.state.workflow
-    if body.output is not None:
-        unknown = sorted(set(body.output) - set(wf.output.model_fields))
-        if unknown and wf.output.model_config.get("extra") != "allow":
-            raise InvalidDecision(f"the corrected output has fields {unknown} that "
-                              f"{wf.output.__name__} does not; its fields are "
-                              f"{sorted(wf.output.model_fields)}")
-        if has_nul(body.output):
-            raise InvalidBody("the corrected output contains a NUL character (\\u0000), "
-                              "which keel cannot store; remove it and send again")
+    # fields the task's contract does not declare are refused by the queue (CLI and API alike)
+    if body.output is not None and has_nul(body.output):
+        raise InvalidBody("the corrected output contains a NUL character (\\u0000), "
+                          "which keel cannot store; remove it and send again")
     done: dict[str, Any] = _queue(request).decide(task_id, who.name, body.decision,
-                                                  output=body.output, reason=body.reason)
+                                                  output=body.output, reason=body.reason,
+                                                  step=body.step)
     request.app.state.dashboard_cache.clear()
     return done

@@ -13,7 +13,7 @@ class FormField:
 
     name: str
     label: str
-    kind: str  # text | number | integer | boolean | select | json
+    kind: str  # text | number | integer | decimal | boolean | select | json
     required: bool
     options: list[str] = field(default_factory=list)
     description: str = ""
@@ -27,9 +27,12 @@ def _resolve(prop: dict[str, Any], defs: dict[str, Any]) -> tuple[dict[str, Any]
     if "anyOf" in prop:
         options = [p for p in prop["anyOf"] if p.get("type") != "null"]
         nullable = len(options) < len(prop["anyOf"])
+        rest = {k: v for k, v in prop.items() if k != "anyOf"}
         if len(options) == 1:
             inner, _ = _resolve(options[0], defs)
-            return {**inner, **{k: v for k, v in prop.items() if k != "anyOf"}}, nullable
+            return {**inner, **rest}, nullable
+        if sorted(str(o.get("type")) for o in options) == ["number", "string"]:
+            return {**rest, "type": "decimal"}, nullable  # pydantic's Decimal: sent as typed
         return {"type": "json"}, nullable
     return prop, nullable
 
@@ -41,7 +44,7 @@ def form_fields(schema: dict[str, Any]) -> list[FormField]:
     for name, raw in schema.get("properties", {}).items():
         prop, nullable = _resolve(raw, defs)
         kind = {"string": "text", "number": "number", "integer": "integer",
-                "boolean": "boolean"}.get(str(prop.get("type")), "json")
+                "boolean": "boolean", "decimal": "decimal"}.get(str(prop.get("type")), "json")
         options: list[str] = []
         if "enum" in prop:
             kind, options = "select", [str(v) for v in prop["enum"]]
@@ -128,6 +131,10 @@ def _reviewed(ev: dict[str, Any], d: dict[str, Any]) -> str:
     decision = d.get("decision")
     if decision == "accept":
         text = f"{who} checked the answer and accepted it"
+    elif decision == "correct" and d.get("ran_again"):
+        names = ", ".join(str(r.get("step")) for r in d["ran_again"])
+        text = (f"{who} corrected step {d.get('step')}'s answer; {names} ran again from it "
+                f"and gave {_fields(d.get('output'))}")
     elif decision == "correct":
         text = f"{who} corrected the answer to {_fields(d.get('output'))}"
         if d.get("previous_output"):

@@ -149,16 +149,18 @@ def task_page(request: Request, who: Person, task_id: str) -> Response:
             return RedirectResponse("/ui/review", 303)
     record = store_api.trace(task["record_id"], store=state.store, workflow=state.workflow.name)[0]
     model_output = task.get("model_output")
-    schema = state.workflow.output.model_json_schema()
+    step = task.get("step")  # a multi-step workflow: the form is that step's output contract
+    schema = step["schema"] if step else state.workflow.output.model_json_schema()
     fields = form_fields(schema)
     suggestions = {f.name: sq.output_values(state.store, state.workflow.name, f.name)
-                   for f in fields if f.kind == "text"}
+                   for f in fields if f.kind == "text" and (step is None or step["last"])}
     raw = store_api.trace(task["record_id"], store=state.store, workflow=state.workflow.name, raw=True)[0]
     similar = store_api.masked(state.store, sq.similar_decisions(
         state.store, state.workflow.name, record["record_id"],
         _text_of(raw["input"], state.workflow.key), q.get(task_id, raw=True).get("model_output")))
     return page(request, "task.html", who, task=task, record=record, model_output=model_output,
                 confidence=task.get("confidence"), fields=fields, suggestions=suggestions,
+                step=step,
                 similar=similar, why=REASONS.get(task["reason"], task["reason"]),
                 lease_s=state.settings.lease_s,
                 document=document_path(raw["input"]) is not None,

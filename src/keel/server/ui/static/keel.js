@@ -12,7 +12,7 @@
     const data = resp.status === 204 ? null : await resp.json().catch(() => null);
     if (!resp.ok) {
       const err = (data && data.error) || { code: "keel.http." + resp.status, message: resp.statusText };
-      throw Object.assign(new Error(err.message), { code: err.code, status: resp.status });
+      throw Object.assign(new Error(err.message), { code: err.code, status: resp.status, problems: err.problems || [] });
     }
     return data;
   }
@@ -45,6 +45,7 @@
     const root = document.getElementById("task");
     if (!root || root.dataset.status !== "open") return;
     const id = root.dataset.task, leaseS = parseFloat(root.dataset.lease);
+    const step = root.dataset.step;  // a multi-step workflow: the decision is on this step
     const problem = document.getElementById("problem");
     const correctForm = document.getElementById("correct-form");
     const rejectForm = document.getElementById("reject-form");
@@ -54,12 +55,18 @@
     async function decide(body) {
       if (busy) return;
       busy = true;
+      if (step) body.step = step;
+      correctForm.querySelectorAll(".failed").forEach((el) => el.classList.remove("failed"));
       try {
         await api("POST", "/v1/review/tasks/" + encodeURIComponent(id) + "/decision", body);
         location.href = "/ui/review/next";
       } catch (err) {
         busy = false;
         show(err.message + " (" + err.code + ")");
+        (err.problems || []).forEach((p) => {  // mark the fields the contract refused
+          const el = document.getElementById("f-" + String(p.field || "").split(".")[0]);
+          if (el) el.classList.add("failed");
+        });
       }
     }
     function open(form) {
