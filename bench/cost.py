@@ -7,11 +7,17 @@ pricing from the table, the reservation before each batch's model call and the s
 after it.
 
     python bench/cost.py [--records 10000] [--repeats 5] [--batch-size 500] [--model noop|demo]
-                         [--postgres URL]
+                         [--postgres URL] [--serve --seconds 10 --clients 8]
 
 Each repeat runs "plain" then "budgeted" on fresh stores (SQLite file; with --postgres, also
 on a fresh PostgreSQL schema), so the machine's load moves both alike; the figure is the ratio
 of median throughputs. Prints one JSON line per measurement.
+
+With ``--serve`` (needs ``--postgres``), the same two workflows run under `keel serve` on a
+fresh PostgreSQL schema each, driven for ``--seconds`` by ``--clients`` concurrent keep-alive
+clients posting one record per request (bench/serve.py's load driver); each repeat serves
+"plain" then "budgeted". It reports requests/s and p50/p99 latency for each and the ratio of
+median requests/s.
 """
 
 from __future__ import annotations
@@ -115,6 +121,59 @@ def compare(label: str, files: dict[str, Path], traffic: Path, urls: Any, batch:
          cpu_overhead_pct=round(100 * (med_cpu["budgeted"] / med_cpu["plain"] - 1), 1))
 
 
+def serve_once(tmp: Path, workflow: Path, url: str, clients: int, seconds: float,
+               tag: str) -> dict[str, Any]:
+    """`keel serve` on ``workflow`` and store ``url``, driven by ``clients`` at once."""
+    import asyncio
+    import os
+    import signal
+
+    from serve import drive, request, start_server
+
+    from keel.server import create_key
+    from keel.store import Store
+
+    store = Store.open(url)
+    key = create_key(store, "submitter", "bench")[1]
+    store.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    port = 19000 + os.getpid() % 1000
+    proc = start_server(tmp, port, env, workflow=workflow, db=url)
+
+    def single(n: int) -> bytes:
+        body = json.dumps({"id": f"{tag}-{n}", "text": "where is my card"}).encode()
+        return request("POST", "/v1/decisions", key, body)
+
+    try:
+        asyncio.run(drive(port, lambda n: single(10**9 + n), clients, 1.0, 1))  # warm-up
+        found: dict[str, Any] = asyncio.run(drive(port, single, clients, seconds, 1))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert found["errors"] == 0, found["first_error"]  # the budget never ran out
+    return found
+
+
+def compare_serve(files: dict[str, Path], tmp: Path, base: str, clients: int, seconds: float,
+                  repeats: int) -> None:
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "budgeted": []}
+    for i in range(repeats):
+        for kind in ("plain", "budgeted"):  # interleaved, a fresh schema each
+            runs[kind].append(serve_once(tmp, files[kind], fresh_pg(base), clients, seconds,
+                                         f"{kind}{i}"))
+    med = {}
+    for kind, found in runs.items():
+        med[kind] = statistics.median(r["requests_per_s"] for r in found)
+        emit(measure=f"keel_serve_postgres_{kind}", clients=clients, seconds=seconds,
+             requests_per_s=round(med[kind], 1),
+             requests_per_s_runs=[r["requests_per_s"] for r in found],
+             p50_ms=round(statistics.median(r["p50_ms"] for r in found), 2),
+             p99_ms=round(statistics.median(r["p99_ms"] for r in found), 2), repeats=repeats)
+    emit(measure="cost_overhead_serve_postgres", clients=clients,
+         budgeted_to_plain=round(med["budgeted"] / med["plain"], 3),
+         overhead_pct=round(100 * (1 - med["budgeted"] / med["plain"]), 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=10_000)
@@ -122,7 +181,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--model", choices=("noop", "demo"), default="noop")
     ap.add_argument("--postgres", default=None, help="also on PostgreSQL at this URL")
+    ap.add_argument("--serve", action="store_true",
+                    help="keel serve on PostgreSQL under --clients instead of keel run")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
+    if args.serve and not args.postgres:
+        ap.error("--serve measures keel serve on PostgreSQL: pass --postgres URL")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         traffic = tmp / "traffic.csv"
@@ -132,6 +197,9 @@ def main() -> None:
         for kind, cost in (("plain", ""), ("budgeted", COST)):
             files[kind] = tmp / f"{kind}.py"
             files[kind].write_text(WORKFLOW.format(model=model, cost=cost))
+        if args.serve:
+            compare_serve(files, tmp, args.postgres, args.clients, args.seconds, args.repeats)
+            return
         counter = iter(range(10**6))
         compare(f"{args.model}_sqlite", files, traffic,
                 lambda: f"sqlite:///{tmp / f'k{next(counter)}.db'}", args.batch_size,
