@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests._workflows import make
 from tests.server._live import app_for, bearer, keys, live_server
 
+import keel
 from keel.server import Settings
 from keel.server.ui import vendor_dir
 from keel.store import Store
@@ -136,9 +138,6 @@ def test_the_dashboard_shows_spend_against_budget_net_value_and_the_projection(
     day, and what the declared target volume would cost a month (keel cost --project)."""
     from playwright.sync_api import Page, expect
 
-    import keel
-    from tests._workflows import make
-
     page: Page = browser_page  # type: ignore[assignment]
     store = Store.open(f"sqlite:///{tmp_path / 'keel.db'}")
     k = keys(store)
@@ -162,7 +161,7 @@ def test_the_dashboard_shows_spend_against_budget_net_value_and_the_projection(
             expect(day.locator(".muted")).to_contain_text("100.0% spent, 3 records turned away")
             expect(page.locator("#o-net")).to_have_text("$2.45")           # $2.50 - $0.05
             expect(page.locator("#o-net-parts")).to_have_text(
-                "value $2.50 − model $0.05 − review $0.00 − errors unknown")
+                "value $2.50 - model $0.05 - review $0.00 - errors unknown")
             expect(page.locator("#o-proj-label")).to_contain_text("at 50,000/day")
             # 30 days x ($0.01 x 5/8 x 50,000 model + 625 h x $30 review) a day
             expect(page.locator("#o-proj-total")).to_have_text("$571,875")

@@ -272,8 +272,8 @@
     set("o-net", !v || v.net_usd_per_day === null ? "not declared" : usd(v.net_usd_per_day, 2));
     set("o-net-parts", !v || !v.per_day || v.per_day.value_usd === null
       ? "declare keel.Cost(value_per_record_usd=...)"
-      : "value " + usd(v.per_day.value_usd, 2) + " − model " + usd(v.per_day.model_usd, 2) +
-        " − review " + usd(v.per_day.review_usd, 2) + " − errors " +
+      : "value " + usd(v.per_day.value_usd, 2) + " - model " + usd(v.per_day.model_usd, 2) +
+        " - review " + usd(v.per_day.review_usd, 2) + " - errors " +
         (v.per_day.errors_usd === null ? "unknown" : usd(v.per_day.errors_usd, 2)));
     const p = o.projection;
     set("o-proj-label", p ? "Projected total per month at " + num(p.volume_per_day, 0) + "/day" : "Projected total per month");
