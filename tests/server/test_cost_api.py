@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -98,3 +99,31 @@ def test_the_dashboards_cost_outlook_for_any_role(
     undeclared = cost.outlook(_workflow(), store)          # no target volume: said, not guessed
     assert undeclared["projection"] is None
     assert "target_volume" in undeclared["projection_note"]
+
+
+def test_the_outlook_never_asks_the_model_to_answer_the_labels_again(
+        store: Store, tmp_path: Path) -> None:
+    """The dashboard refreshes the outlook every 30 s: with a labels file declared, keel cost
+    --project has the model answer it again for the error rate; the outlook must not (a paid
+    model would be billed at every refresh)."""
+    calls: list[str] = []
+
+    def answer(m: object) -> dict[str, str]:
+        calls.append("called")
+        return {"label": "x"}
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,text,label\n" + "".join(f"l{i},hello {i},x\n" for i in range(40)))
+    wf = make(keel.FakeModel(answer, confidence=0.95, name="llm"),
+              cost=keel.Cost(prices=[keel.ModelPrice("llm", per_call_usd=0.01)],
+                             labels=str(labels), label_column="label", wrong_decision_usd=2.0,
+                             target_volume="1000/day"))
+    keel.run(wf, [{"id": f"r{i}", "text": "hello there"} for i in range(5)], store=store)
+    before = len(calls)
+    seen = cost.outlook(wf, store)
+    assert len(calls) == before                              # not asked again
+    assert seen["projection"]["wrong_decisions_per_day"] is None
+    assert any("not asked" in m for m in seen["projection"]["missing"])
+    cli = cost.project(wf, store, "1000/day")                # keel cost --project: asked
+    assert len(calls) == before + 40
+    assert cli["wrong_decisions_per_day"]["estimate"] == pytest.approx(0.0)

@@ -216,7 +216,8 @@ def outlook(wf: Workflow, store: Store, *, window: str = "7d", volume: str | flo
             now: float | None = None) -> dict[str, Any]:
     """What the dashboard shows: spend against each budget, spend and the net value of
     automation per day over ``window`` (:func:`report`), and the projection (:func:`project`)
-    to ``volume``, by default the declared ``Cost(target_volume=...)``."""
+    to ``volume``, by default the declared ``Cost(target_volume=...)``. Wrong decisions come
+    from audits only: a refresh never asks the model again (``keel cost --project`` may)."""
     now = time.time() if now is None else now
     rep = report(wf, store, window=window, now=now)
     days = rep["days"]
@@ -236,7 +237,8 @@ def outlook(wf: Workflow, store: Store, *, window: str = "7d", volume: str | flo
                                   "'50000/day') or ask with ?project=50000/day")
         return out
     try:
-        out["projection"] = project(wf, store, volume, window=window, now=now)
+        out["projection"] = project(wf, store, volume, window=window, now=now,
+                                    ask_model=False)
     except (NotFoundError, CostError) as exc:
         out["projection_note"] = exc.message
     return out
@@ -267,8 +269,10 @@ def _scale(k: float, *figs: tuple[float, float, float]) -> dict[str, float]:
 
 def project(wf: Workflow, store: Store, volume: str | float, *, window: str | None = None,
             labels_file: str | Path | None = None, label_column: str | None = None,
-            now: float | None = None) -> dict[str, Any]:
-    """What ``volume`` records a day would cost, from what the store measured."""
+            now: float | None = None, ask_model: bool = True) -> dict[str, Any]:
+    """What ``volume`` records a day would cost, from what the store measured.
+    ``ask_model=False``: the error rate comes from audits only, never from the model
+    answering the labelled file again (the dashboard's refresh must not call a paid model)."""
     per_day = parse_volume(volume)
     now = time.time() if now is None else now
     cost = wf.cost or Cost()
@@ -299,7 +303,7 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
                                 for k, v in hours.items()})
     out["review_usd_per_day"] = (None if hours is None or m.rate is None else
                                  {k: v * m.rate for k, v in hours.items()})
-    err, acc_source = _error_rate(wf, store, labels_file, label_column)
+    err, acc_source = _error_rate(wf, store, labels_file, label_column, ask_model=ask_model)
     out["accuracy_source"] = acc_source
     wrong = _scale(per_day, auto, err) if err is not None else None
     out["wrong_decisions_per_day"] = wrong
@@ -313,13 +317,14 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
                           + (out["review_usd_per_day"] or {}).get(k, 0.0)
                           + (out["errors_usd_per_day"] or {}).get(k, 0.0)) + fixed
         for k in ("estimate", "low", "high")}
-    out["missing"] = _missing(cost, handling, err)
+    out["missing"] = _missing(cost, handling, err, ask_model)
     out["value"] = _projected_value(cost, per_day, auto, out)
     return out
 
 
 def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None,
-                label_column: str | None = None) -> tuple[tuple[float, float, float] | None, str | None]:
+                label_column: str | None = None, *, ask_model: bool = True,
+                ) -> tuple[tuple[float, float, float] | None, str | None]:
     """The error rate of automatic decisions: from audits (30 or more), else from labelled
     data at the policy's threshold (the model answers them again), else unknown."""
     with store.engine.connect() as conn:
@@ -327,7 +332,7 @@ def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None,
     if acc["n"] >= 30:
         return _share_ci(acc["wrong"], acc["n"]), f"audits ({acc['n']})"
     file = labels_file or _labels_of(wf)
-    if file is None:
+    if file is None or not ask_model:
         return None, None
     conf, right, source = scored_labels(wf, store, file,
                                         _label_column(wf, labels_file, label_column))
@@ -361,13 +366,16 @@ def _label_column(wf: Workflow, labels_file: str | Path | None,
     return wf.cost.label_column if wf.cost is not None and labels_file is None else None
 
 
-def _missing(cost: Cost, handling: Any, err: Any) -> list[str]:
+def _missing(cost: Cost, handling: Any, err: Any, ask_model: bool = True) -> list[str]:
     notes = []
     if cost.reviewer_usd_per_hour is None:
         notes.append("review cost: declare Cost(reviewer_usd_per_hour=...)")
     if handling is None:
         notes.append("review hours: no measured reviews; declare Cost(review_s_per_task=...)")
-    if err is None:
+    if err is None and not ask_model and cost.labels is not None:
+        notes.append("wrong decisions: fewer than 30 audits (here the model is not asked to "
+                     "answer the labels file again; keel cost --project does)")
+    elif err is None:
         notes.append("wrong decisions: fewer than 30 audits; declare Cost(labels=FILE) or "
                      "pass --labels")
     elif cost.wrong_decision_usd is None:
