@@ -162,6 +162,9 @@ def test_the_dashboard_shows_spend_against_budget_net_value_and_the_projection(
             expect(page.locator("#o-net")).to_have_text("$2.45")           # $2.50 - $0.05
             expect(page.locator("#o-net-parts")).to_have_text(
                 "value $2.50 - model $0.05 - review $0.00 - errors unknown")
+            # 30 x (50,000 x 5/8 x $0.50 value - $312.50 model - $18,750 review) a day
+            expect(page.locator("#o-net-projected")).to_have_text(
+                "projected: -$103,125 a month at 50,000/day")
             expect(page.locator("#o-proj-label")).to_contain_text("at 50,000/day")
             # 30 days x ($0.01 x 5/8 x 50,000 model + 625 h x $30 review) a day
             expect(page.locator("#o-proj-total")).to_have_text("$571,875")

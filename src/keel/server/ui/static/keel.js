@@ -276,6 +276,9 @@
         " - review " + usd(v.per_day.review_usd, 2) + " - errors " +
         (v.per_day.errors_usd === null ? "unknown" : usd(v.per_day.errors_usd, 2)));
     const p = o.projection;
+    const pv = p && p.value;
+    set("o-net-projected", pv && pv.net_usd_per_month !== null
+      ? "projected: " + usd(pv.net_usd_per_month, 0) + " a month at " + num(p.volume_per_day, 0) + "/day" : "");
     set("o-proj-label", p ? "Projected total per month at " + num(p.volume_per_day, 0) + "/day" : "Projected total per month");
     set("o-proj-total", p ? usd(p.total_usd_per_month.estimate, 0) : "-");
     set("o-proj-interval", p ? range(p.total_usd_per_month, (x) => usd(x, 0)) : "");
