@@ -104,10 +104,12 @@ async def drive(port: int, make: Any, connections: int, seconds: float,
             "p99_ms": round(float(np.percentile(lat, 99)), 2)}
 
 
-def start_server(tmp: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "keel", "serve", str(EXAMPLE / "workflow.py"),
-           "--port", str(port), "--db", f"sqlite:///{tmp / 'keel.db'}", "--max-batch", "2000",
-           "--max-body-mb", "8"]
+def start_server(tmp: Path, port: int, env: dict[str, str], workflow: Path | None = None,
+                 db: str | None = None) -> subprocess.Popen[bytes]:
+    """`keel serve` on ``workflow`` (the demo) and ``db`` (tmp/keel.db), once it is ready."""
+    cmd = [sys.executable, "-m", "keel", "serve", str(workflow or EXAMPLE / "workflow.py"),
+           "--port", str(port), "--db", db or f"sqlite:///{tmp / 'keel.db'}",
+           "--max-batch", "2000", "--max-body-mb", "8"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     import httpx

@@ -68,5 +68,6 @@ workflow = keel.Workflow(
         wrong_decision_usd=2.50, manual_handling_s=60.0, value_per_record_usd=0.70,
         infra_usd_per_month=150.0, retrain_usd_per_run=5.0, retrains_per_month=4,
         labels="data/calibration.csv", label_column="category",
+        target_volume="50000/day",  # what the dashboard projects to
     ),
 )

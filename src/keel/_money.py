@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -26,6 +27,11 @@ CURRENCY = "USD"
 #: what a workflow does with a record once a budget is spent
 ON_EXHAUSTED = ("fallback", "review", "stop")
 PERIODS = ("day", "month")
+#: a month, for projections
+MONTH_DAYS = 30.0
+_VOLUME = re.compile(r"^\s*([0-9][0-9_,]*(?:\.\d+)?)\s*/\s*(day|d|month|mo|hour|h)\s*$")
+_PER_DAY = {"day": 1.0, "d": 1.0, "month": 1 / MONTH_DAYS, "mo": 1 / MONTH_DAYS,
+            "hour": 24.0, "h": 24.0}
 
 
 def _amount(what: str, value: Any, *, allow_none: bool = False) -> float | None:
@@ -49,6 +55,25 @@ def _currency(what: str, code: Any) -> None:
         why = ("keel accounts in USD only; convert the amount to USD" if known
                else "not an ISO 4217 currency code; keel accounts in USD")
         raise CostError(f"{what}: currency {code!r} is {why}")
+
+
+def parse_volume(text: str | float) -> float:
+    """``50000/day``, ``1.5e6/month``, ``2000/hour`` (or a number: per day) -> records per day."""
+    if isinstance(text, (int, float)):
+        per_day = float(text)
+    else:
+        m = _VOLUME.match(text)
+        if m is None:
+            try:
+                per_day = float(text)
+            except ValueError:
+                raise CostError(f"volume {text!r}: write records per period, e.g. 50000/day, "
+                                "1500000/month or 2000/hour") from None
+        else:
+            per_day = float(m.group(1).replace(",", "").replace("_", "")) * _PER_DAY[m.group(2)]
+    if not math.isfinite(per_day) or per_day <= 0:
+        raise CostError(f"volume {text!r}: a projection needs more than 0 records, e.g. 50000/day")
+    return per_day
 
 
 @dataclass(frozen=True)
@@ -203,7 +228,9 @@ class Cost:
     estimate. ``wrong_decision_usd`` is what a wrong automatic decision costs;
     ``manual_handling_s`` and ``value_per_record_usd`` what a record costs by hand and is
     worth, for the value of automation. ``infra_usd_per_month``, ``retrain_usd_per_run`` and
-    ``retrains_per_month`` enter the monthly projection.
+    ``retrains_per_month`` enter the monthly projection. ``target_volume`` is the production
+    volume the dashboard projects to (``"50000/day"``, ``"1500000/month"``; see
+    :func:`keel.cost.parse_volume`).
 
     ``budgets`` are enforced per workflow: each record reserves ``max_call_usd`` (default:
     the primary model's price for ``max_call_tokens`` tokens) before its model call. Once a
@@ -230,6 +257,7 @@ class Cost:
     on_exhausted: str = "stop"
     labels: str | None = None
     label_column: str | None = None
+    target_volume: str | None = None
     currency: str = CURRENCY
     _table: list[PriceTable] = field(default_factory=list, repr=False, compare=False)
 
@@ -241,6 +269,8 @@ class Cost:
         for name in ("reviewer_hours_per_day", "infra_usd_per_month", "retrain_usd_per_run",
                      "retrains_per_month", "max_call_tokens"):
             object.__setattr__(self, name, _amount(name, getattr(self, name)))
+        if self.target_volume is not None:
+            parse_volume(self.target_volume)  # a bad volume is said where it is declared
         if not self.reviewer_hours_per_day:
             raise CostError("reviewer_hours_per_day must be > 0 (a reviewer's working hours)")
         object.__setattr__(self, "max_call_tokens", int(self.max_call_tokens))

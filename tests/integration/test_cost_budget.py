@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from tests._workflows import make
 
 import keel
@@ -199,5 +200,43 @@ def test_an_alert_fires_when_the_day_budget_burns_too_fast(tmp_path: Path) -> No
         late = today.timestamp() + 23.9 * 3600              # near midnight: on pace
         res = monitor.evaluate(store, _workflow("stop"), rules=[rule], now=late)
         assert {s.rule: s for s in res.statuses}["burn"].value < 1.0
+    finally:
+        store.close()
+
+
+def test_two_servers_taking_room_ahead_use_the_budget_exactly(db_url: str) -> None:
+    """Two servers deciding one record at a time at a budget with room for 1,000 calls: each
+    takes room ahead while there is plenty (a transaction every few dozen records), none near
+    the limit; together they are granted exactly 1,000 calls, never one more."""
+    store = keel.Store.open(db_url)
+    try:
+        money = keel.Cost(prices=[keel.ModelPrice("llm", per_call_usd=PRICE)],
+                          budgets=[keel.Budget("day", usd=1000 * PRICE)])
+        servers = [sql.BudgetKeeper(store, "ahead", money, PRICE, 0) for _ in range(2)]
+        updates: list[int] = []
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if statement.startswith("UPDATE budget_windows"):
+                updates.append(granted)
+
+        event.listen(store.engine, "before_cursor_execute", count)
+        granted = 0
+        for _round in range(2):  # the second round: after each server gives back its room
+            refused = [False, False]
+            while not all(refused):
+                for n, keeper in enumerate(servers):
+                    grant, limits = keeper.reserve(1)
+                    refused[n] = grant.granted == 0
+                    granted += grant.granted
+                    keeper.settle(grant, limits, grant.usd, 0)  # spent what it held
+                    assert sql.windows(store, "ahead")[0]["spent_usd"] <= 1000 * PRICE + 1e-9
+            for keeper in servers:
+                keeper.flush()
+        assert granted == 1000
+        assert sum(1 for g in updates if g < 400) < 20  # plenty of room: few transactions
+        assert sum(1 for g in updates if g >= 990) >= 10  # near the limit: one per record
+        (day,) = sql.windows(store, "ahead")
+        assert day["spent_usd"] == pytest.approx(1000 * PRICE)
+        assert day["reserved_usd"] == pytest.approx(0.0, abs=1e-9)
     finally:
         store.close()

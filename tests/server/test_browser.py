@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests._workflows import make
 from tests.server._live import app_for, bearer, keys, live_server
 
+import keel
 from keel.server import Settings
 from keel.server.ui import vendor_dir
 from keel.store import Store
@@ -126,5 +128,53 @@ def test_reviewer_decides_with_the_keyboard_and_the_dashboard_moves(
             expect(page.locator("h1")).to_have_text("Decided by a person.")
             expect(page.locator(".story")).to_contain_text("Sent to a person")
             _shot(page, "05-record")
+    finally:
+        store.close()
+
+
+def test_the_dashboard_shows_spend_against_budget_net_value_and_the_projection(
+        tmp_path: Path, browser_page: object) -> None:
+    """A manager sees money on the dashboard: the day's budget spent, what automation nets a
+    day, and what the declared target volume would cost a month (keel cost --project)."""
+    from playwright.sync_api import Page, expect
+
+    page: Page = browser_page  # type: ignore[assignment]
+    store = Store.open(f"sqlite:///{tmp_path / 'keel.db'}")
+    k = keys(store)
+    wf = make(keel.FakeModel(lambda m: {"label": "x"}, confidence=0.95, name="llm"),
+              cost=keel.Cost(prices=[keel.ModelPrice("llm", per_call_usd=0.01)],
+                             budgets=[keel.Budget("day", usd=0.05)], on_exhausted="review",
+                             manual_handling_s=60, value_per_record_usd=0.5,
+                             reviewer_usd_per_hour=30.0, review_s_per_task=120,
+                             target_volume="50000/day"))
+    app = app_for(store, workflow=wf, settings=Settings(dashboard_cache_s=0.5, cost_cache_s=0.5))
+    try:
+        with live_server(app) as url:
+            sent = [{"id": f"m{n}", "text": "hello there"} for n in range(8)]
+            httpx.post(f"{url}/v1/decisions", json={"records": sent},
+                       headers=bearer(k["submitter"]))  # 5 fit the $0.05 budget, 3 to people
+            page.goto(f"{url}/ui/dashboard")
+            page.fill("#key", k["reviewer"])
+            page.keyboard.press("Enter")
+            day = page.locator("#o-budgets .budget[data-period=day]")
+            expect(day.locator(".value")).to_have_text("$0.05 of $0.05")
+            expect(day.locator(".muted")).to_contain_text("100.0% spent, 3 records turned away")
+            expect(page.locator("#o-net")).to_have_text("$2.45")           # $2.50 - $0.05
+            expect(page.locator("#o-net-parts")).to_have_text(
+                "value $2.50 - model $0.05 - review $0.00 - errors unknown")
+            # 30 x (50,000 x 5/8 x $0.50 value - $312.50 model - $18,750 review) a day
+            expect(page.locator("#o-net-projected")).to_have_text(
+                "projected: -$103,125 a month at 50,000/day")
+            expect(page.locator("#o-proj-label")).to_contain_text("at 50,000/day")
+            # 30 days x ($0.01 x 5/8 x 50,000 model + 625 h x $30 review) a day
+            expect(page.locator("#o-proj-total")).to_have_text("$571,875")
+            expect(page.locator("#o-proj-interval")).to_contain_text("(95%)")
+            expect(page.locator("#o-proj-hours")).to_have_text("625 h")    # 3/8 x 50,000 x 2 min
+            expect(page.locator("#o-proj-reviewers")).to_contain_text("105 (")  # 6 h a day each
+            more = [{"id": f"late{n}", "text": "hello there"} for n in range(4)]
+            httpx.post(f"{url}/v1/decisions", json={"records": more},
+                       headers=bearer(k["submitter"]))
+            expect(day.locator(".muted")).to_contain_text("7 records turned away")  # it moved
+            _shot(page, "06-dashboard-money")
     finally:
         store.close()

@@ -53,6 +53,11 @@ def test_readme_serve_section_runs(tmp_path: Path, demo_env: Path) -> None:
             assert waiting and int(waiting.group(1)) > 100  # the demo's review queue
             assert browser.get("/ui/dashboard").status_code == 200
             assert browser.get("/v1/dashboard").json()["window_decided"] >= 1580
+            money = browser.get("/v1/cost/outlook").json()      # the dashboard's Money panel
+            assert money["volume"] == "50000/day"               # the demo's target volume
+            assert money["projection"]["total_usd_per_month"]["estimate"] > 0
+            assert money["projection"]["reviewers_needed"]["estimate"] >= 1
+            assert money["value"]["net_usd_per_day"] is not None
     finally:
         _stop_group(proc)
 

@@ -19,11 +19,12 @@ if TYPE_CHECKING:
         Pricer,
         PriceTable,
         load_prices,
+        parse_volume,
     )
     from keel.cost._report import (
         budget_state,
         metrics_text,
-        parse_volume,
+        outlook,
         parse_window,
         project,
         render_html,
@@ -37,10 +38,10 @@ _WHERE = {
     "ModelPrice": "keel._money", "PriceTable": "keel._money", "Pricer": "keel._money",
     "load_prices": "keel._money",
     "BudgetKeeper": "keel.store.cost", "metering": "keel.store.cost",
-    "budget_state": "keel.cost._report", "parse_volume": "keel.cost._report",
+    "budget_state": "keel.cost._report", "parse_volume": "keel._money",
     "parse_window": "keel.cost._report", "project": "keel.cost._report",
     "report": "keel.cost._report",
-    "render_html": "keel.cost._report", "metrics_text": "keel.cost._report",
+    "outlook": "keel.cost._report", "render_html": "keel.cost._report", "metrics_text": "keel.cost._report",
     "thresholds": "keel.cost._report",
 }
 
@@ -56,6 +57,7 @@ __all__ = [
     "load_prices",
     "metering",
     "metrics_text",
+    "outlook",
     "parse_volume",
     "parse_window",
     "project",

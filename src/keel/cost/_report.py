@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from keel._money import Cost
+from keel._money import MONTH_DAYS as _MONTH_DAYS
+from keel._money import Cost, parse_volume
 from keel.errors import CostError, NotFoundError
 from keel.review import learn_then_test, policy_in_force, scored_labels, threshold_curve
 from keel.store import Store
@@ -31,11 +32,7 @@ from keel.store import reviews as review_sql
 from keel.workflow import NEVER, Policy, Workflow
 
 _DAY = 86400.0
-_MONTH_DAYS = 30.0
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
-_VOLUME = re.compile(r"^\s*([0-9][0-9_,]*(?:\.\d+)?)\s*/\s*(day|d|month|mo|hour|h)\s*$")
-_PER_DAY = {"day": 1.0, "d": 1.0, "month": 1 / _MONTH_DAYS, "mo": 1 / _MONTH_DAYS,
-            "hour": 24.0, "h": 24.0}
 
 
 def parse_window(text: str | None, now: float) -> float | None:
@@ -53,25 +50,6 @@ def parse_window(text: str | None, now: float) -> float | None:
         except ValueError:
             pass
     raise CostError(f"window {text!r}: use all, a duration like 24h or 30d, or since:2026-01-31")
-
-
-def parse_volume(text: str | float) -> float:
-    """``50000/day``, ``1.5e6/month``, ``2000/hour`` (or a number: per day) -> records per day."""
-    if isinstance(text, (int, float)):
-        per_day = float(text)
-    else:
-        m = _VOLUME.match(text)
-        if m is None:
-            try:
-                per_day = float(text)
-            except ValueError:
-                raise CostError(f"volume {text!r}: write records per period, e.g. 50000/day, "
-                                "1500000/month or 2000/hour") from None
-        else:
-            per_day = float(m.group(1).replace(",", "").replace("_", "")) * _PER_DAY[m.group(2)]
-    if not math.isfinite(per_day) or per_day <= 0:
-        raise CostError(f"volume {text!r}: a projection needs more than 0 records, e.g. 50000/day")
-    return per_day
 
 
 @dataclass
@@ -136,7 +114,8 @@ def report(wf: Workflow, store: Store, *, window: str | None = None,
         "audited_accuracy": acc,
     }
     out["cost_per_correct_automatic_usd"] = _per_correct(m, acc)
-    out["value"] = _value(m, cost, acc, _span_days(m.decisions, since, now))
+    out["days"] = _span_days(m.decisions, since, now)
+    out["value"] = _value(m, cost, acc, out["days"])
     out["budgets"] = budget_state(wf, store, now=now)
     return out
 
@@ -185,14 +164,18 @@ def _per_correct(m: _Measured, acc: dict[str, Any]) -> float | None:
 
 
 def _span_days(rows: list[dict[str, Any]], since: float | None, now: float) -> float:
+    """Days the window's decisions span: from the window's start or the first decision,
+    whichever is later (a workflow two days old has two days in a 30d window); at least one."""
     if not rows:
         return 1.0
-    start = since if since is not None else min(r["decided_at"] for r in rows)
+    first = float(min(r["decided_at"] for r in rows))
+    start = first if since is None else max(since, first)
     return max((now - start) / _DAY, 1.0)  # a window shorter than a day counts as one
 
 
 def _value(m: _Measured, cost: Cost, acc: dict[str, Any], days: float) -> dict[str, Any] | None:
-    """What automation was worth: manual work saved, value minus model, review, error costs."""
+    """What automation was worth: manual work saved, value minus model, review, error costs;
+    in the window and per day."""
     if cost.manual_handling_s is None and cost.value_per_record_usd is None:
         return None
     auto = sum(1 for r in m.decisions if r["disposition"] == "accepted")
@@ -200,12 +183,15 @@ def _value(m: _Measured, cost: Cost, acc: dict[str, Any], days: float) -> dict[s
     errors = (wrong * cost.wrong_decision_usd if wrong is not None and
               cost.wrong_decision_usd is not None else None)
     value = auto * cost.value_per_record_usd if cost.value_per_record_usd is not None else None
-    spent = sum(r["cost_usd"] for r in m.decisions) + sum(m.review_usd.values())
-    net = None if value is None else value - spent - (errors or 0.0)
+    model = sum(r["cost_usd"] for r in m.decisions)
+    review = sum(m.review_usd.values())
+    net = None if value is None else value - model - review - (errors or 0.0)
     hours = auto * cost.manual_handling_s / 3600.0 if cost.manual_handling_s else None
-    return {"automatic_decisions": auto, "manual_hours_saved": hours, "value_usd": value,
-            "errors_usd": errors, "net_usd": net, "days": days,
-            "net_usd_per_day": None if net is None else net / days}
+    parts = {"value_usd": value, "model_usd": model, "review_usd": review,
+             "errors_usd": errors, "net_usd": net, "manual_hours_saved": hours}
+    return {"automatic_decisions": auto, **parts, "days": days,
+            "net_usd_per_day": None if net is None else net / days,
+            "per_day": {k: None if v is None else v / days for k, v in parts.items()}}
 
 
 def budget_state(wf: Workflow, store: Store, *, now: float | None = None) -> list[dict[str, Any]]:
@@ -223,6 +209,38 @@ def budget_state(wf: Workflow, store: Store, *, now: float | None = None) -> lis
                     "spent_tokens": r.get("spent_tokens", 0), "refused": r.get("refused", 0),
                     "remaining_usd": None if b.usd is None else max(b.usd - spent - reserved, 0.0),
                     "remaining_tokens": None if b.tokens is None else max(b.tokens - toks, 0)})
+    return out
+
+
+def outlook(wf: Workflow, store: Store, *, window: str = "7d", volume: str | float | None = None,
+            now: float | None = None) -> dict[str, Any]:
+    """What the dashboard shows: spend against each budget, spend and the net value of
+    automation per day over ``window`` (:func:`report`), and the projection (:func:`project`)
+    to ``volume``, by default the declared ``Cost(target_volume=...)``. Wrong decisions come
+    from audits only: a refresh never asks the model again (``keel cost --project`` may)."""
+    now = time.time() if now is None else now
+    rep = report(wf, store, window=window, now=now)
+    days = rep["days"]
+    volume = volume if volume is not None else (wf.cost.target_volume if wf.cost else None)
+    out: dict[str, Any] = {
+        "workflow": wf.name, "window": window, "decisions": rep["decisions"],
+        "budgets": [{**b, "spent_share": None if not b["limit_usd"] else
+                     b["spent_usd"] / b["limit_usd"]} for b in rep["budgets"]],
+        "spend": {"total_usd": rep["components"]["total_usd"], "days": days,
+                  "total_usd_per_day": rep["components"]["total_usd"] / days,
+                  "unknown_cost_decisions": rep["unknown_cost_decisions"]},
+        "value": rep["value"], "volume": None if volume is None else str(volume),
+        "projection": None, "projection_note": None,
+    }
+    if volume is None:
+        out["projection_note"] = ("no target volume: declare keel.Cost(target_volume="
+                                  "'50000/day') or ask with ?project=50000/day")
+        return out
+    try:
+        out["projection"] = project(wf, store, volume, window=window, now=now,
+                                    ask_model=False)
+    except (NotFoundError, CostError) as exc:
+        out["projection_note"] = exc.message
     return out
 
 
@@ -251,8 +269,10 @@ def _scale(k: float, *figs: tuple[float, float, float]) -> dict[str, float]:
 
 def project(wf: Workflow, store: Store, volume: str | float, *, window: str | None = None,
             labels_file: str | Path | None = None, label_column: str | None = None,
-            now: float | None = None) -> dict[str, Any]:
-    """What ``volume`` records a day would cost, from what the store measured."""
+            now: float | None = None, ask_model: bool = True) -> dict[str, Any]:
+    """What ``volume`` records a day would cost, from what the store measured.
+    ``ask_model=False``: the error rate comes from audits only, never from the model
+    answering the labelled file again (the dashboard's refresh must not call a paid model)."""
     per_day = parse_volume(volume)
     now = time.time() if now is None else now
     cost = wf.cost or Cost()
@@ -283,7 +303,7 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
                                 for k, v in hours.items()})
     out["review_usd_per_day"] = (None if hours is None or m.rate is None else
                                  {k: v * m.rate for k, v in hours.items()})
-    err, acc_source = _error_rate(wf, store, labels_file, label_column)
+    err, acc_source = _error_rate(wf, store, labels_file, label_column, ask_model=ask_model)
     out["accuracy_source"] = acc_source
     wrong = _scale(per_day, auto, err) if err is not None else None
     out["wrong_decisions_per_day"] = wrong
@@ -297,13 +317,14 @@ def project(wf: Workflow, store: Store, volume: str | float, *, window: str | No
                           + (out["review_usd_per_day"] or {}).get(k, 0.0)
                           + (out["errors_usd_per_day"] or {}).get(k, 0.0)) + fixed
         for k in ("estimate", "low", "high")}
-    out["missing"] = _missing(cost, handling, err)
+    out["missing"] = _missing(cost, handling, err, ask_model)
     out["value"] = _projected_value(cost, per_day, auto, out)
     return out
 
 
 def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None,
-                label_column: str | None = None) -> tuple[tuple[float, float, float] | None, str | None]:
+                label_column: str | None = None, *, ask_model: bool = True,
+                ) -> tuple[tuple[float, float, float] | None, str | None]:
     """The error rate of automatic decisions: from audits (30 or more), else from labelled
     data at the policy's threshold (the model answers them again), else unknown."""
     with store.engine.connect() as conn:
@@ -311,7 +332,7 @@ def _error_rate(wf: Workflow, store: Store, labels_file: str | Path | None,
     if acc["n"] >= 30:
         return _share_ci(acc["wrong"], acc["n"]), f"audits ({acc['n']})"
     file = labels_file or _labels_of(wf)
-    if file is None:
+    if file is None or not ask_model:
         return None, None
     conf, right, source = scored_labels(wf, store, file,
                                         _label_column(wf, labels_file, label_column))
@@ -345,13 +366,16 @@ def _label_column(wf: Workflow, labels_file: str | Path | None,
     return wf.cost.label_column if wf.cost is not None and labels_file is None else None
 
 
-def _missing(cost: Cost, handling: Any, err: Any) -> list[str]:
+def _missing(cost: Cost, handling: Any, err: Any, ask_model: bool = True) -> list[str]:
     notes = []
     if cost.reviewer_usd_per_hour is None:
         notes.append("review cost: declare Cost(reviewer_usd_per_hour=...)")
     if handling is None:
         notes.append("review hours: no measured reviews; declare Cost(review_s_per_task=...)")
-    if err is None:
+    if err is None and not ask_model and cost.labels is not None:
+        notes.append("wrong decisions: fewer than 30 audits (here the model is not asked to "
+                     "answer the labels file again; keel cost --project does)")
+    elif err is None:
         notes.append("wrong decisions: fewer than 30 audits; declare Cost(labels=FILE) or "
                      "pass --labels")
     elif cost.wrong_decision_usd is None:

@@ -147,6 +147,7 @@ def create_app(workflow: Workflow | str | Path, *, store: Store | None = None,
     app.state.workflow, app.state.store, app.state.runner = wf, st, runner
     app.state.batcher, app.state.auth, app.state.settings = batcher, auth, settings
     app.state.metrics, app.state.dashboard_cache = metrics, {}
+    app.state.outlook_cache = {}
     app.state.review, app.state.last_drift = review, last_drift
     app.state.started_at = time.time()
     install_error_handlers(app)

@@ -30,6 +30,9 @@ class Settings:
     session_max_age_s: int = 8 * 3600
     lease_s: float = 300.0
     dashboard_cache_s: float = 2.0
+    #: the dashboard's cost outlook (a scan over a week of decisions) is recomputed at most
+    #: this often
+    cost_cache_s: float = 30.0
     key_cache_s: float = 5.0
     alert_interval_s: float = 60.0
     #: answer 202 and leave the deciding to `keel worker` processes (records are queued)

@@ -1,8 +1,9 @@
 """Cost in the store: budget windows (reserve before a call, settle after, atomically) and the
 rows a cost report is computed from.
 
-A reservation is one conditional UPDATE per budget window (``spent + reserved + ask <= limit``)
-inside one transaction: PostgreSQL re-checks the condition on the row it locks, SQLite runs
+A reservation is one read of its windows and one conditional UPDATE per window
+(``spent + reserved + ask <= limit``, booking the previous batch's settlement in the same
+statement) inside one transaction: PostgreSQL re-checks the condition on the row it locks, SQLite runs
 the transaction under its write lock (BEGIN IMMEDIATE), so concurrent runs, servers and
 workers can never reserve past a limit together.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, tuple_, update
 
 from keel._money import Cost, Pricer
 from keel.errors import CostError
@@ -44,6 +45,10 @@ class _Lost(Exception):
 #: a reservation takes records' room ahead only while every window has this many times more
 SLACK = 8
 
+#: the fewest records' room taken ahead when there is room to spare: a server deciding one
+#: record per request then needs a reservation transaction every few dozen records
+AHEAD = 64
+
 #: money is compared with this slack, so float sums of reservations never refuse a call
 #: that fits to the cent
 _EPS = 1e-9
@@ -57,49 +62,86 @@ def reserve(store: Store, workflow: str, limits: Sequence[Limit], n: int, each_u
     (0..n, or n + ``prefetch`` when every window has room for :data:`SLACK` times that).
     The refused are counted on the windows that were short. ``settling``: an earlier
     batch's settlement (its windows; reserved USD and tokens to give back, USD and tokens
-    spent), booked first in the same transaction."""
+    spent), booked in the same statements when its windows are these, else first in the
+    same transaction."""
     now = time.time() if now is None else now
+    back = None
+    if settling is not None and list(settling[0]) == list(limits):
+        back, settling = settling[1], None
     for _try in range(20):
         try:
             with store.tx() as conn:
                 if settling is not None:
                     _settle(conn, store, workflow, settling[0], *settling[1], now)
                 return _reserve(conn, store, workflow, limits, n, each_usd, each_tokens, now,
-                                prefetch)
+                                prefetch, back or _NOTHING)
         except _Lost:
             continue
     if settling is not None:
         settle(store, workflow, settling[0], *settling[1], now=now)
+    elif back is not None:
+        settle(store, workflow, limits, *back, now=now)
     return 0
 
 
+#: no settlement: reserved USD and tokens to give back, USD and tokens spent
+_NOTHING = (0.0, 0, 0.0, 0)
+
+
 def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit], n: int,
-             each_usd: float, each_tokens: int, now: float, prefetch: int = 0) -> int:
-    bw = t.budget_windows
-    rows = [_row(conn, store, workflow, lim, now) for lim in limits]
+             each_usd: float, each_tokens: int, now: float, prefetch: int,
+             back: tuple[float, int, float, int]) -> int:
+    """One read of the windows, then one conditional UPDATE per window that books ``back``
+    (a settlement) and takes the reservation together."""
+    rows = [_after(row, back) for row in _rows(conn, store, workflow, limits, now)]
     room = min((_room(lim, row, each_usd, each_tokens)
                 for lim, row in zip(limits, rows, strict=True)), default=1 << 30)
     # room to spare: take some ahead, so the next batches need no transaction of their own
-    grant = n + prefetch if prefetch and room >= SLACK * (n + prefetch) else min(n, room)
-    for lim in limits:
-        key = _key(workflow, lim)
-        if grant <= 0:
-            if _room(lim, _row(conn, store, workflow, lim, now), each_usd, each_tokens) < n:
-                conn.execute(update(bw).where(key).values(refused=bw.c.refused + n))
-            continue
-        ask_usd, ask_tok = grant * each_usd, grant * each_tokens
-        cond = [key]
-        if lim.usd is not None:
-            cond.append(bw.c.spent_usd + bw.c.reserved_usd + ask_usd <= lim.usd + _EPS)
-        if lim.tokens is not None:
-            cond.append(bw.c.spent_tokens + bw.c.reserved_tokens + ask_tok <= lim.tokens)
-        done = conn.execute(update(bw).where(and_(*cond)).values(
-            reserved_usd=bw.c.reserved_usd + ask_usd,
-            reserved_tokens=bw.c.reserved_tokens + ask_tok,
-            refused=bw.c.refused + max(n - grant, 0), updated_at=now))
+    grant = max(n + prefetch if prefetch and room >= SLACK * (n + prefetch) else min(n, room), 0)
+    for lim, row in zip(limits, rows, strict=True):
+        short = grant <= 0 and _room(lim, row, each_usd, each_tokens) < n
+        if grant <= 0 and not short and back == _NOTHING:
+            continue  # nothing to book on this window
+        values, held_usd, held_tok = _booking(store, back, grant * each_usd,
+                                              grant * each_tokens)
+        cond = [_key(workflow, lim)]
+        if grant > 0 and lim.usd is not None:
+            cond.append(t.budget_windows.c.spent_usd + back[2] + held_usd <= lim.usd + _EPS)
+        if grant > 0 and lim.tokens is not None:
+            cond.append(t.budget_windows.c.spent_tokens + back[3] + held_tok <= lim.tokens)
+        refused = n - grant if grant > 0 else (n if short else 0)
+        done = conn.execute(update(t.budget_windows).where(and_(*cond)).values(
+            **values, refused=t.budget_windows.c.refused + max(refused, 0), updated_at=now))
         if not done.rowcount:
             raise _Lost
-    return max(grant, 0)
+    return grant
+
+
+def _booking(store: Store, back: tuple[float, int, float, int], ask_usd: float,
+             ask_tokens: int) -> tuple[dict[str, Any], Any, Any]:
+    """The new columns of a window that gives back ``back`` and takes ``ask``; and what it
+    holds reserved afterwards (USD, tokens), for the limit's condition."""
+    bw = t.budget_windows
+    floor = func.max if store.dialect == "sqlite" else func.greatest
+    held_usd = floor(bw.c.reserved_usd - back[0], 0.0) + ask_usd
+    held_tok = bw.c.reserved_tokens - back[1] + ask_tokens
+    return ({"reserved_usd": held_usd, "reserved_tokens": held_tok,
+             "spent_usd": bw.c.spent_usd + back[2], "spent_tokens": bw.c.spent_tokens + back[3]},
+            held_usd, held_tok)
+
+
+@dataclass(frozen=True)
+class _Window:
+    spent_usd: float
+    reserved_usd: float
+    spent_tokens: int
+    reserved_tokens: int
+
+
+def _after(row: Any, back: tuple[float, int, float, int]) -> _Window:
+    """A window as it stands once ``back`` is booked."""
+    return _Window(row.spent_usd + back[2], max(row.reserved_usd - back[0], 0.0),
+                   row.spent_tokens + back[3], row.reserved_tokens - back[1])
 
 
 def _room(lim: Limit, row: Any, each_usd: float, each_tokens: int) -> int:
@@ -119,12 +161,22 @@ def _key(workflow: str, lim: Limit) -> Any:
     return and_(bw.c.workflow == workflow, bw.c.period == lim.period, bw.c.window == lim.window)
 
 
-def _row(conn: Connection, store: Store, workflow: str, lim: Limit, now: float) -> Any:
+def _rows(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit],
+          now: float) -> list[Any]:
+    """The windows' rows, in the order of ``limits``, made on first use (one SELECT once
+    they exist)."""
     bw = t.budget_windows
-    conn.execute(insert_ignore(store.engine, bw).values(
-        workflow=workflow, period=lim.period, window=lim.window, spent_usd=0.0,
-        reserved_usd=0.0, spent_tokens=0, reserved_tokens=0, refused=0, updated_at=now))
-    return conn.execute(select(bw).where(_key(workflow, lim))).one()
+    want = [(lim.period, lim.window) for lim in limits]
+    found = {(r.period, r.window): r for r in conn.execute(select(bw).where(
+        bw.c.workflow == workflow, tuple_(bw.c.period, bw.c.window).in_(want)))} if want else {}
+    missing = [w for w in want if w not in found]
+    if missing:
+        conn.execute(insert_ignore(store.engine, bw), [
+            {"workflow": workflow, "period": period, "window": window, "spent_usd": 0.0,
+             "reserved_usd": 0.0, "spent_tokens": 0, "reserved_tokens": 0, "refused": 0,
+             "updated_at": now} for period, window in missing])
+        return _rows(conn, store, workflow, limits, now)
+    return [found[w] for w in want]
 
 
 def settle(store: Store, workflow: str, limits: Sequence[Limit], reserved_usd: float,
@@ -140,15 +192,11 @@ def settle(store: Store, workflow: str, limits: Sequence[Limit], reserved_usd: f
 def _settle(conn: Connection, store: Store, workflow: str, limits: Sequence[Limit],
             reserved_usd: float, reserved_tokens: int, spent_usd: float, spent_tokens: int,
             now: float) -> None:
-    bw = t.budget_windows
+    back = (reserved_usd, reserved_tokens, spent_usd, spent_tokens)
     for lim in limits:
-        conn.execute(update(bw).where(_key(workflow, lim)).values(
-            reserved_usd=func.max(bw.c.reserved_usd - reserved_usd, 0.0)
-            if store.dialect == "sqlite" else
-            func.greatest(bw.c.reserved_usd - reserved_usd, 0.0),
-            reserved_tokens=bw.c.reserved_tokens - reserved_tokens,
-            spent_usd=bw.c.spent_usd + spent_usd,
-            spent_tokens=bw.c.spent_tokens + spent_tokens, updated_at=now))
+        values = _booking(store, back, 0.0, 0)[0]
+        conn.execute(update(t.budget_windows).where(_key(workflow, lim)).values(
+            **values, updated_at=now))
 
 
 def windows(store: Store, workflow: str, limits: Sequence[Limit] = ()) -> list[dict[str, Any]]:
@@ -210,7 +258,7 @@ class BudgetKeeper:
         settling = None if pending is None else (limits, _amounts(pending))
         need = n - have
         got = reserve(self.store, self.workflow, limits, need, self.each_usd,
-                      self.each_tokens, settling=settling, prefetch=3 * need)
+                      self.each_tokens, settling=settling, prefetch=max(3 * need, AHEAD))
         with self._lock:
             self._ahead[key] = self._ahead.get(key, 0) + max(got - need, 0)
         return self._grant(have + min(got, need)), limits

@@ -3,11 +3,12 @@ prices and the budgets' state (admin)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from keel import cost
+from keel import _json, cost
 from keel.server._http import Admin, Reader
 from keel.server.api._models import ERRORS
 
@@ -33,6 +34,25 @@ def cost_report(request: Request, who: Reader,
         out["thresholds"] = cost.thresholds(wf, store, volume=project or "1000/day",
                                             window=window)
     return out
+
+
+@router.get("/cost/outlook", summary="Spend against each budget, net value of automation per "
+            "day, and the projection to the target volume (what the dashboard shows)",
+            responses=ERRORS)
+def cost_outlook(request: Request, who: Reader,
+                 window: Annotated[str, Query(pattern=_WINDOW)] = "7d",
+                 project: Annotated[str | None, Query(pattern=_VOLUME)] = None) -> Response:
+    state = request.app.state
+    cache: dict[tuple[str, str | None], tuple[float, bytes]] = state.outlook_cache
+    now = time.monotonic()
+    hit = cache.get((window, project))
+    if hit is None or hit[0] < now:
+        found = cost.outlook(state.workflow, state.store, window=window, volume=project)
+        hit = (now + state.settings.cost_cache_s, _json.dumpb(found))
+        if len(cache) >= 32:  # a few windows and volumes are asked for; keep it small
+            cache.clear()
+        cache[(window, project)] = hit
+    return Response(hit[1], media_type="application/json")
 
 
 @router.get("/cost/prices", summary="The workflow's declared prices and rates (admin)",

@@ -229,9 +229,71 @@
     async function tick() {
       try { render(await api("GET", "/v1/dashboard")); }
       catch (err) { set("updated", "could not refresh: " + err.message); }
+      try { money(await api("GET", "/v1/cost/outlook")); }  // the server recomputes it at most every 30 s
+      catch (err) { set("o-note", "could not refresh the cost outlook: " + err.message); }
     }
     tick();
     setInterval(tick, opts.refreshMs || 3000);
+  }
+
+  const usd = (x, digits) => (x === null || x === undefined ? "unknown" :
+    (x < 0 ? "-$" : "$") + Math.abs(x).toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits }));
+  const num = (x, digits) => x.toLocaleString(undefined, { maximumFractionDigits: digits });
+  const range = (f, fmt) => (f ? fmt(f.low) + " – " + fmt(f.high) + " (95%)" : "");
+
+  /* Spend against budget, net value per day and the projection: GET /v1/cost/outlook, the
+     same code as `keel cost --project`. */
+  function money(o) {
+    const set = (id, text) => { document.getElementById(id).textContent = text; };
+    set("o-window", "· last " + o.window + " (" + o.decisions.toLocaleString() + " decisions)");
+    const box = document.getElementById("o-budgets");
+    box.replaceChildren();
+    const budgets = o.budgets.filter((b) => b.limit_usd !== null);
+    if (!budgets.length) {
+      const none = document.createElement("span");
+      none.className = "value";
+      none.textContent = "no budget";
+      box.append(none);
+    }
+    budgets.forEach((b) => {
+      const row = document.createElement("div");
+      row.className = "budget";
+      row.dataset.period = b.period;
+      const text = document.createElement("span");
+      text.className = "value";
+      text.textContent = usd(b.spent_usd, 2) + " of " + usd(b.limit_usd, 2);
+      const bar = document.createElement("div");
+      bar.className = "meter";
+      const fill = document.createElement("span");
+      fill.style.width = Math.min(100, 100 * b.spent_share).toFixed(1) + "%";
+      if (b.spent_share >= 0.9) fill.style.background = "#f04438";
+      bar.append(fill);
+      const note = document.createElement("span");
+      note.className = "muted";
+      note.textContent = b.period + " " + b.window + ": " + (100 * b.spent_share).toFixed(1) + "% spent" +
+        (b.refused ? ", " + b.refused.toLocaleString() + " records turned away" : "");
+      row.append(text, bar, note);
+      box.append(row);
+    });
+    const v = o.value;
+    set("o-net", !v || v.net_usd_per_day === null ? "not declared" : usd(v.net_usd_per_day, 2));
+    set("o-net-parts", !v || !v.per_day || v.per_day.value_usd === null
+      ? "declare keel.Cost(value_per_record_usd=...)"
+      : "value " + usd(v.per_day.value_usd, 2) + " - model " + usd(v.per_day.model_usd, 2) +
+        " - review " + usd(v.per_day.review_usd, 2) + " - errors " +
+        (v.per_day.errors_usd === null ? "unknown" : usd(v.per_day.errors_usd, 2)));
+    const p = o.projection;
+    const pv = p && p.value;
+    set("o-net-projected", pv && pv.net_usd_per_month !== null
+      ? "projected: " + usd(pv.net_usd_per_month, 0) + " a month at " + num(p.volume_per_day, 0) + "/day" : "");
+    set("o-proj-label", p ? "Projected total per month at " + num(p.volume_per_day, 0) + "/day" : "Projected total per month");
+    set("o-proj-total", p ? usd(p.total_usd_per_month.estimate, 0) : "-");
+    set("o-proj-interval", p ? range(p.total_usd_per_month, (x) => usd(x, 0)) : "");
+    const hours = p && p.review_hours_per_day, people = p && p.reviewers_needed;
+    set("o-proj-hours", hours ? num(hours.estimate, 1) + " h" : "-");
+    set("o-proj-reviewers", people ? num(people.estimate, 0) + " (" + people.low + " – " + people.high + ")" : "-");
+    set("o-note", [o.projection_note, ...(p ? p.missing.map((m) => "missing: " + m) : [])]
+      .filter(Boolean).join(" · "));
   }
 
   window.keel = { inbox, task, dashboard };
