@@ -63,7 +63,7 @@ workflow = keel.Workflow(
     # is free per call (serving it is the infrastructure line), a reviewer's hour and handling
     # time until reviews are measured, a misrouted ticket, and routing a ticket by hand.
     cost=keel.Cost(
-        prices=[keel.ModelPrice("tfidf-logreg")],
+        prices=[keel.ModelPrice("tfidf-svm")],
         reviewer_usd_per_hour=40.0, review_s_per_task=45.0,
         wrong_decision_usd=2.50, manual_handling_s=60.0, value_per_record_usd=0.70,
         infra_usd_per_month=150.0, retrain_usd_per_run=5.0, retrains_per_month=4,

@@ -94,7 +94,8 @@ def test_review_cost_is_measured_handling_time_times_the_rate() -> None:
 def test_demo_store_projects_a_month_and_finds_the_cheapest_threshold(
         demo_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     wf = demo_env / "workflow.py"
-    keel.run(wf, demo_env / "data" / "traffic.csv")
+    summary = keel.run(wf, demo_env / "data" / "traffic.csv")
+    assert summary.cost_unknown == 0  # the demo prices the model it declares
     res = keel_cli(capsys, "cost", str(wf), "--project", "50000/day", "--thresholds", "--json",
                    "--html", str(tmp_path / "cost.html"))
     assert res.returncode == 0, res.stderr
