@@ -21,7 +21,7 @@ DISPOSITIONS = ("accepted", "reviewed", "fallback", "quarantined", "failed", "in
 
 #: Why a record is waiting for a person.
 REVIEW_REASONS = ("low_confidence", "output_invalid", "out_of_distribution", "model_failed",
-                  "audit_sample", "second_review", "manual")
+                  "audit_sample", "second_review", "manual", "guarantee_void")
 
 
 class _Ids:

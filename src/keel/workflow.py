@@ -39,6 +39,10 @@ class Policy:
     ``review_sla_s`` gives the due time per review reason.
     ``second_review_above``: when a reviewer disagrees with a model output at least this
     confident, a second reviewer must confirm before the record is decided (None: never).
+    ``on_void``: what a calibrated policy does once the audits of its own decisions contradict
+    its guarantee (``keel status`` says VOID): ``"keep"`` automates as before (the alert and
+    the status say so), ``"review"`` sends every answered record to a person with the reason
+    ``guarantee_void`` until ``keel calibrate`` stores a policy whose guarantee holds.
     """
 
     threshold: float = 0.8
@@ -55,6 +59,7 @@ class Policy:
             "audit_sample": 72 * 3600.0,
             "release_check": 24 * 3600.0,
             "prototype": 72 * 3600.0,
+            "guarantee_void": 24 * 3600.0,
             "second_review": 24 * 3600.0,
             "manual": 24 * 3600.0,
         }
@@ -68,6 +73,7 @@ class Policy:
             "audit_sample": 10,
             "release_check": 40,
             "prototype": 20,
+            "guarantee_void": 50,
             "second_review": 70,
             "manual": 70,
         }
@@ -78,6 +84,7 @@ class Policy:
     #: send every answered record to a person with this reason, whatever its confidence (a
     #: gated workflow in its ``prototype`` stage: nothing is decided automatically)
     review_all: str | None = None
+    on_void: str = "keep"
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.threshold <= 1.0 or self.threshold == NEVER):
@@ -86,6 +93,8 @@ class Policy:
             raise ValueError(f"audit_rate must be in [0, 1], got {self.audit_rate}")
         if self.on_model_failure not in ("fail", "review"):
             raise ValueError("on_model_failure must be 'fail' or 'review'")
+        if self.on_void not in ("keep", "review"):
+            raise ValueError("on_void must be 'keep' or 'review'")
 
     def threshold_for(self, output: dict[str, Any] | None) -> float:
         if self.per_class and self.class_field and output is not None:
@@ -103,6 +112,7 @@ class Policy:
             "audit_rate": self.audit_rate,
             "on_model_failure": self.on_model_failure,
             "second_review_above": self.second_review_above,
+            "on_void": self.on_void,
             "review_sla_s": self.review_sla_s,
             "review_priority": self.review_priority,
             "version": self.version,

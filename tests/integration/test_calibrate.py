@@ -409,3 +409,52 @@ def test_status_marks_the_guarantee_void_when_audits_contradict_it(
     capsys.readouterr()
     assert main(["status", "--db", db_url]) == 0
     assert "VOID" in capsys.readouterr().out
+
+
+def test_a_void_guarantee_sends_every_record_to_a_person_until_a_new_calibration(
+        tmp_path: Path, db_url: str) -> None:
+    """Policy(on_void="review"): once audits contradict the calibrated guarantee, nothing is
+    automated (reason guarantee_void); a new `keel calibrate` brings automation back."""
+    wf = tmp_path / "workflow.py"
+    wf.write_text(WORKFLOW.replace("audit_rate=AUDIT_RATE", "audit_rate=1.0, on_void='review'"))
+    labels = _csv(tmp_path / "labels.csv", _rows(1000))
+    calibrate_argv = ["calibrate", str(wf), "--labels", str(labels), "--label-column",
+                      "category", "--target-accuracy", "0.95", "--db", db_url]
+    assert main(calibrate_argv) == 0
+
+    def traffic(n: int, start: int) -> Path:
+        return _csv(tmp_path / f"traffic-{start}.csv", [
+            {k: v for k, v in r.items() if k != "category"} for r in _rows(n, start=start)])
+
+    first = keel.run(wf, traffic(120, 1000), db=db_url)
+    assert first.counts["accepted"] > 0  # the guarantee holds so far: it automates
+    store = Store.open(db_url)
+    try:
+        q, wrong = ReviewQueue(store), 0
+        while (task := q.claim(None, "rita")) is not None:
+            if task["reason"] == "audit_sample" and wrong < 12:
+                said = task["model_output"]["label"]
+                q.decide(task["id"], "rita", "correct", {"label": "no" if said == "yes" else "yes"})
+                wrong += 1
+            else:
+                q.decide(task["id"], "rita", "accept")
+    finally:
+        store.close()
+    (st,) = keel.status(db=db_url)
+    assert st["guarantee"]["void"] is True
+
+    voided = keel.run(wf, traffic(60, 2000), db=db_url)
+    assert voided.counts["accepted"] == 0 and voided.counts["in_review"] == 60
+    assert voided.review_reasons == {"guarantee_void": 60}
+    assert any("is void" in n for n in voided.notes)
+    store = Store.open(db_url)
+    try:
+        task = ReviewQueue(store).claim(None, "rita")
+        assert task is not None and task["reason"] == "guarantee_void"
+        assert "guarantee of policy scored@1 is void" in task["detail"]
+    finally:
+        store.close()
+
+    assert main(calibrate_argv) == 0  # a new policy, with no audit against it yet
+    again = keel.run(wf, traffic(60, 3000), db=db_url)
+    assert again.counts["accepted"] > 0 and "guarantee_void" not in again.review_reasons

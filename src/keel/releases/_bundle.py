@@ -55,6 +55,7 @@ class Release:
                       class_field=p.get("class_field"), audit_rate=p["audit_rate"],
                       on_model_failure=p["on_model_failure"],
                       second_review_above=p.get("second_review_above"),
+                      on_void=p.get("on_void", declared.on_void),
                       review_sla_s=declared.review_sla_s,
                       review_priority=declared.review_priority, version=declared.version)
 

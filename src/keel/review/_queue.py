@@ -507,5 +507,7 @@ def _why(task: dict[str, Any]) -> str:
         "audit_sample": "a random audit of an automatic decision",
         "second_review": "a reviewer disagreed with a confident model; confirm or overrule",
         "manual": "a person asked to review this decision again",
+        "guarantee_void": "the audits contradict the calibrated guarantee; people decide "
+                          "until `keel calibrate` stores one that holds",
     }.get(reason, reason)
     return f"{text} ({detail})" if detail else text

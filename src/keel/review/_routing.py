@@ -29,4 +29,13 @@ def policy_in_force(store: Store, workflow: str, model_version: str,
         return declared, (f"routing policy {row['version']} was calibrated for model "
                           f"{calibrated_for}, not {model_version}; using the declared policy "
                           "until you run `keel calibrate` again")
-    return policy_from_params(declared, row["version"], row["params"]), None
+    policy = policy_from_params(declared, row["version"], row["params"])
+    if declared.on_void == "review":
+        watch = sql.guarantee_watch(store, workflow, row["version"], row["params"])
+        if watch["void"]:
+            return replace(policy, review_all="guarantee_void"), (
+                f"the guarantee of routing policy {row['version']} is void: the audits of its "
+                f"decisions contradict it ({watch['audited']} audited, {watch['wrong']} wrong); "
+                "every record goes to a person (on_void='review') until `keel calibrate` "
+                "stores a policy whose guarantee holds")
+    return policy, None

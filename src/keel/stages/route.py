@@ -48,7 +48,10 @@ class ConfidenceRouter:
         why = f"confidence {conf:.3f}{self._versus(threshold)}"
         if item.step_results:  # a multi-step workflow: the policy judges the last step
             why = f"step {item.step_results[-1]['step']}: {why}"
-        if self.policy.review_all:
+        if self.policy.review_all == "guarantee_void":
+            self._send(item, "guarantee_void", f"the guarantee of policy {self.policy.version} "
+                       f"is void: a person decides every record ({why})")
+        elif self.policy.review_all:
             self._send(item, self.policy.review_all,
                        f"{self.policy.review_all} stage: a person decides every record ({why})")
         elif ood:

@@ -418,6 +418,17 @@ def guarantee_status(store: Store, workflow: str) -> dict[str, Any]:
     return {"guarantee": guarantee, "realized_accuracy": realized}
 
 
+def guarantee_watch(store: Store, workflow: str, version: str,
+                    params: dict[str, Any]) -> dict[str, Any]:
+    """Is the guarantee of the stored policy ``version`` contradicted by the audits of the
+    decisions it routed? (what `keel status` shows, for one policy)."""
+    with store.engine.connect() as conn:
+        acc = audit_accuracy(conn, workflow, policy_version=version)
+    out = _watch({"target_accuracy": params.get("target_accuracy"),
+                  "delta": params.get("delta")}, acc)
+    return {**out, "audited": acc["n"], "wrong": acc["n"] - acc["correct"]}
+
+
 def _watch(guarantee: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
     """Is the guarantee contradicted by the audits of the decisions it routed?"""
     target, delta = guarantee["target_accuracy"], guarantee["delta"]

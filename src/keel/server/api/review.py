@@ -25,7 +25,7 @@ def list_tasks(request: Request, who: Reviewer,
                status: Literal["open", "decided", "cancelled"] = "open",
                reason: Literal["low_confidence", "output_invalid", "out_of_distribution",
                                "model_failed", "audit_sample", "second_review",
-                               "manual"] | None = None,
+                               "manual", "guarantee_void"] | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = _queue(request).list(status=status, reason=reason, limit=limit)
     return tasks

@@ -66,6 +66,8 @@ REASONS = {
     "second_review": "Another reviewer disagreed with a confident model; a second opinion "
                      "is needed.",
     "manual": "Someone asked for a person to look at this record.",
+    "guarantee_void": "Audits showed the model is less accurate than its guarantee, so "
+                      "people decide every record until it is calibrated again.",
 }
 
 
