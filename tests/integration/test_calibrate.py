@@ -367,6 +367,22 @@ def test_a_task_routed_before_calibration_names_the_policy_in_force(
     assert isinstance(shown, dict) and shown["policy_in_force"]["version"] == "scored@1"
 
 
+def _contradict_audits(db_url: str, wrong_answers: int = 12) -> None:
+    """A reviewer decides every open task: the first audits say the model was wrong."""
+    store = Store.open(db_url)
+    try:
+        q, wrong = ReviewQueue(store), 0
+        while (task := q.claim(None, "rita")) is not None:
+            if task["reason"] == "audit_sample" and wrong < wrong_answers:
+                said = task["model_output"]["label"]
+                q.decide(task["id"], "rita", "correct", {"label": "no" if said == "yes" else "yes"})
+                wrong += 1
+            else:
+                q.decide(task["id"], "rita", "accept")
+    finally:
+        store.close()
+
+
 def test_status_marks_the_guarantee_void_when_audits_contradict_it(
         tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     wf = _workflow(tmp_path, audit_rate=1.0)
@@ -385,18 +401,7 @@ def test_status_marks_the_guarantee_void_when_audits_contradict_it(
             "insufficient_data"]  # no audit yet: nothing to say
     finally:
         store.close()
-    store = Store.open(db_url)
-    try:
-        q, wrong = ReviewQueue(store), 0
-        while (task := q.claim(None, "rita")) is not None:
-            if task["reason"] == "audit_sample" and wrong < 12:  # people disagree, often
-                said = task["model_output"]["label"]
-                q.decide(task["id"], "rita", "correct", {"label": "no" if said == "yes" else "yes"})
-                wrong += 1
-            else:
-                q.decide(task["id"], "rita", "accept")
-    finally:
-        store.close()
+    _contradict_audits(db_url)
     (st,) = keel.status(db=db_url)
     g, real = st["guarantee"], st["realized_accuracy"]
     assert real["audited"] > 12 and real["accuracy"] < 0.95
@@ -428,18 +433,7 @@ def test_a_void_guarantee_sends_every_record_to_a_person_until_a_new_calibration
 
     first = keel.run(wf, traffic(120, 1000), db=db_url)
     assert first.counts["accepted"] > 0  # the guarantee holds so far: it automates
-    store = Store.open(db_url)
-    try:
-        q, wrong = ReviewQueue(store), 0
-        while (task := q.claim(None, "rita")) is not None:
-            if task["reason"] == "audit_sample" and wrong < 12:
-                said = task["model_output"]["label"]
-                q.decide(task["id"], "rita", "correct", {"label": "no" if said == "yes" else "yes"})
-                wrong += 1
-            else:
-                q.decide(task["id"], "rita", "accept")
-    finally:
-        store.close()
+    _contradict_audits(db_url)
     (st,) = keel.status(db=db_url)
     assert st["guarantee"]["void"] is True
 
