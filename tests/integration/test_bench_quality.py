@@ -22,6 +22,7 @@ def _bench(name: str, args: list[str], artifacts: Path, cwd: Path) -> list[dict[
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # trains the demo model when the cache is cold: minutes on a busy machine
 def test_calibration_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> None:
     lines = _bench("calibration.py", ["--splits", "3", "--resample", "20", "--skip-baseline"],
                    artifacts_dir, tmp_path)
@@ -35,6 +36,7 @@ def test_calibration_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_ood_bench_runs_small(tmp_path: Path, artifacts_dir: Path) -> None:
     # the default install's embedder, named: CI also installs MiniLM, which `auto` would pick
     out = _bench("ood.py", ["--pydoc", "200", "--repeats", "1", "--embedder", "wordllama"],
