@@ -181,6 +181,8 @@ def test_a_paused_worker_cannot_commit_what_another_took_over(tmp_path: Path,
     finally:
         store.close()
     slow.send_signal(signal.SIGSTOP)  # ...and freeze it past its lease
+    held = _leased(pg_url)  # one batch in hand, or two (the next claimed while one is decided)
+    assert held in (20, 40)
     time.sleep(3.0)
     other = _worker(wf, pg_url, "--lease", "2", "--until-empty")
     assert other.wait(timeout=120) == 0
@@ -189,8 +191,41 @@ def test_a_paused_worker_cannot_commit_what_another_took_over(tmp_path: Path,
     slow.send_signal(signal.SIGTERM)
     slow.wait(timeout=60)
     said = " ".join((tmp_path / "worker-0.out").read_text().split())
-    assert "leases lost to other workers: 20" in said, _said(wf)
+    assert f"leases lost to other workers: {held}" in said, _said(wf)
     assert sum(_decided_once(pg_url, 200).values()) == 200
+
+
+def _leased(db: str) -> int:
+    store = Store.open(db)
+    try:
+        return int(q.depth(store, "tickets")["leased"])
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_finishes_every_batch_it_holds(tmp_path: Path, pg_url: str) -> None:
+    """SIGTERM while two batches are in hand: both are decided and committed, nothing stays
+    leased for another worker to wait out, and the rest is still pending."""
+    wf = _workflow(tmp_path, delay=0.05)  # 20 records take a second
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(200)), db=pg_url)
+    worker = _worker(wf, pg_url)
+    end = time.monotonic() + 60
+    while _leased(pg_url) < 40 and time.monotonic() < end:
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, _said(wf)
+    store = Store.open(pg_url)
+    try:
+        with store.engine.connect() as conn:
+            by_status = dict(conn.execute(text(
+                "select status, count(*) from queue group by status")).all())
+            decisions = conn.execute(text("select count(*) from decisions")).scalar_one()
+    finally:
+        store.close()
+    done = by_status.get("done", 0)
+    assert done >= 40 and done % 20 == 0 and "leased" not in by_status
+    assert decisions == done and by_status.get("pending", 0) == 200 - done
 
 
 @pytest.mark.slow
