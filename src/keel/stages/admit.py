@@ -48,7 +48,9 @@ class Admitter:
         self.key_field = key_field
         self.lookup = lookup
         self.stored_form = stored_form
-        self.seen: dict[str, str] = {}  # key -> its content as stored
+        #: key -> a digest of its content as stored (not the content: a million rows' worth
+        #: of it is hundreds of MB); two versions of one key differ in it but by 2^-64 chance
+        self.seen: dict[str, bytes] = {}
 
     def key_of(self, row: RawRow) -> str:
         """The record key of a row (its key field, or ``source#line`` when it has none)."""
@@ -71,8 +73,9 @@ class Admitter:
             where = f"{row.source}:{row.line}"
             raw = _raw(row)
             stored = self.stored_form(raw)
+            digest = _digest(stored)
             earlier = self.seen.get(key)
-            if earlier is not None and earlier != stored:
+            if earlier is not None and earlier != digest:
                 key = _conflict_key(key, stored)
                 out.keys.append(key)
                 if key in self.seen or key in fresh:
@@ -91,7 +94,7 @@ class Admitter:
                 if row.data is None:
                     item.violations.append(Violation("*", "parse",
                                                      row.error or "row could not be parsed"))
-            self.seen[key] = stored
+            self.seen[key] = digest
             fresh[key] = item
             text[key] = stored
         known = self.lookup(list(fresh)) if fresh else {}
@@ -131,6 +134,10 @@ class Admitter:
             f"kept as {alt!r}: compare both (`keel trace {key}`, `keel trace '{alt}'`), fix "
             "the source, and send the right one under a key of its own"))
         return item
+
+
+def _digest(stored: str) -> bytes:
+    return hashlib.blake2b(stored.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 def _conflict_key(key: str, stored: str) -> str:

@@ -201,6 +201,10 @@ class Store:
         path, compiling 500 bound parameters cost three times what the query does."""
         out: dict[str, Known] = {}
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql" and keys:  # one array parameter, not 2,000 marks
+                found = conn.exec_driver_sql(_LOOKUP_ANY, (workflow, keys))
+                out.update((key, Known(rid, disp, text)) for key, rid, disp, text in found)
+                return out
             for part in _chunks(keys):
                 for key, rid, disp, text in conn.exec_driver_sql(self._lookup_sql(len(part)),
                                                                  (workflow, *part)):
@@ -426,6 +430,9 @@ def segment_rows(workflow: str, items: Iterable[Item],
 
 
 _RECORD_COLS = RECORD_COLS
+_LOOKUP_ANY = ("SELECT r.key, r.id, d.disposition, r.input FROM records r "
+               "LEFT OUTER JOIN decisions d ON d.record_id = r.id "
+               "WHERE r.workflow = %s AND r.key = ANY(%s)")
 _PREDICTION_COLS = PREDICTION_COLS
 _DECISION_COLS = DECISION_COLS
 _QUARANTINE_COLS = ("record_id", "workflow", "source", "violations", "status", "created_at")
