@@ -125,6 +125,24 @@ def test_submit_queues_and_quarantines_like_a_run(tmp_path: Path, db_url: str) -
     _queue_is_seen(db_url, pending=0)
 
 
+def test_submit_deduplicates_keys_far_apart_in_a_long_file(tmp_path: Path, db_url: str) -> None:
+    """A key repeated many chunks later is still one record (submit remembers only the last
+    chunks' keys and asks the store for older ones); a repeat with other content is kept as
+    a quarantined conflict, as within one chunk."""
+    wf = _workflow(tmp_path)
+    rows = [*_rows(10), *_rows(10), ("t3", "other content"), ("t3", "other content")]
+    s = keel.submit(wf, write_csv(tmp_path / "in.csv", rows), db=db_url, batch_size=3)
+    assert (s.read, s.queued, s.duplicates, s.conflicts) == (22, 10, 11, 1)
+    assert s.counts["quarantined"] == 1
+    store = Store.open(db_url)
+    try:
+        with store.engine.connect() as conn:
+            records = conn.execute(text("select count(*) from records")).scalar_one()
+    finally:
+        store.close()
+    assert records == 11
+
+
 def _queue_is_seen(db: str, *, pending: int) -> None:
     """What waits for workers shows in keel status, in Prometheus, and to an alert rule."""
     store = Store.open(db)

@@ -39,7 +39,10 @@ def submit(runner: Runner, rows: Iterable[RawRow], *, source: str, priority: int
     wf, store = runner.wf, runner.store
     summary = RunSummary(wf.name, new_id(), source)
     store.start_run(summary.run_id, wf.name, "submit", source)
-    admitter = Admitter(wf.key, lambda keys: store.lookup(wf.name, keys), runner._stored_form)
+    # the writer is at most one chunk behind: when a chunk is admitted, every chunk before
+    # the last one is committed, and the store answers for their keys
+    admitter = Admitter(wf.key, lambda keys: store.lookup(wf.name, keys), runner._stored_form,
+                        remember_calls=2)
     t0 = time.perf_counter()
     writer = _Writer()  # a chunk is written while the next one is read and admitted
     try:
