@@ -64,7 +64,7 @@ def submit(runner: Runner, rows: Iterable[RawRow], *, source: str, priority: int
 
 def _admit(runner: Runner, admitter: Admitter, batch: list[RawRow],
            summary: RunSummary) -> tuple[list[Item], list[Item]]:
-    """A chunk's rows admitted and validated: (bad rows, rows to queue), counted."""
+    """A chunk's rows admitted and validated: (bad rows, rows to queue)."""
     store = runner.store
     admitted = admitter(batch)
     summary.read += len(batch)
@@ -79,19 +79,20 @@ def _admit(runner: Runner, admitter: Admitter, batch: list[RawRow],
     good = [i for i in items if i.disposition is None]
     if runner.scrubber is not None:
         runner.scrubber(items)
-    summary.add(bad)
-    summary.queued += len(good)
     return bad, good
 
 
 def _queue(runner: Runner, summary: RunSummary, bad: list[Item], good: list[Item],
            priority: int) -> None:
-    """Store a submitted chunk: its bad rows quarantined, the rest pending for workers."""
+    """Store a submitted chunk: its bad rows quarantined, the rest pending for workers;
+    counted once committed."""
     wf, store = runner.wf, runner.store
     if bad:
         store.write_rows(batch_rows(wf.name, summary.run_id, bad, runner.policy))
+        summary.add(bad)
     if good:
         store.write_pending(wf.name, summary.run_id, good, priority)
+        summary.queued += len(good)
 
 
 def enqueue(runner: Runner, records: list[dict[str, Any]], *,
