@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -143,12 +142,15 @@ def workers_run(wf: Path, workers: int, concurrency: int, n: int, tmp: Path) -> 
 
 def submit_run(wf: Path, src: Path, rows: int) -> dict[str, float]:
     with schema() as db:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        subprocess.run(keel_cmd("submit", str(wf), str(src), "--db", db), check=True,
-                       stdout=subprocess.DEVNULL, env=env())
-        elapsed = time.perf_counter() - t0
-        peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+        proc = subprocess.Popen(keel_cmd("submit", str(wf), str(src), "--db", db),
+                                stdout=subprocess.DEVNULL, env=env())
+        _pid, status, usage = os.wait4(proc.pid, 0)  # this process's own peak, not the
+        elapsed = time.perf_counter() - t0          # largest of every child so far
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args)
+        peak_mb = usage.ru_maxrss / 1024
     return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed, "peak_rss_mb": peak_mb}
 
 

@@ -48,6 +48,16 @@ def test_workers_bench_runs_small(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
+def test_submit_stages_bench_runs_small(tmp_path: Path) -> None:
+    lines = _bench(tmp_path, "submit_stages.py", "--rows", "3000", "--repeats", "1")
+    summary = lines[-1]
+    assert summary["bench"] == "submit stages summary" and summary["rows"] == 3000
+    assert len(summary["median_us_per_row"]) == 9
+    assert all(v > 0 for v in summary["median_us_per_row"].values())
+
+
+@pytest.mark.slow
 def test_slow_models_bench_runs_small(tmp_path: Path) -> None:
     lines = _bench(tmp_path, "slow_models.py", "--records", "200", "--concurrency", "8",
                    "--repeats", "1")

@@ -125,6 +125,24 @@ def test_submit_queues_and_quarantines_like_a_run(tmp_path: Path, db_url: str) -
     _queue_is_seen(db_url, pending=0)
 
 
+def test_submit_deduplicates_keys_far_apart_in_a_long_file(tmp_path: Path, db_url: str) -> None:
+    """A key repeated many chunks later is still one record (submit remembers only the last
+    chunks' keys and asks the store for older ones); a repeat with other content is kept as
+    a quarantined conflict, as within one chunk."""
+    wf = _workflow(tmp_path)
+    rows = [*_rows(10), *_rows(10), ("t3", "other content"), ("t3", "other content")]
+    s = keel.submit(wf, write_csv(tmp_path / "in.csv", rows), db=db_url, batch_size=3)
+    assert (s.read, s.queued, s.duplicates, s.conflicts) == (22, 10, 11, 1)
+    assert s.counts["quarantined"] == 1
+    store = Store.open(db_url)
+    try:
+        with store.engine.connect() as conn:
+            records = conn.execute(text("select count(*) from records")).scalar_one()
+    finally:
+        store.close()
+    assert records == 11
+
+
 def _queue_is_seen(db: str, *, pending: int) -> None:
     """What waits for workers shows in keel status, in Prometheus, and to an alert rule."""
     store = Store.open(db)
@@ -181,6 +199,8 @@ def test_a_paused_worker_cannot_commit_what_another_took_over(tmp_path: Path,
     finally:
         store.close()
     slow.send_signal(signal.SIGSTOP)  # ...and freeze it past its lease
+    held = _leased(pg_url)  # one batch in hand, or two (the next claimed while one is decided)
+    assert held in (20, 40)
     time.sleep(3.0)
     other = _worker(wf, pg_url, "--lease", "2", "--until-empty")
     assert other.wait(timeout=120) == 0
@@ -189,8 +209,41 @@ def test_a_paused_worker_cannot_commit_what_another_took_over(tmp_path: Path,
     slow.send_signal(signal.SIGTERM)
     slow.wait(timeout=60)
     said = " ".join((tmp_path / "worker-0.out").read_text().split())
-    assert "leases lost to other workers: 20" in said, _said(wf)
+    assert f"leases lost to other workers: {held}" in said, _said(wf)
     assert sum(_decided_once(pg_url, 200).values()) == 200
+
+
+def _leased(db: str) -> int:
+    store = Store.open(db)
+    try:
+        return int(q.depth(store, "tickets")["leased"])
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_finishes_every_batch_it_holds(tmp_path: Path, pg_url: str) -> None:
+    """SIGTERM while two batches are in hand: both are decided and committed, nothing stays
+    leased for another worker to wait out, and the rest is still pending."""
+    wf = _workflow(tmp_path, delay=0.05)  # 20 records take a second
+    keel.submit(wf, write_csv(tmp_path / "in.csv", _rows(200)), db=pg_url)
+    worker = _worker(wf, pg_url)
+    end = time.monotonic() + 60
+    while _leased(pg_url) < 40 and time.monotonic() < end:
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, _said(wf)
+    store = Store.open(pg_url)
+    try:
+        with store.engine.connect() as conn:
+            by_status = dict(conn.execute(text(
+                "select status, count(*) from queue group by status")).all())
+            decisions = conn.execute(text("select count(*) from decisions")).scalar_one()
+    finally:
+        store.close()
+    done = by_status.get("done", 0)
+    assert done >= 40 and done % 20 == 0 and "leased" not in by_status
+    assert decisions == done and by_status.get("pending", 0) == 200 - done
 
 
 @pytest.mark.slow

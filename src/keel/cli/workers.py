@@ -49,13 +49,13 @@ def worker_cmd(
         "--until-empty", help="Stop when no record is waiting (a batch job), not on a signal.")] = False,
     db: DbOption = None, as_json: JsonOption = False,
 ) -> None:
-    """Decide queued records until stopped (SIGTERM or Ctrl-C: the batch in hand finishes)."""
+    """Decide queued records until stopped (SIGTERM or Ctrl-C: the batches in hand finish)."""
     from keel.runtime import work  # start-up: see keel.cli
 
     stop = threading.Event()
 
     def stopping(signum: int, _frame: object) -> None:
-        console_err.print(f"{signal.Signals(signum).name}: finishing the batch in hand, "
+        console_err.print(f"{signal.Signals(signum).name}: finishing the batches in hand, "
                           "then stopping")
         stop.set()
 

@@ -44,11 +44,34 @@ class Admitter:
     """
 
     def __init__(self, key_field: str, lookup: Callable[[list[str]], dict[str, Known]],
-                 stored_form: Callable[[dict[str, Any]], str] = _json.dumps) -> None:
+                 stored_form: Callable[[dict[str, Any]], str] = _json.dumps, *,
+                 remember_calls: int | None = None) -> None:
+        """``remember_calls``: remember keys from only this many calls (this one included)
+        and leave older ones to ``lookup``, for a caller that has committed every chunk
+        admitted before those (`keel submit`: memory stays flat however long the file)."""
         self.key_field = key_field
         self.lookup = lookup
         self.stored_form = stored_form
-        self.seen: dict[str, str] = {}  # key -> its content as stored
+        #: key -> a digest of its content as stored (not the content: a million rows' worth
+        #: of it is hundreds of MB); two versions of one key differ in it but by 2^-64 chance
+        self.seen: dict[str, bytes] = {}
+        self._remember = remember_calls
+        self._older: list[dict[str, bytes]] = []  # earlier calls' keys still remembered
+
+    def _earlier(self, key: str) -> bytes | None:
+        found = self.seen.get(key)
+        if found is None:
+            for older in self._older:
+                found = older.get(key)
+                if found is not None:
+                    break
+        return found
+
+    def _forget(self) -> None:
+        """Start a call: keys from calls more than ``remember_calls`` ago are forgotten."""
+        if self._remember is not None:
+            self._older = [self.seen, *self._older][:self._remember - 1]
+            self.seen = {}
 
     def key_of(self, row: RawRow) -> str:
         """The record key of a row (its key field, or ``source#line`` when it has none)."""
@@ -66,16 +89,18 @@ class Admitter:
         out = Admitted(batch)
         fresh: dict[str, Item] = {}
         text: dict[str, str] = {}
+        self._forget()
         for row in rows:
             key = self.key_of(row)
             where = f"{row.source}:{row.line}"
             raw = _raw(row)
             stored = self.stored_form(raw)
-            earlier = self.seen.get(key)
-            if earlier is not None and earlier != stored:
+            digest = _digest(stored)
+            earlier = self._earlier(key)
+            if earlier is not None and earlier != digest:
                 key = _conflict_key(key, stored)
                 out.keys.append(key)
-                if key in self.seen or key in fresh:
+                if self._earlier(key) is not None or key in fresh:
                     out.duplicates.append((key, where, ""))
                     continue
                 item = self._conflict(self.key_of(row), key, raw, where, "")
@@ -91,7 +116,7 @@ class Admitter:
                 if row.data is None:
                     item.violations.append(Violation("*", "parse",
                                                      row.error or "row could not be parsed"))
-            self.seen[key] = stored
+            self.seen[key] = digest
             fresh[key] = item
             text[key] = stored
         known = self.lookup(list(fresh)) if fresh else {}
@@ -131,6 +156,10 @@ class Admitter:
             f"kept as {alt!r}: compare both (`keel trace {key}`, `keel trace '{alt}'`), fix "
             "the source, and send the right one under a key of its own"))
         return item
+
+
+def _digest(stored: str) -> bytes:
+    return hashlib.blake2b(stored.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 def _conflict_key(key: str, stored: str) -> str:
