@@ -49,6 +49,11 @@ SLACK = 8
 #: record per request then needs a reservation transaction every few dozen records
 AHEAD = 64
 
+#: a reservation asks for room for this many batches ahead of the one that asks (graded
+#: down by SLACK as the windows fill): a reservation transaction every dozen batches, where
+#: each waits for the writer's commit on SQLite
+AHEAD_BATCHES = 12
+
 #: money is compared with this slack, so float sums of reservations never refuse a call
 #: that fits to the cent
 _EPS = 1e-9
@@ -96,8 +101,11 @@ def _reserve(conn: Connection, store: Store, workflow: str, limits: Sequence[Lim
     rows = [_after(row, back) for row in _rows(conn, store, workflow, limits, now)]
     room = min((_room(lim, row, each_usd, each_tokens)
                 for lim, row in zip(limits, rows, strict=True)), default=1 << 30)
-    # room to spare: take some ahead, so the next batches need no transaction of their own
-    grant = max(n + prefetch if prefetch and room >= SLACK * (n + prefetch) else min(n, room), 0)
+    # room to spare: take some ahead (as much as asked while every window keeps SLACK times
+    # what is held, less as the windows fill, none near a limit), so that the next batches
+    # need no transaction of their own
+    extra = min(prefetch, room // SLACK - n) if prefetch else 0
+    grant = max(n + extra if extra > 0 else min(n, room), 0)
     for lim, row in zip(limits, rows, strict=True):
         short = grant <= 0 and _room(lim, row, each_usd, each_tokens) < n
         if grant <= 0 and not short and back == _NOTHING:
@@ -258,7 +266,7 @@ class BudgetKeeper:
         settling = None if pending is None else (limits, _amounts(pending))
         need = n - have
         got = reserve(self.store, self.workflow, limits, need, self.each_usd,
-                      self.each_tokens, settling=settling, prefetch=max(3 * need, AHEAD))
+                      self.each_tokens, settling=settling, prefetch=max(AHEAD_BATCHES * need, AHEAD))
         with self._lock:
             self._ahead[key] = self._ahead.get(key, 0) + max(got - need, 0)
         return self._grant(have + min(got, need)), limits
