@@ -56,6 +56,9 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 #: A contract violation quoting the value it got: ``(got ...)``.
 QUOTED_VALUE = re.compile(r"\(got .*\)", re.DOTALL)
 _SEPARATORS = re.compile(r"[ .()-]+")
+#: an amount with cents ("10.00", "1234.5 " is not): line items such as "2 10.00 20.00" read
+#: off an invoice have a phone number's digits and groups, never its shape
+_AMOUNT = re.compile(r"\d\.\d{2}(?:\s|$)")
 
 _SCALARS = frozenset({int, float, bool})
 #: Keys whose values are identifiers keel made (hashes, ids), never personal data.
@@ -109,7 +112,7 @@ def _whole(check: Callable[[str], bool]) -> Callable[[str], int | None]:
 
 def _phone_ok(text: str) -> bool:
     digits = sum(ch.isdigit() for ch in text)
-    if not 9 <= digits <= 15 or _DATE.match(text):
+    if not 9 <= digits <= 15 or _DATE.match(text) or _AMOUNT.search(text):
         return False
     if text.startswith(("+", "00")):
         return True

@@ -55,7 +55,9 @@ def test_phone_numbers_are_masked(text: str) -> None:
 @pytest.mark.parametrize("text", [
     "confidence 0.300 vs threshold 0.800 (policy default)", "b77-00001", "order 2024-01-15",
     "2024-01-15 10:30:00", "amount 1234567.89", "latency 12.345 ms", "fake-1f3a9c0e77",
-    "3f2a99812391827364512345abcdef", "keel.model.unavailable", "rows 1,234,567"])
+    "3f2a99812391827364512345abcdef", "keel.model.unavailable", "rows 1,234,567",
+    # an invoice's line items as OCR reads them: quantity, unit price, amount
+    "2 10.00 20.00", "Desk lamp 3 129.99 389.97", "Subtotal 1 250.00 1 250.00"])
 def test_keel_s_own_strings_are_not_mistaken_for_personal_data(text: str) -> None:
     assert R.text(text) == text
 
