@@ -23,7 +23,11 @@ def test_pipeline_bench_runs_small(tmp_path: Path) -> None:
     assert set(lines) == {
         "raw_model_predict", "keel_run_demo_model_sqlite", "keel_run_noop_model_sqlite",
         "keel_run_demo_model_sqlite_one_core", "keel_run_noop_model_sqlite_one_core",
-        "keel_run_noop_model_sqlite_one_core_writer_process_forced", "peak_memory_noop_1m"}
+        "keel_run_noop_model_sqlite_one_core_writer_process_forced", "peak_memory_noop_1m",
+        "screening_overhead_demo_model_sqlite"}
+    screening = lines["screening_overhead_demo_model_sqlite"]
+    assert screening["records"] == 1200 and screening["time_ratio"] > 0
+    assert len(screening["runs_with"]) == len(screening["runs_without"]) == 1
     for name, line in lines.items():
         if name.startswith("keel_run"):
             assert line["read"] == 1200 and line["records_per_s"] > 0
