@@ -58,7 +58,14 @@ class FunctionModel(Model):
             except Exception as exc:
                 return [_as_error(exc, self.name)] * len(inputs)
             return self._from_batch(inputs, lambda: values)
-        results = await asyncio.gather(*(self.fn(item) for item in inputs), return_exceptions=True)
+        if len(inputs) == 1:  # one request per record (the default): no task to gather
+            try:
+                results: list[Any] = [await self.fn(inputs[0])]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(self.fn(item) for item in inputs),
+                                           return_exceptions=True)
         return [_as_error(r, self.name) if isinstance(r, BaseException) else self._convert(r)
                 for r in results]
 

@@ -167,7 +167,9 @@ class Timeout:
                                         "latency budget"), len(inputs), 0.0)
         t0 = time.perf_counter()
         try:
-            return await asyncio.wait_for(self.inner(inputs, budget), limit)
+            # asyncio.timeout cuts the call in this task (wait_for would start a task per call)
+            async with asyncio.timeout(limit):
+                return await self.inner(inputs, budget)
         except TimeoutError:
             err = ModelTimeout(f"model {self.model_name!r} did not answer within {limit:.3g} s")
             return _failed(err, len(inputs), (time.perf_counter() - t0) * 1000.0,
