@@ -274,3 +274,26 @@ def test_tokens_per_minute_are_settled_with_real_usage(loop: LoopThread) -> None
     assert limiter is not None and limiter.tokens is not None
     # 3 calls took 50 each up front, then gave back 38 each: 600 - 36 (plus a little refill)
     assert 564 <= limiter.tokens.level < 580
+
+
+def test_model_call_threads_are_reused_but_a_hung_call_keeps_its_own(loop: LoopThread) -> None:
+    """A sync model's calls reuse idle threads; one abandoned by its timeout is never handed
+    a later call (which would then wait behind the hang)."""
+    from keel.resilience._loop import in_thread
+
+    release = threading.Event()
+
+    async def scenario() -> tuple[set[int], int, int]:
+        seen = {await in_thread(threading.get_ident) for _ in range(5)}
+        hung = asyncio.ensure_future(in_thread(lambda: (release.wait(10), threading.get_ident())[1]))
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        later = await asyncio.wait_for(in_thread(threading.get_ident), 2.0)
+        assert time.monotonic() - t0 < 1.0
+        release.set()
+        return seen, later, await hung
+
+    seen, later, hung_on = loop.run(scenario())
+    assert len(seen) == 1  # five calls, one after another: one thread
+    assert hung_on in seen  # the idle thread took the next call, which hung
+    assert later != hung_on  # the call after it did not wait for the busy thread

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -75,10 +76,12 @@ class LoopThread:
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
-    """Run a blocking call on a fresh daemon thread and await it.
+    """Run a blocking call on a model-call thread and await it.
 
-    Unlike ``asyncio.to_thread`` the thread belongs to no pool, so a call that hangs and is
-    abandoned by a timeout never blocks later calls or the interpreter's exit.
+    Unlike ``asyncio.to_thread`` the threads belong to no bounded pool: a call takes an idle
+    thread or starts one, and a thread goes back to the idle ones only when its call
+    returns. So a call that hangs and is abandoned by a timeout keeps its thread to itself
+    and never blocks later calls or the interpreter's exit (the threads are daemons).
     """
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[T] = loop.create_future()
@@ -90,15 +93,48 @@ async def in_thread(fn: Callable[[], T]) -> T:
             else:
                 fut.set_exception(value)
 
-    def work() -> None:
+    def work() -> Callable[[], None]:
         value: Any
         try:
             ok, value = True, fn()
         except BaseException as exc:  # handed to the awaiting coroutine
             ok, value = False, exc
-        # RuntimeError: the loop closed while this call hung, so nobody is waiting for it
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, ok, value)
+        return lambda: loop.call_soon_threadsafe(settle, ok, value)
 
-    threading.Thread(target=work, name="keel-model-call", daemon=True).start()
+    _CallThread.take().jobs.put(work)
     return await fut
+
+
+class _CallThread(threading.Thread):
+    """A model-call thread: runs the calls it is given, one at a time, idling in between."""
+
+    #: idle threads, most recently used last; more than ``KEEP`` idle ones end
+    idle: list[_CallThread] = []
+    lock = threading.Lock()
+    KEEP = 256
+
+    def __init__(self) -> None:
+        super().__init__(name="keel-model-call", daemon=True)
+        self.jobs: queue.SimpleQueue[Callable[[], Callable[[], None]]] = queue.SimpleQueue()
+
+    @classmethod
+    def take(cls) -> _CallThread:
+        with cls.lock:
+            if cls.idle:
+                return cls.idle.pop()
+        thread = cls()
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        while True:
+            deliver = self.jobs.get()()
+            with self.lock:  # idle again before the caller hears back: its next call reuses it
+                stay = len(self.idle) < self.KEEP
+                if stay:
+                    self.idle.append(self)
+            # RuntimeError: the loop closed while this call hung, so nobody is waiting for it
+            with contextlib.suppress(RuntimeError):
+                deliver()
+            if not stay:
+                return
