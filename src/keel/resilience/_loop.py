@@ -13,7 +13,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
 
@@ -99,7 +99,11 @@ async def in_thread(fn: Callable[[], T]) -> T:
             ok, value = True, fn()
         except BaseException as exc:  # handed to the awaiting coroutine
             ok, value = False, exc
-        return lambda: loop.call_soon_threadsafe(settle, ok, value)
+
+        def deliver() -> None:
+            loop.call_soon_threadsafe(settle, ok, value)
+
+        return deliver
 
     _CallThread.take().jobs.put(work)
     return await fut
@@ -109,9 +113,9 @@ class _CallThread(threading.Thread):
     """A model-call thread: runs the calls it is given, one at a time, idling in between."""
 
     #: idle threads, most recently used last; more than ``KEEP`` idle ones end
-    idle: list[_CallThread] = []
-    lock = threading.Lock()
-    KEEP = 256
+    idle: ClassVar[list[_CallThread]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    KEEP: ClassVar[int] = 256
 
     def __init__(self) -> None:
         super().__init__(name="keel-model-call", daemon=True)
