@@ -29,7 +29,7 @@ from keel.releases import Lineup, Release, bundle, declared_note, lineup, releas
 from keel.resilience import Caller, CircuitBreaker, LoopThread, Resilience, RetryPolicy, Shared
 from keel.review import policy_in_force
 from keel.runtime._lanes import Lane, LaneMaker, Plan, resumed_elsewhere, shadow_clone, shadow_rows
-from keel.runtime._speed import freeze_startup_objects, young_gc_only
+from keel.runtime._speed import freeze_startup_objects, prompt_event_loop, young_gc_only
 from keel.runtime._writer import RowWriter
 from keel.stages import (
     Admitter,
@@ -255,6 +255,11 @@ class Runner:
         self._inflight: dict[str, Item] = {}  # serving: decided, not yet stored
         self._inflight_lock = threading.Lock()
 
+    def _waits_async(self) -> bool:
+        """Does the model that decides (the champion's first step) await its answers?"""
+        steps = self.predictor.steps
+        return bool(steps) and steps[0].model.is_async
+
     def _stored_form(self, raw: dict[str, Any]) -> str:
         """A row's input as the store keeps it (the storage policy applied)."""
         return _json.dumps(raw) if self.scrubber is None else self.scrubber.stored_json(raw)
@@ -469,7 +474,7 @@ class Runner:
         self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
         try:
-            with young_gc_only():
+            with young_gc_only(), prompt_event_loop(self._waits_async()):
                 flying: _Flight | None = None
                 for batch, last in _with_last(_batches(rows, self.batch_size)):
                     self._defer = not last  # the last batch retries in the call: no next batch
@@ -627,7 +632,7 @@ class Runner:
         self.rows_writer = RowWriter(self.store, self.writer_process_after)
         self._carry, self._defer = [], True
         try:
-            with young_gc_only():
+            with young_gc_only(), prompt_event_loop(self._waits_async()):
                 for start in range(0, len(rows), self.batch_size):
                     self._defer = start + self.batch_size < len(rows)
                     marks = _Marks()
