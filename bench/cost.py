@@ -39,29 +39,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(EXAMPLE))
 
+from _ticket import ticket_workflow  # noqa: E402  (bench/ is not a package)
 from pipeline import make_traffic  # noqa: E402  (bench/ is not a package)
 
-WORKFLOW = '''
-from pydantic import BaseModel
-import keel
-
-class Ticket(BaseModel):
-    id: str
-    text: str
-
-class Triage(BaseModel):
-    intent: str
-
-MODEL = {model}
-
-workflow = keel.Workflow(
-    name="cost_bench", input=Ticket, output=Triage, key="id",
-    model=MODEL,
-    policy=keel.Policy(threshold=0.5, audit_rate=0.0),
-    owners=keel.Owners(business="bench", support="bench"),
-    {cost}
-)
-'''
+WORKFLOW = ticket_workflow("cost_bench", model="{model}", extra="{cost}")
 NOOP = 'keel.FakeModel({"intent": "card_arrival"}, confidence=0.99, name="m", cost_usd=0.00001)'
 DEMO = ('__import__("sys").path.insert(0, {example!r}) or keel.SklearnModel('
         '__import__("triage_model").load_or_train, features="text", output="intent", name="m")')

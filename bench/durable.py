@@ -33,26 +33,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _ticket import ticket_workflow  # noqa: E402  (bench/ is not a package)
+
 BATCH = 500
 
-NOOP_WORKFLOW = '''
-from pydantic import BaseModel
-import keel
-
-class Ticket(BaseModel):
-    id: str
-    text: str
-
-class Triage(BaseModel):
-    intent: str
-
-workflow = keel.Workflow(
-    name="noop", input=Ticket, output=Triage, key="id",
-    model=keel.FakeModel({"intent": "card_arrival"}, confidence=0.99),
-    policy=keel.Policy(threshold=0.5, audit_rate=0.0),
-    owners=keel.Owners(business="bench", support="bench"),
-)
-'''
+NOOP_WORKFLOW = ticket_workflow("noop")
 
 FLOOR_SCHEMA = [
     "create table records (id text primary key, key text unique, input text, created_at real)",

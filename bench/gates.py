@@ -24,25 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-WORKFLOW = '''
-from pydantic import BaseModel
-import keel
+from _ticket import ticket_workflow  # noqa: E402  (bench/ is not a package)
 
-class Ticket(BaseModel):
-    id: str
-    text: str
-
-class Triage(BaseModel):
-    intent: str
-
-workflow = keel.Workflow(
-    name="gated", input=Ticket, output=Triage, key="id",
-    model=keel.FakeModel({"intent": "card_arrival"}, confidence=0.99),
-    policy=keel.Policy(threshold=0.5),
-    gates=keel.Gates(),
-    owners=keel.Owners(business="bench", support="bench"),
-)
-'''
+WORKFLOW = ticket_workflow("gated", policy="keel.Policy(threshold=0.5)",
+                           extra="gates=keel.Gates(),")
 
 
 def main() -> None:

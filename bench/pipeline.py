@@ -36,24 +36,9 @@ EXAMPLE = ROOT / "examples" / "support_triage"
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(EXAMPLE))
 
-NOOP_WORKFLOW = '''
-from pydantic import BaseModel
-import keel
+from _ticket import ticket_workflow  # noqa: E402  (bench/ is not a package)
 
-class Ticket(BaseModel):
-    id: str
-    text: str
-
-class Triage(BaseModel):
-    intent: str
-
-workflow = keel.Workflow(
-    name="noop", input=Ticket, output=Triage, key="id",
-    model=keel.FakeModel({"intent": "card_arrival"}, confidence=0.99),
-    policy=keel.Policy(threshold=0.5),
-    owners=keel.Owners(business="bench", support="bench"),
-)
-'''
+NOOP_WORKFLOW = ticket_workflow("noop", policy="keel.Policy(threshold=0.5)")
 
 
 def emit(**fields: object) -> None:

@@ -30,25 +30,11 @@ EXAMPLE = ROOT / "examples" / "support_triage"
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(EXAMPLE))
 
-NOOP = '''
-from pydantic import BaseModel
-import keel
+from _ticket import ticket_workflow  # noqa: E402  (bench/ is not a package)
 
-class Ticket(BaseModel):
-    id: str
-    text: str
-
-class Triage(BaseModel):
-    intent: str
-
-workflow = keel.Workflow(
-    name="noop", input=Ticket, output=Triage, key="id",
-    model=keel.FakeModel({"intent": "card_arrival"}, confidence=0.99, name="{name}"),
-    policy=keel.Policy(threshold=0.5, audit_rate=0.0),
-    rollout=keel.Rollout(min_decisions=10**9, check_every_s=3600),
-    owners=keel.Owners(business="bench", support="bench"),
-)
-'''
+NOOP = ticket_workflow(
+    "noop", model='keel.FakeModel({"intent": "card_arrival"}, confidence=0.99, name="{name}")',
+    extra="rollout=keel.Rollout(min_decisions=10**9, check_every_s=3600),")
 
 
 def emit(**fields: object) -> None:

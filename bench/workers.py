@@ -36,31 +36,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _ticket import ticket_workflow  # noqa: E402  (bench/ is not a package)
+
 PG = os.environ.get("KEEL_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 LATENCY_S = 0.05
 
-WORKFLOW = '''
+WORKFLOW = ticket_workflow(
+    "tickets", model='keel.FunctionModel(slow, name="slow-50ms")',
+    policy="keel.Policy(threshold=0.5)", before="""
 import asyncio
-from pydantic import BaseModel
-import keel
-
-class Ticket(BaseModel):
-    id: str
-    text: str
-
-class Triage(BaseModel):
-    intent: str
 
 async def slow(t: Ticket):
     await asyncio.sleep({latency})
     return {{"intent": "card_arrival"}}, 0.99
-
-workflow = keel.Workflow(
-    name="tickets", input=Ticket, output=Triage, key="id",
-    model=keel.FunctionModel(slow, name="slow-50ms"), policy=keel.Policy(threshold=0.5),
-    owners=keel.Owners(business="bench", support="bench"),
-)
-'''
+""")
 
 
 @contextmanager

@@ -69,3 +69,14 @@ def test_slow_models_bench_runs_small(tmp_path: Path) -> None:
 def test_gates_bench_runs_small(tmp_path: Path) -> None:
     (line,) = _bench(tmp_path, "gates.py", "--records", "500", "--repeats", "1")
     assert line["measure"] == "gate_report" and line["records"] == 500 and line["criteria"] >= 15
+
+
+@pytest.mark.slow
+def test_releases_bench_runs_small(tmp_path: Path) -> None:
+    lines = _bench(tmp_path, "releases.py", "--records", "300", "--repeats", "1")
+    by = {ln["measure"]: ln for ln in lines}
+    assert set(by) == {"run_noop_no_rollout", "run_noop_canary_5pct",
+                       "eval_two_releases_test_split"}
+    assert by["run_noop_canary_5pct"]["records"] == 300
+    assert by["run_noop_canary_5pct"]["ratio_to_no_rollout"] > 0
+    assert by["eval_two_releases_test_split"]["records"] == 3080
