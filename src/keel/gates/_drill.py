@@ -33,13 +33,18 @@ FAULTS = (("error", 0.10), ("timeout", 0.05), ("malformed", 0.05))
 class FaultyModel(Model):
     """The workflow's model with faults injected: unavailable, timed out, malformed answer."""
 
-    def __init__(self, inner: Model, seed: int, pause_s: float) -> None:
+    def __init__(self, inner: Model, seed: int, pause_s: float, hold_after: int | None = None,
+                 holding: Any = None) -> None:
         self.inner = inner
         self.name = f"{inner.name}+faults"
         self.kind = inner.kind
         self.rng = random.Random(seed)
         self.pause_s = pause_s
         self.injected = 0
+        #: the crashing run stops answering after this many records and says so (``holding``,
+        #: a process-shared event), so the crash lands mid-run however fast the machine is
+        self.hold_after, self.holding = hold_after, holding
+        self.asked = 0
 
     @property
     def version(self) -> str:
@@ -53,6 +58,10 @@ class FaultyModel(Model):
 
     def predict(self, inputs: Sequence[BaseModel]) -> list[Outcome]:
         time.sleep(self.pause_s)  # room for the crash to land mid-run
+        if self.hold_after is not None and self.asked >= self.hold_after:
+            self.holding.set()
+            time.sleep(3600)  # until the drill's SIGKILL
+        self.asked += len(inputs)
         answers = self.inner.predict(inputs) if not self.inner.is_async else [
             ModelUnavailable("drill: async models answer through the real endpoint")] * len(inputs)
         out: list[Outcome] = []
@@ -74,9 +83,12 @@ class FaultyModel(Model):
         return out
 
 
-def _decide(wf: Workflow, rows: list[dict[str, Any]], url: str, seed: int, pause_s: float) -> None:
-    """One run over the sample with faults (the drill's child process, then the resume)."""
-    faulty = replace_model(wf, FaultyModel(wf.model, seed, pause_s))
+def _decide(wf: Workflow, rows: list[dict[str, Any]], url: str, seed: int, pause_s: float,
+            holding: Any = None) -> None:
+    """One run over the sample with faults (the drill's child process, which stops answering
+    half-way and waits for its crash when given ``holding``; then the resume)."""
+    hold_after = len(rows) // 2 if holding is not None else None
+    faulty = replace_model(wf, FaultyModel(wf.model, seed, pause_s, hold_after, holding))
     store = Store.open(url)
     try:
         Runner(faulty, store, batch_size=10).run(
@@ -102,9 +114,11 @@ def drill(wf: Workflow, store: Store, *, sample: int = 200, seed: int = 7) -> di
         url = f"sqlite:///{Path(tmp) / 'drill.db'}"
         Store.open(url).close()
         ctx = mp.get_context("fork")
-        child = ctx.Process(target=_decide, args=(wf, rows, url, seed, 0.02), daemon=True)
+        holding = ctx.Event()
+        child = ctx.Process(target=_decide, args=(wf, rows, url, seed, 0.02, holding),
+                            daemon=True)
         child.start()
-        killed_at = _kill_mid_run(child, url, wf.name, len(rows))
+        killed_at = _kill_mid_run(child, url, wf.name, len(rows), holding)
         _decide(wf, rows, url, seed + 1, 0.0)  # resume: the same inputs, decided to the end
         result = _check(url, wf, rows, killed_at)
     result["sample"] = len(rows)
@@ -114,15 +128,16 @@ def drill(wf: Workflow, store: Store, *, sample: int = 200, seed: int = 7) -> di
     return result
 
 
-def _kill_mid_run(child: Any, url: str, workflow: str, n: int) -> int | None:
-    """SIGKILL the child once some, not all, records are decided; how many were."""
+def _kill_mid_run(child: Any, url: str, workflow: str, n: int, holding: Any) -> int | None:
+    """SIGKILL the child once a third of the records are decided or it has stopped answering
+    half-way (whichever comes first); how many were decided."""
     scratch = Store.open(url)
     try:
         deadline = time.monotonic() + 120
         while child.is_alive() and time.monotonic() < deadline:
             done = queries.status(scratch, workflow)["records"] if workflow in \
                 queries.workflow_names(scratch) else 0
-            if done >= max(1, n // 3):
+            if done >= max(1, n // 3) or holding.is_set():
                 os.kill(child.pid, signal.SIGKILL)
                 child.join()
                 return int(done)
